@@ -1,0 +1,39 @@
+# One image for every driftloop process: the service is picked at run time with
+# `driftloop run NAME` (or `driftloop topics` for the one-shot topic setup).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Container-friendly defaults; docker-compose.yml and k8s/configmap.yaml set
+# them explicitly as well. The settings defaults (127.0.0.1, ./.driftloop-data,
+# ./artifacts) would make /metrics unreachable from Prometheus and point into
+# /app, which the non-root user cannot write.
+ENV DRIFTLOOP_METRICS_ADDR=0.0.0.0 \
+    DRIFTLOOP_DATA_DIR=/data/state \
+    DRIFTLOOP_ARTIFACT_STORE=file:///data/artifacts
+
+WORKDIR /app
+
+# Fixed uid/gid so k8s securityContext (runAsUser/fsGroup 10001) matches.
+RUN groupadd --system --gid 10001 driftloop \
+ && useradd --system --uid 10001 --gid driftloop --create-home \
+        --shell /usr/sbin/nologin driftloop
+
+COPY . /app
+
+# Editable install on purpose: shared.settings resolves the schemas/ directory
+# relative to the source tree (REPO_ROOT / "schemas"), so the code must run
+# from /app rather than from a copy in site-packages.
+RUN pip install --no-cache-dir -e .
+
+# The /data directories exist in the image and belong to the app user so that
+# a fresh Docker named volume mounted there inherits that ownership.
+RUN mkdir -p /data/state /data/artifacts \
+ && chown -R driftloop:driftloop /data
+
+USER driftloop
+
+ENTRYPOINT ["driftloop"]
+CMD ["--help"]

@@ -1,0 +1,1 @@
+"""driftloop's five services and its command line."""

@@ -1,0 +1,175 @@
+"""The driftloop command line (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from shared.errors import DriftloopError
+from shared.settings import SERVICES, CommonSettings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
+    return value
+
+
+def _existing_csv(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="driftloop", description="Streaming MLOps: the feedback loop on Kafka.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    b = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    b.add_argument("--port", type=_positive_int, default=None, help="default: DRIFTLOOP_BROKER_PORT or 9092")
+
+    sub.add_parser("topics", help="create every topic with its partitions and policies")
+
+    r = sub.add_parser("run", help="run one service")
+    r.add_argument("service", choices=SERVICES, metavar="SERVICE", help=" | ".join(SERVICES))
+
+    sub.add_parser("up", help="broker (unless KAFKA_BOOTSTRAP_SERVERS is set) + topics + all five services")
+
+    rp = sub.add_parser("replay", help="replay a CSV as events plus delayed labels")
+    rp.add_argument("csv", type=_existing_csv, metavar="CSV")
+    rp.add_argument("--target", required=True, metavar="COL", help="the label column")
+    rp.add_argument("--entity", default=None, metavar="COL", help="the entity column (default: one entity per row)")
+    rp.add_argument("--rate", type=_positive_float, default=None, metavar="N", help="events per second (default: as fast as possible)")
+    rp.add_argument("--label-delay", type=_non_negative_int, default=50, metavar="N", help="send each label N events later")
+    rp.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="at most N rows")
+
+    d = sub.add_parser("demo", help="run the whole loop on a stream and write a report")
+    d.add_argument("--dataset", default="sea", metavar="NAME|PATH", help="sea (default, synthetic with known drifts), elec2, or a CSV path")
+    d.add_argument("--target", default=None, metavar="COL", help="the label column of a CSV dataset")
+    d.add_argument("--events", type=_positive_int, default=None, metavar="N", help="number of events (default: 12000 for sea, all rows otherwise)")
+    d.add_argument("--label-delay", type=_non_negative_int, default=50, metavar="N")
+    d.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR")
+    d.add_argument("--timeout", type=_positive_float, default=600.0, metavar="S", help="give up after S seconds")
+    return p
+
+
+def _cmd_broker(port: int | None) -> int:
+    from shared.broker import EmbeddedBroker
+    from shared.log import configure_logging, get_logger
+
+    common = CommonSettings()
+    configure_logging(common.log_level, json=common.log_json)
+    broker = EmbeddedBroker(port or common.broker_port).start()
+    get_logger(service="broker").info("broker_ready", bootstrap=broker.bootstrap_servers, pid=broker.process.pid if broker.process else None)
+    stop = {"flag": False}
+
+    def _stop(*_: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["flag"]:
+            if broker.process is None or broker.process.poll() is not None:
+                raise DriftloopError("the embedded broker exited unexpectedly", code="broker_died")
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _cmd_topics() -> int:
+    from shared.kafka import create_topics
+    from shared.topics import Topics
+
+    common = CommonSettings()
+    specs = Topics(common.topic_prefix, common.partitions).catalogue()
+    created = asyncio.run(create_topics(common.bootstrap_servers, specs))
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        print(f"{spec.name:<40} partitions={spec.partitions:<3} {spec.config.get('cleanup.policy', '')}  {state}")
+    return 0
+
+
+def _cmd_run(service: str) -> int:
+    module = importlib.import_module(f"services.{service}.app")
+    module.main()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "broker":
+            return _cmd_broker(args.port)
+        if args.command == "topics":
+            return _cmd_topics()
+        if args.command == "run":
+            return _cmd_run(args.service)
+        if args.command == "up":
+            from services.runner import up
+
+            return up()
+        if args.command == "replay":
+            from services.replay import replay_cli
+
+            return replay_cli(args)
+        if args.command == "demo":
+            from services.demo import demo_cli
+
+            return demo_cli(args)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        print(f"driftloop: error: setting {err['loc'][0] if err['loc'] else '?'}: {err['msg']}", file=sys.stderr)
+        return 2
+    except DriftloopError as exc:
+        print(f"driftloop: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ingestion: validation, normalisation and de-duplication of raw events and labels."""

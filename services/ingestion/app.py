@@ -1,0 +1,56 @@
+"""Ingestion service shell: raw bytes in, validated Avro out, everything else dead-lettered."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from faust.types import StreamT
+
+from services.ingestion.dedup import Deduplicator
+from services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
+from shared.app import ServiceContext, build_context, run_worker
+from shared.errors import DuplicateEvent
+from shared.settings import IngestionSettings
+
+SERVICE = "ingestion"
+DEDUP_TTL_MS = 24 * 3600 * 1000
+
+
+def wire(ctx: ServiceContext[IngestionSettings]) -> None:
+    app = ctx.app
+    limits = Limits(ctx.settings.max_record_bytes, int(ctx.settings.max_lateness_s * 1000))
+
+    def pipeline(source: str, sink: str, record: str, validate: Validator) -> None:
+        seen = app.Table(f"seen-{record.lower()}", default=None, partitions=ctx.common.partitions)
+        dedup = Deduplicator(seen, DEDUP_TTL_MS)
+        out = ctx.raw_topic(sink)
+        src_name = ctx.topics.name(source)
+
+        async def process(stream: StreamT[Any]) -> None:
+            async for event in stream.events():
+                msg = event.message
+                ctx.metrics.records_in.labels(SERVICE, src_name).inc()
+                event_id = None
+                try:
+                    obj = decode(msg.value, record, ctx.serde, limits)
+                    value = validate(obj, int(time.time() * 1000), limits)
+                    event_id = value["event_id"]
+                    if dedup.seen(event_id, int(msg.timestamp * 1000)):
+                        raise DuplicateEvent(f"{record} {event_id} was already ingested")
+                    if record == "RawEvent":
+                        value["ingest_time"] = int(msg.timestamp * 1000)
+                    await ctx.send(out, value["entity_id"], ctx.serde.encode(record, value))
+                except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
+                    await ctx.dead_letter(event, exc, event_id)
+
+        app.agent(ctx.raw_topic(source), name=f"{SERVICE}.{source}")(process)
+
+    pipeline("events.raw", "events.clean", "RawEvent", validate_event)
+    pipeline("labels.raw", "labels.clean", "Label", validate_label)
+
+
+def main() -> None:
+    ctx = build_context(SERVICE, IngestionSettings)
+    wire(ctx)
+    run_worker(ctx)

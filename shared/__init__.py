@@ -1,0 +1,1 @@
+"""driftloop's common library: settings, serde, topics, metrics, logging, errors, broker."""

@@ -1,0 +1,127 @@
+"""The Faust app factory and the context every service shell is built on.
+
+A service shell asks for a ``ServiceContext``: settings built once, logging, metrics on
+their own registry and HTTP port, the serde, topic names, a Faust app whose consumer
+group timeouts work on the embedded broker, and the dead-letter helper.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import faust
+from faust.types import EventT, TopicT
+
+from shared.errors import DriftloopError, InvalidRecord
+from shared.log import configure_logging, get_logger
+from shared.metrics import ServiceMetrics
+from shared.serde import FileSchemaRegistry, Serde
+from shared.settings import CommonSettings, ServiceSettings
+from shared.topics import Topics
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def make_faust_app(app_id: str, common: CommonSettings, **overrides: Any) -> faust.App:
+    brokers = ";".join(f"kafka://{b.strip()}" for b in common.bootstrap_servers.split(",") if b.strip())
+    conf: dict[str, Any] = {
+        "broker": brokers,
+        "store": "memory://",
+        "topic_partitions": common.partitions,
+        "topic_replication_factor": 1 if common.uses_embedded_broker else 3,
+        "broker_session_timeout": common.session_timeout_s,
+        "broker_rebalance_timeout": common.rebalance_timeout_s,
+        "broker_heartbeat_interval": common.heartbeat_interval_s,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "web_enabled": False,
+        "datadir": str(common.data_dir / app_id),
+        # Our own structlog logs say what happens; Faust's console banner would not.
+        "worker_redirect_stdouts": False,
+    }
+    conf.update(overrides)
+    common.data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(app_id, **conf)
+
+
+@dataclass
+class ServiceContext(Generic[S]):
+    service: str
+    common: CommonSettings
+    settings: S
+    app: faust.App
+    serde: Serde
+    topics: Topics
+    metrics: ServiceMetrics
+    log: Any
+    _deadletter: TopicT | None = field(default=None, repr=False)
+
+    def raw_topic(self, short: str) -> TopicT:
+        """A Faust topic carrying bytes: decoding is ours, so bad bytes can be dead-lettered."""
+        return self.app.topic(self.topics.name(short), key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw")
+
+    async def send(self, topic: TopicT, key: str | bytes, value: bytes) -> None:
+        await topic.send(key=key.encode() if isinstance(key, str) else key, value=value)
+        self.metrics.records_out.labels(self.service, topic.get_topic_name()).inc()
+
+    async def dead_letter(self, event: EventT, exc: BaseException, event_id: str | None = None) -> None:
+        """Send the record behind ``event`` to the dead-letter topic with the error's code."""
+        msg = event.message
+        code = exc.code if isinstance(exc, DriftloopError) else "internal_error"
+        if self._deadletter is None:
+            self._deadletter = self.raw_topic("deadletter")
+        record = {
+            "original_key": msg.key,
+            "original_value": msg.value,
+            "source_topic": msg.topic,
+            "source_partition": int(msg.partition),
+            "source_offset": int(msg.offset),
+            "service": self.service,
+            "error_code": code,
+            "error_message": str(exc)[:1000],
+            "event_id": event_id,
+            "time": int(time.time() * 1000),
+        }
+        key = msg.key if msg.key else (event_id or f"{msg.topic}:{msg.partition}:{msg.offset}").encode()
+        await self.send(self._deadletter, key, self.serde.encode("DeadLetter", record))
+        self.metrics.dead_letters.labels(self.service, code).inc()
+        log = self.log.bind(topic=msg.topic, partition=msg.partition, offset=msg.offset, event_id=event_id,
+                            error_code=code)
+        if isinstance(exc, InvalidRecord):
+            log.info("record_dead_lettered", error=str(exc)[:200])
+        else:
+            log.error("record_failed", error=repr(exc)[:500], traceback=traceback.format_exc(limit=5))
+
+
+def build_context(service: str, settings_cls: type[S]) -> ServiceContext[S]:
+    common = CommonSettings()
+    settings = settings_cls()
+    configure_logging(common.log_level, json=common.log_json)
+    log = get_logger(service=service)
+    topics = Topics(common.topic_prefix, common.partitions)
+    app = make_faust_app(f"{common.topic_prefix}{service}", common)
+    metrics = ServiceMetrics(service)
+    return ServiceContext(
+        service=service,
+        common=common,
+        settings=settings,
+        app=app,
+        serde=Serde(FileSchemaRegistry(common.schema_dir)),
+        topics=topics,
+        metrics=metrics,
+        log=log,
+    )
+
+
+def run_worker(ctx: ServiceContext[Any]) -> None:
+    """Run the Faust worker in the foreground until SIGINT/SIGTERM."""
+    ctx.metrics.serve(ctx.common.metrics_addr, ctx.settings.metrics_port)
+    ctx.metrics.up.labels(ctx.service).set(1)
+    ctx.log.info("service_starting", bootstrap=ctx.common.bootstrap_servers, prefix=ctx.common.topic_prefix,
+                 metrics_port=ctx.settings.metrics_port)
+    worker = faust.Worker(ctx.app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,123 @@
+"""The error hierarchy. Every error names a machine-readable code and whether retrying can help."""
+
+from __future__ import annotations
+
+
+class DriftloopError(Exception):
+    """Root of every error driftloop raises on purpose."""
+
+    code: str = "internal_error"
+    retriable: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+# --- bad data: the record goes to the dead-letter topic, the service carries on ---------------
+
+
+class InvalidRecord(DriftloopError):
+    """A record that cannot be processed as it is; retrying it will never help."""
+
+    code = "invalid_record"
+
+
+class DecodeError(InvalidRecord):
+    code = "decode_error"
+
+
+class UnknownSchema(InvalidRecord):
+    code = "unknown_schema_id"
+
+
+class SchemaMismatch(InvalidRecord):
+    code = "schema_mismatch"
+
+
+class MissingField(InvalidRecord):
+    code = "missing_field"
+
+
+class WrongType(InvalidRecord):
+    code = "wrong_type"
+
+
+class NonFiniteNumber(InvalidRecord):
+    code = "non_finite_number"
+
+
+class RecordTooLarge(InvalidRecord):
+    code = "record_too_large"
+
+
+class TooOld(InvalidRecord):
+    code = "too_old"
+
+
+class DuplicateEvent(InvalidRecord):
+    code = "duplicate_event"
+
+
+class FeatureSetMismatch(InvalidRecord):
+    code = "feature_set_mismatch"
+
+
+# --- models and artifacts -----------------------------------------------------------------------
+
+
+class ArtifactError(DriftloopError):
+    code = "artifact_error"
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact whose bytes differ from the sha256 in its registry record."""
+
+    code = "artifact_sha256_mismatch"
+
+
+class ArtifactOutsideStore(ArtifactError):
+    code = "artifact_outside_store"
+
+
+class UnknownModelSpec(DriftloopError):
+    code = "unknown_model_spec"
+
+
+# --- infrastructure: worth retrying -------------------------------------------------------------
+
+
+class BrokerError(DriftloopError):
+    code = "broker_error"
+    retriable = True
+
+
+class BrokerUnavailable(BrokerError):
+    code = "broker_unavailable"
+
+
+class PortInUse(DriftloopError):
+    code = "port_in_use"
+
+
+class ConfigError(DriftloopError):
+    code = "config_error"
+
+
+#: Every dead-letter code a service can emit, for docs, dashboards and tests.
+DEAD_LETTER_CODES: tuple[str, ...] = tuple(
+    cls.code
+    for cls in (
+        DecodeError,
+        UnknownSchema,
+        SchemaMismatch,
+        MissingField,
+        WrongType,
+        NonFiniteNumber,
+        RecordTooLarge,
+        TooOld,
+        DuplicateEvent,
+        FeatureSetMismatch,
+    )
+) + ("label_unmatched", "internal_error")

@@ -1,0 +1,117 @@
+"""Plain aiokafka helpers: topic creation, and reading topics to their end.
+
+"The end" is taken from the high watermark that fetch responses carry, never from
+ListOffsets: the embedded broker answers ListOffsets with the base offset of the last
+batch plus one, not the log end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from shared.errors import BrokerUnavailable
+from shared.topics import TopicSpec
+
+
+async def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="driftloop-topics")
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        todo = [s for s in specs if s.name not in existing]
+        if not todo:
+            return []
+        new = [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in todo]
+        resp = await admin.create_topics(new)
+        created = []
+        for name, code, *_ in resp.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:
+                raise BrokerUnavailable(f"creating topic {name} failed with Kafka error {code}")
+        return created
+    finally:
+        await admin.close()
+
+
+def producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
+    opts: dict[str, object] = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": "all"}
+    opts.update(kwargs)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **opts)
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, idle_timeout_s: float = 2.0, max_wait_s: float = 60.0
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from the beginning to its current high watermark."""
+    out: list[ConsumerRecord] = []
+    async for batch in tail_topic(bootstrap, topic, stop_at_end=True, max_wait_s=max_wait_s):
+        out.extend(batch)
+    return out
+
+
+async def tail_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    stop_at_end: bool = False,
+    max_wait_s: float | None = None,
+    poll_ms: int = 200,
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Batches of ``topic`` from the beginning, without a consumer group.
+
+    With ``stop_at_end`` it stops once every partition's position has reached the high
+    watermark reported by a fetch.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        parts = await _partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+        while True:
+            got = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            batch = [r for recs in got.values() for r in recs]
+            if batch:
+                yield batch
+            if stop_at_end and not batch and await _at_end(consumer, tps):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                if stop_at_end:
+                    raise TimeoutError(f"did not reach the end of {topic} within {max_wait_s} s")
+                return
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        await asyncio.sleep(0.1)
+    raise BrokerUnavailable(f"topic {topic} does not exist")
+
+
+async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+    for tp in tps:
+        hw = consumer.highwater(tp)
+        if hw is None or await consumer.position(tp) < hw:
+            return False
+    return True

@@ -1,0 +1,38 @@
+"""Prometheus helpers: the metrics every service exposes, on an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServiceMetrics:
+    """The metrics common to every service, labelled by service name."""
+
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_in = Counter(
+            "driftloop_records_in_total", "Records consumed", ["service", "topic"], registry=r
+        )
+        self.records_out = Counter(
+            "driftloop_records_out_total", "Records produced", ["service", "topic"], registry=r
+        )
+        self.dead_letters = Counter(
+            "driftloop_dead_letters_total", "Records sent to the dead-letter topic", ["service", "code"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "driftloop_batch_processing_seconds",
+            "Time to process one consumed batch",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.up = Gauge("driftloop_service_up", "1 while the service runs", ["service"], registry=r)
+
+    def serve(self, addr: str, port: int) -> None:
+        """Expose /metrics over HTTP; port 0 disables it."""
+        if port:
+            start_http_server(port, addr=addr, registry=self.registry)

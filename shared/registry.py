@@ -1,0 +1,127 @@
+"""The model registry's state, rebuilt from ModelVersion records, and the artifact store.
+
+Pure: no Kafka here. A service feeds ``Registry.apply`` with the records it reads from
+the compacted models.registry topic (oldest first); the latest record per name:version wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, ConfigError
+
+STATUSES = ("candidate", "champion", "archived", "rejected")
+
+
+def registry_key(name: str, version: int) -> bytes:
+    return f"{name}:{version}".encode()
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    name: str
+    old: int | None
+    new: int
+
+
+class Registry:
+    """Every known version of every model, and which one is champion."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, int], dict[str, Any]] = {}
+        self._champion: dict[str, int] = {}
+        self.records_applied = 0
+
+    def apply(self, record: dict[str, Any]) -> ChampionChange | None:
+        """Take one ModelVersion record; return the champion change it causes, if any."""
+        name, version = record["name"], int(record["version"])
+        self._versions[(name, version)] = record
+        self.records_applied += 1
+        old = self._champion.get(name)
+        if record["status"] == "champion":
+            self._champion[name] = version
+        elif old == version:
+            # The champion lost its status: fall back to the newest other champion record.
+            del self._champion[name]
+            rest = [v for (n, v), r in self._versions.items() if n == name and r["status"] == "champion"]
+            if rest:
+                self._champion[name] = max(rest)
+        new = self._champion.get(name)
+        if new is not None and new != old:
+            return ChampionChange(name, old, new)
+        return None
+
+    def champion(self, name: str) -> dict[str, Any] | None:
+        v = self._champion.get(name)
+        return None if v is None else self._versions[(name, v)]
+
+    def get(self, name: str, version: int) -> dict[str, Any] | None:
+        return self._versions.get((name, version))
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return [r for (n, _), r in sorted(self._versions.items()) if n == name]
+
+    def latest_version(self, name: str) -> int:
+        return max((v for (n, v) in self._versions if n == name), default=0)
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+
+class ArtifactStore:
+    """Pickled River pipelines under one root, addressed by ``file://`` URIs.
+
+    Writes are atomic (temp file + rename); loads check the sha256 first and refuse any
+    path outside the root, so a registry record cannot make a service unpickle an
+    arbitrary file.
+    """
+
+    def __init__(self, uri: str) -> None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise ConfigError(f"artifact store {uri!r}: only file:// URIs are supported")
+        # file://./artifacts (relative) and file:///data/artifacts (absolute) both work.
+        self.root = Path(unquote(parsed.netloc + parsed.path)).resolve()
+
+    def save(self, name: str, version: int, obj: object) -> tuple[str, str]:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        path = self.root / name / f"v{version}.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path.as_uri(), hashlib.sha256(data).hexdigest()
+
+    def load(self, uri: str, sha256: str) -> Any:
+        path = self._path(uri)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror}") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ArtifactIntegrityError(f"artifact {uri} has sha256 {digest[:12]}…, its record says {sha256[:12]}…")
+        return pickle.loads(data)  # noqa: S301 - sha256-checked, inside the store only
+
+    def _path(self, uri: str) -> Path:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise ArtifactOutsideStore(f"artifact {uri} is not a file:// URI")
+        path = Path(unquote(parsed.path)).resolve()
+        if not path.is_relative_to(self.root):
+            raise ArtifactOutsideStore(f"artifact {uri} is outside the artifact store {self.root}")
+        return path

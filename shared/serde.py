@@ -1,0 +1,124 @@
+"""Avro serde with the Confluent wire format, and the local file schema registry.
+
+Wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body. Readers resolve
+the writer's schema from the id and read it into their own (reader) schema, so a record
+written by an older or newer writer is read as far as Avro's resolution rules allow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.types import Schema
+
+from shared.errors import DecodeError, SchemaMismatch, UnknownSchema
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+RECORDS = (
+    "RawEvent",
+    "Label",
+    "DeadLetter",
+    "FeatureVector",
+    "LabeledExample",
+    "Prediction",
+    "Outcome",
+    "DriftAlert",
+    "ModelVersion",
+)
+
+
+class FileSchemaRegistry:
+    """Schema ids from ``registry.json`` in a schema folder.
+
+    The newest version of each record is what writers use; every listed version stays
+    readable by id, which is what lets an old record be read after a schema change.
+    """
+
+    def __init__(self, schema_dir: Path) -> None:
+        self.schema_dir = Path(schema_dir)
+        index = json.loads((self.schema_dir / "registry.json").read_text())
+        self._by_id: dict[int, Schema] = {}
+        self._latest: dict[str, tuple[int, int]] = {}
+        named: dict[str, Any] = {}
+        for entry in index["schemas"]:
+            raw = json.loads((self.schema_dir / entry["file"]).read_text())
+            # Each parse gets its own name table: two versions of one record share a name.
+            named = {}
+            self._by_id[int(entry["id"])] = fastavro.parse_schema(raw, named_schemas=named)
+            record, version = entry["record"], int(entry["version"])
+            if record not in self._latest or version > self._latest[record][1]:
+                self._latest[record] = (int(entry["id"]), version)
+
+    def schema_by_id(self, schema_id: int) -> Schema:
+        try:
+            return self._by_id[schema_id]
+        except KeyError:
+            raise UnknownSchema(f"schema id {schema_id} is not in the registry") from None
+
+    def latest(self, record: str) -> tuple[int, Schema]:
+        try:
+            schema_id, _ = self._latest[record]
+        except KeyError:
+            raise UnknownSchema(f"no schema registered for record {record}") from None
+        return schema_id, self._by_id[schema_id]
+
+    def ids(self) -> dict[int, str]:
+        return {i: s["name"] for i, s in self._by_id.items()}  # type: ignore[index]
+
+
+class Serde:
+    """Encodes and decodes every driftloop record with the Confluent framing."""
+
+    def __init__(self, registry: FileSchemaRegistry) -> None:
+        self.registry = registry
+        self._writers = {r: registry.latest(r) for r in RECORDS}
+
+    def encode(self, record: str, value: Mapping[str, Any]) -> bytes:
+        schema_id, schema = self._writers[record]
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(MAGIC, schema_id))
+        try:
+            fastavro.schemaless_writer(buf, schema, value)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaMismatch(f"{record} does not fit its schema: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, record: str, data: bytes | None) -> dict[str, Any]:
+        """Decode framed Avro bytes into ``record``'s current (reader) schema."""
+        if not data or len(data) < _HEADER.size:
+            raise DecodeError("empty or truncated record")
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise DecodeError(f"not Confluent-framed Avro (magic byte {magic})")
+        writer = self.registry.schema_by_id(schema_id)
+        _, reader = self._writers[record]
+        buf = io.BytesIO(data)
+        buf.seek(_HEADER.size)
+        try:
+            value = fastavro.schemaless_reader(buf, writer, reader)
+        except Exception as exc:  # fastavro raises many types on corrupt bytes
+            if isinstance(exc, fastavro.read.SchemaResolutionError):
+                name = writer.get("name") if isinstance(writer, dict) else "?"
+                raise SchemaMismatch(f"schema id {schema_id} ({name}) cannot be read as {record}") from exc
+            raise DecodeError(f"corrupt Avro body for {record}: {type(exc).__name__}") from exc
+        if buf.tell() != len(data):
+            raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the {record} body")
+        if not isinstance(value, dict):
+            raise DecodeError(f"{record} body is not a record")
+        return value
+
+    @staticmethod
+    def is_framed(data: bytes | None) -> bool:
+        return bool(data) and len(data) >= _HEADER.size and data[0] == MAGIC  # type: ignore[index]
+
+
+def finite(x: float) -> bool:
+    return not (math.isnan(x) or math.isinf(x))

@@ -1,0 +1,131 @@
+"""Typed settings, built once per process from the environment.
+
+Every service reads the common settings (prefix ``DRIFTLOOP_``) plus its own
+(prefix ``DRIFTLOOP_<SERVICE>_``). ``KAFKA_BOOTSTRAP_SERVERS`` is the one
+unprefixed variable: when set, every command uses that Kafka instead of the
+embedded broker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_BROKER_DEFAULT = "127.0.0.1:9092"
+
+
+class CommonSettings(BaseSettings):
+    """Settings every process shares."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
+        description="An existing Kafka; unset means the embedded broker.",
+    )
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    topic_prefix: str = "driftloop."
+    partitions: int = Field(default=4, ge=1)
+    schema_dir: Path = REPO_ROOT / "schemas"
+    artifact_store: str = "file://./artifacts"
+    data_dir: Path = Path("./.driftloop-data")
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_addr: str = "127.0.0.1"
+    model_name: str = "default"
+    # Consumer-group timeouts short enough for the embedded broker to assign a Faust
+    # worker within ~3 s; real Kafka is fine with them too.
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+
+class ServiceSettings(BaseSettings):
+    """Base of the per-service settings: where /metrics listens and batching knobs."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    batch_size: int = Field(default=500, ge=1)
+    batch_window_s: float = Field(default=0.02, gt=0)
+
+
+class IngestionSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_INGESTION_", extra="ignore")
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    max_lateness_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    max_record_bytes: int = Field(default=1_000_000, gt=0)
+
+
+class FeaturesSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_FEATURES_", extra="ignore")
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    feature_set_version: str = "fs1"
+    join_ttl_s: float = Field(default=3600.0, gt=0)
+
+
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_INFERENCE_", extra="ignore")
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    model_spec: str = "logreg"
+    seed: int = 42
+
+
+class MonitoringSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_MONITORING_", extra="ignore")
+    metrics_port: int = Field(default=9104, ge=0, le=65535)
+    window: int = Field(default=500, ge=1)
+    join_ttl_s: float = Field(default=3600.0, gt=0)
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    alert_cooldown: int = Field(default=300, ge=0)
+
+
+class RetrainingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_RETRAINING_", extra="ignore")
+    metrics_port: int = Field(default=9105, ge=0, le=65535)
+    model_spec: str = "logreg"
+    seed: int = 42
+    version_every: int = Field(default=1000, ge=1)
+
+
+SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
+    "ingestion": IngestionSettings,
+    "features": FeaturesSettings,
+    "inference": InferenceSettings,
+    "monitoring": MonitoringSettings,
+    "retraining": RetrainingSettings,
+}
+SERVICES: tuple[str, ...] = tuple(SERVICE_SETTINGS)
+
+
+def _env_names(cls: type[BaseSettings]) -> set[str]:
+    prefix = cls.model_config.get("env_prefix", "")
+    names: set[str] = set()
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(a) for a in alias.choices)
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return names
+
+
+def env_var_names(service: str | None = None) -> set[str]:
+    """Every environment variable a service (or, with None, any process) reads."""
+    names = _env_names(CommonSettings)
+    classes = [SERVICE_SETTINGS[service]] if service else SERVICE_SETTINGS.values()
+    for cls in classes:
+        names |= _env_names(cls)
+    return names
