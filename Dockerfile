@@ -21,7 +21,13 @@ RUN groupadd --system --gid 10001 driftloop \
  && useradd --system --uid 10001 --gid driftloop --create-home \
         --shell /usr/sbin/nologin driftloop
 
-COPY . /app
+# The installable part of the repo only: the host's .venv (hundreds of MB),
+# caches and tests stay out of the build context and the image. README.md is
+# needed because pyproject.toml names it as the package readme.
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+COPY schemas ./schemas
 
 # Editable install on purpose: shared.settings resolves the schemas/ directory
 # relative to the source tree (REPO_ROOT / "schemas"), so the code must run

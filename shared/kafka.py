@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -67,11 +67,12 @@ async def tail_topic(
     stop_at_end: bool = False,
     max_wait_s: float | None = None,
     poll_ms: int = 200,
+    start: dict[int, int] | None = None,
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of ``topic`` from the beginning, without a consumer group.
 
     With ``stop_at_end`` it stops once every partition's position has reached the high
-    watermark reported by a fetch.
+    watermark reported by a fetch. ``start`` maps partitions to the offset to start at.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -82,6 +83,9 @@ async def tail_topic(
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            if start and tp.partition in start:
+                consumer.seek(tp, start[tp.partition])
         deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
         while True:
             got = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
@@ -115,3 +119,24 @@ async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool
         if hw is None or await consumer.position(tp) < hw:
             return False
     return True
+
+
+async def load_registry_records(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """The registry topic as it stands now, oldest first."""
+    return await read_topic(bootstrap, topic, max_wait_s=30.0)
+
+
+async def follow(
+    bootstrap: str,
+    topic: str,
+    on_records: Callable[[list[ConsumerRecord]], Awaitable[None]],
+    start: dict[int, int] | None = None,
+) -> None:
+    """Call ``on_records`` with every batch of ``topic`` from ``start`` (default: the
+    beginning), forever.
+
+    Every instance reads the whole topic (no consumer group): this is how each service
+    keeps its own copy of the event-sourced registry.
+    """
+    async for batch in tail_topic(bootstrap, topic, start=start):
+        await on_records(batch)

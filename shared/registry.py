@@ -125,3 +125,52 @@ class ArtifactStore:
         if not path.is_relative_to(self.root):
             raise ArtifactOutsideStore(f"artifact {uri} is outside the artifact store {self.root}")
         return path
+
+
+def version_record(
+    *,
+    name: str,
+    version: int,
+    status: str,
+    reason: str,
+    artifact: tuple[str, str],
+    parent: int | None,
+    trigger: str,
+    window: dict[str, Any],
+    params: dict[str, str],
+    metrics: dict[str, float],
+    feature_set_version: str,
+    code_version: str,
+    now_ms: int,
+) -> dict[str, Any]:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    return {
+        "name": name,
+        "version": version,
+        "status": status,
+        "status_reason": reason,
+        "artifact_uri": artifact[0],
+        "artifact_sha256": artifact[1],
+        "parent_version": parent,
+        "trigger": trigger,
+        "training_window": {
+            "examples": int(window.get("examples", 0)),
+            "start_time": window.get("start_time"),
+            "end_time": window.get("end_time"),
+            "first_event_id": window.get("first_event_id"),
+            "last_event_id": window.get("last_event_id"),
+        },
+        "params": params,
+        "metrics": metrics,
+        "feature_set_version": feature_set_version,
+        "code_version": code_version,
+        "created_at": now_ms,
+        "updated_at": now_ms,
+    }
+
+
+def with_status(record: dict[str, Any], status: str, reason: str, now_ms: int) -> dict[str, Any]:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    return {**record, "status": status, "status_reason": reason, "updated_at": now_ms}

@@ -37,6 +37,7 @@ class CommonSettings(BaseSettings):
     log_json: bool = True
     metrics_addr: str = "127.0.0.1"
     model_name: str = "default"
+    feature_set_version: str = "fs1"
     # Consumer-group timeouts short enough for the embedded broker to assign a Faust
     # worker within ~3 s; real Kafka is fine with them too.
     session_timeout_s: float = Field(default=6.0, gt=0)
@@ -72,7 +73,6 @@ class IngestionSettings(ServiceSettings):
 class FeaturesSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_FEATURES_", extra="ignore")
     metrics_port: int = Field(default=9102, ge=0, le=65535)
-    feature_set_version: str = "fs1"
     join_ttl_s: float = Field(default=3600.0, gt=0)
 
 

@@ -1,0 +1,1 @@
+"""Features: online feature computation and the point-in-time label join."""

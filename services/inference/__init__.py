@@ -1,0 +1,1 @@
+"""Inference: serving the champion, hot-swapped on promotion."""

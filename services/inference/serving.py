@@ -1,0 +1,60 @@
+"""The serving core (pure): which model answers, and the Prediction it gives.
+
+A swap replaces the (model, record) pair in one assignment between two batches, so every
+prediction of a batch comes from one version and names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import FeatureSetMismatch
+from shared.modelspec import predict
+
+
+@dataclass(frozen=True)
+class Served:
+    model: Any
+    name: str
+    version: int
+    feature_set_version: str
+
+
+class Server:
+    def __init__(self) -> None:
+        self._served: Served | None = None
+        self.swaps = 0
+
+    @property
+    def served(self) -> Served | None:
+        return self._served
+
+    def swap(self, model: Any, record: Mapping[str, Any]) -> None:
+        self._served = Served(model, record["name"], int(record["version"]), record["feature_set_version"])
+        self.swaps += 1
+
+    def predict(self, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+        served = self._served
+        if served is None:
+            raise RuntimeError("no model loaded")  # the shell waits for one before consuming
+        if vector["feature_set_version"] != served.feature_set_version:
+            raise FeatureSetMismatch(
+                f"vector has feature set {vector['feature_set_version']!r}, model "
+                f"{served.name} v{served.version} was trained on {served.feature_set_version!r}"
+            )
+        predicted, scores = predict(served.model, vector["features"])
+        return {
+            "event_id": vector["event_id"],
+            "entity_id": vector["entity_id"],
+            "event_time": vector["event_time"],
+            "model_name": served.name,
+            "model_version": served.version,
+            "role": "champion",
+            "predicted": predicted,
+            "scores": scores,
+            "feature_set_version": vector["feature_set_version"],
+            "ingest_time": vector.get("ingest_time"),
+            "predicted_at": now_ms,
+        }

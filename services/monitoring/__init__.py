@@ -1,0 +1,1 @@
+"""Monitoring: the label join, prequential performance and drift detection."""

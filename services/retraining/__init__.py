@@ -1,0 +1,1 @@
+"""Retraining: continuous online training and model versioning."""

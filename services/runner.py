@@ -1,0 +1,148 @@
+"""Starting and stopping the stack: embedded broker, topics, the five services as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from shared.broker import EmbeddedBroker, free_port
+from shared.errors import DriftloopError
+from shared.kafka import create_topics
+from shared.log import configure_logging, get_logger
+from shared.settings import SERVICES, CommonSettings
+from shared.topics import Topics
+
+
+class ServiceDied(DriftloopError):
+    code = "service_died"
+
+
+@dataclass
+class Stack:
+    """The broker (unless an existing Kafka is configured), the topics and the five services.
+
+    ``env`` overrides the environment the services inherit; ``log_dir`` (if given) gets one
+    log file per service instead of the caller's stderr.
+    """
+
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    broker_port: int | None = None
+    services: tuple[str, ...] = SERVICES
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self) -> Stack:
+        common = CommonSettings()
+        base_env = {**os.environ, **self.env}
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        if common.uses_embedded_broker and "KAFKA_BOOTSTRAP_SERVERS" not in self.env:
+            port = self.broker_port or common.broker_port
+            log_path = self.log_dir / "broker.log" if self.log_dir else None
+            self.broker = EmbeddedBroker(port, log_path).start()
+            base_env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
+        self.env = base_env
+        bootstrap = base_env["KAFKA_BOOTSTRAP_SERVERS"]
+        prefix = base_env.get("DRIFTLOOP_TOPIC_PREFIX", common.topic_prefix)
+        partitions = int(base_env.get("DRIFTLOOP_PARTITIONS", common.partitions))
+        # Source topics must exist before the workers start, or the broker auto-creates them
+        # with its own partition count and Faust refuses the mismatch with its changelogs.
+        asyncio.run(create_topics(bootstrap, Topics(prefix, partitions).catalogue()))
+        for name in self.services:
+            self.start_service(name)
+        return self
+
+    def start_service(self, name: str) -> None:
+        out: IO[bytes] | None = None
+        if self.log_dir:
+            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(out)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", name],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,  # our Ctrl-C handling stops them in order
+        )
+
+    def check(self) -> None:
+        """Raise ServiceDied if any service has exited."""
+        for name, proc in self.procs.items():
+            rc = proc.poll()
+            if rc is not None:
+                where = f"; see {self.log_dir / (name + '.log')}" if self.log_dir else ""
+                raise ServiceDied(f"service {name} (pid {proc.pid}) exited with code {rc}{where}")
+        if self.broker and self.broker.process and self.broker.process.poll() is not None:
+            raise ServiceDied("the embedded broker exited")
+
+    def stop_services(self, timeout_s: float = 15.0) -> dict[str, int | None]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        codes: dict[str, int | None] = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        for f in self._logs:
+            f.close()
+        self._logs.clear()
+        return codes
+
+    def stop(self) -> None:
+        self.stop_services()
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def demo_env(common: CommonSettings) -> dict[str, str]:
+    """Free metrics ports, so a demo runs beside anything else on the machine."""
+    return {f"DRIFTLOOP_{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES}
+
+
+def up() -> int:
+    """`driftloop up`: run everything in the foreground until Ctrl-C or a service dies."""
+    common = CommonSettings()
+    configure_logging(common.log_level, json=common.log_json)
+    log = get_logger(service="up")
+    stack = Stack()
+    stopping = {"flag": False}
+
+    def _stop(*_: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        log.info("stack_up", bootstrap=stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+                 services={n: p.pid for n, p in stack.procs.items()})
+        while not stopping["flag"]:
+            stack.check()
+            time.sleep(0.5)
+        log.info("stack_stopping")
+        return 0
+    except ServiceDied as exc:
+        print(f"driftloop up: error: {exc}; stopping everything", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
