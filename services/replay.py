@@ -81,11 +81,21 @@ def replay_cli(args: argparse.Namespace) -> int:
         print(f"\rreplay {run_id}: {done}/{total} events", end="", file=sys.stderr, flush=True)
 
     result = asyncio.run(
-        replay(common.bootstrap_servers, Topics(common.topic_prefix, common.partitions),
-               Serde(FileSchemaRegistry(common.schema_dir)), dataset, run_id=run_id,
-               label_delay=args.label_delay, rate=args.rate, on_progress=progress)
+        replay(
+            common.bootstrap_servers,
+            Topics(common.topic_prefix, common.partitions),
+            Serde(FileSchemaRegistry(common.schema_dir)),
+            dataset,
+            run_id=run_id,
+            label_delay=args.label_delay,
+            rate=args.rate,
+            on_progress=progress,
+        )
     )
     secs = result.finished - result.started
-    print(f"\rreplay {run_id}: sent {result.events_sent} events and {result.labels_sent} labels "
-          f"in {secs:.1f} s ({result.events_sent / max(secs, 1e-9):.0f} events/s)", file=sys.stderr)
+    print(
+        f"\rreplay {run_id}: sent {result.events_sent} events and {result.labels_sent} labels "
+        f"in {secs:.1f} s ({result.events_sent / max(secs, 1e-9):.0f} events/s)",
+        file=sys.stderr,
+    )
     return 0

@@ -134,8 +134,11 @@ def up() -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         stack.start()
-        log.info("stack_up", bootstrap=stack.env["KAFKA_BOOTSTRAP_SERVERS"],
-                 services={n: p.pid for n, p in stack.procs.items()})
+        log.info(
+            "stack_up",
+            bootstrap=stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+            services={n: p.pid for n, p in stack.procs.items()},
+        )
         while not stopping["flag"]:
             stack.check()
             time.sleep(0.5)

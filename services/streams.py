@@ -81,7 +81,7 @@ def elec2_stream(limit: int | None = None) -> Dataset:
 
 def load_dataset(spec: str, target: str | None, events: int | None) -> Dataset:
     if spec == "sea":
-        return sea_stream(events or 12_000)
+        return sea_stream(events or 9_000)
     if spec == "elec2":
         return elec2_stream(events)
     path = Path(spec)
@@ -92,9 +92,7 @@ def load_dataset(spec: str, target: str | None, events: int | None) -> Dataset:
     return read_csv(path, target, limit=events)
 
 
-def schedule(
-    dataset: Dataset, run_id: str, label_delay: int
-) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def schedule(dataset: Dataset, run_id: str, label_delay: int) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """("event" | "label", row index, record) in send order: the label of row i goes out
     right after event i + label_delay, and the remaining labels after the last event."""
     n = len(dataset.rows)

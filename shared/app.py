@@ -7,6 +7,7 @@ group timeouts work on the embedded broker, and the dead-letter helper.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -61,8 +62,9 @@ class ServiceContext(Generic[S]):
 
     def raw_topic(self, short: str) -> TopicT:
         """A Faust topic carrying bytes: decoding is ours, so bad bytes can be dead-lettered."""
-        return self.app.topic(self.topics.name(short), key_type=bytes, value_type=bytes,
-                              key_serializer="raw", value_serializer="raw")
+        return self.app.topic(
+            self.topics.name(short), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
 
     async def send(self, topic: TopicT, key: str | bytes, value: bytes) -> None:
         await topic.send(key=key.encode() if isinstance(key, str) else key, value=value)
@@ -89,8 +91,9 @@ class ServiceContext(Generic[S]):
         key = msg.key if msg.key else (event_id or f"{msg.topic}:{msg.partition}:{msg.offset}").encode()
         await self.send(self._deadletter, key, self.serde.encode("DeadLetter", record))
         self.metrics.dead_letters.labels(self.service, code).inc()
-        log = self.log.bind(topic=msg.topic, partition=msg.partition, offset=msg.offset, event_id=event_id,
-                            error_code=code)
+        log = self.log.bind(
+            topic=msg.topic, partition=msg.partition, offset=msg.offset, event_id=event_id, error_code=code
+        )
         if isinstance(exc, InvalidRecord):
             log.info("record_dead_lettered", error=str(exc)[:200])
         else:
@@ -117,11 +120,23 @@ def build_context(service: str, settings_cls: type[S]) -> ServiceContext[S]:
     )
 
 
+class _Worker(faust.Worker):
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # No console spinner: it sets the root logger to DEBUG (every aiokafka debug call then
+        # builds a record; a profile showed ~10% of a worker's CPU there) and writes terminal
+        # control codes into the service logs.
+        self.spinner = None
+
+
 def run_worker(ctx: ServiceContext[Any]) -> None:
     """Run the Faust worker in the foreground until SIGINT/SIGTERM."""
     ctx.metrics.serve(ctx.common.metrics_addr, ctx.settings.metrics_port)
     ctx.metrics.up.labels(ctx.service).set(1)
-    ctx.log.info("service_starting", bootstrap=ctx.common.bootstrap_servers, prefix=ctx.common.topic_prefix,
-                 metrics_port=ctx.settings.metrics_port)
-    worker = faust.Worker(ctx.app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+    ctx.log.info(
+        "service_starting",
+        bootstrap=ctx.common.bootstrap_servers,
+        prefix=ctx.common.topic_prefix,
+        metrics_port=ctx.settings.metrics_port,
+    )
+    worker = _Worker(ctx.app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

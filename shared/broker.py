@@ -45,7 +45,7 @@ def wait_until_answering(host: str, port: int, timeout_s: float = 15.0) -> None:
     """Wait until a Kafka ApiVersions request gets a reply, not just until the port opens."""
     deadline = time.monotonic() + timeout_s
     # ApiVersions v0 request: size, api_key=18, api_version=0, correlation_id=1, client_id=null
-    request = bytes.fromhex("0000000a" "0012" "0000" "00000001" "ffff")
+    request = bytes.fromhex("0000000a0012000000000001ffff")
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((host, port), timeout=1.0) as s:
@@ -82,8 +82,16 @@ class EmbeddedBroker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -14,12 +14,8 @@ class ServiceMetrics:
         self.service = service
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.records_in = Counter(
-            "driftloop_records_in_total", "Records consumed", ["service", "topic"], registry=r
-        )
-        self.records_out = Counter(
-            "driftloop_records_out_total", "Records produced", ["service", "topic"], registry=r
-        )
+        self.records_in = Counter("driftloop_records_in_total", "Records consumed", ["service", "topic"], registry=r)
+        self.records_out = Counter("driftloop_records_out_total", "Records produced", ["service", "topic"], registry=r)
         self.dead_letters = Counter(
             "driftloop_dead_letters_total", "Records sent to the dead-letter topic", ["service", "code"], registry=r
         )

@@ -51,12 +51,20 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
         model = build_model(spec, seed)
         now = int(time.time() * 1000)
         record = version_record(
-            name=name, version=1, status="champion",
+            name=name,
+            version=1,
+            status="champion",
             reason="bootstrap: the registry was empty; untrained, it predicts the prior until retraining "
-                   "registers a trained version",
-            artifact=store.save(name, 1, model), parent=None, trigger="bootstrap", window={"examples": 0},
-            params={"spec": spec, "seed": str(seed), "trained": "false"}, metrics={},
-            feature_set_version=ctx.common.feature_set_version, code_version=code_version(), now_ms=now,
+            "registers a trained version",
+            artifact=store.save(name, 1, model),
+            parent=None,
+            trigger="bootstrap",
+            window={"examples": 0},
+            params={"spec": spec, "seed": str(seed), "trained": "false"},
+            metrics={},
+            feature_set_version=ctx.common.feature_set_version,
+            code_version=code_version(),
+            now_ms=now,
         )
         await client.publish(send_registry, record)
         client.registry.apply(record)

@@ -95,8 +95,9 @@ def _check_value(name: str, value: object) -> object:
 
 def _check_lateness(event_time: int, now_ms: int, limits: Limits, name: str) -> None:
     if now_ms - event_time > limits.max_lateness_ms:
-        raise TooOld(f"{name} is {(now_ms - event_time) / 1000:.0f} s old, the bound is "
-                     f"{limits.max_lateness_ms / 1000:.0f} s")
+        raise TooOld(
+            f"{name} is {(now_ms - event_time) / 1000:.0f} s old, the bound is {limits.max_lateness_ms / 1000:.0f} s"
+        )
 
 
 def validate_event(obj: dict[str, Any], now_ms: int, limits: Limits) -> dict[str, Any]:
@@ -113,8 +114,13 @@ def validate_event(obj: dict[str, Any], now_ms: int, limits: Limits) -> dict[str
     if len(fields) > MAX_FIELDS:
         raise WrongType(f"{len(fields)} fields, the limit is {MAX_FIELDS}")
     clean = {str(k): _check_value(str(k), v) for k, v in fields.items()}
-    return {"event_id": event_id, "entity_id": entity_id, "event_time": event_time, "fields": clean,
-            "ingest_time": None}
+    return {
+        "event_id": event_id,
+        "entity_id": entity_id,
+        "event_time": event_time,
+        "fields": clean,
+        "ingest_time": None,
+    }
 
 
 def validate_label(obj: dict[str, Any], now_ms: int, limits: Limits) -> dict[str, Any]:

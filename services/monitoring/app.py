@@ -21,14 +21,24 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     app = ctx.app
     parts = ctx.common.partitions
     reg = ctx.metrics.registry
-    accuracy_g = Gauge("driftloop_model_accuracy_ratio", "Rolling accuracy of served predictions",
-                       ["model", "version", "role"], registry=reg)
-    outcomes_c = Counter("driftloop_outcomes_total", "Predictions joined with their label",
-                         ["model", "version", "role", "correct"], registry=reg)
-    alerts_c = Counter("driftloop_drift_alerts_total", "Drift alerts raised", ["model", "kind", "detector"],
-                       registry=reg)
-    delay_h = Histogram("driftloop_label_delay_seconds", "Label time minus event time", buckets=LABEL_DELAY_BUCKETS,
-                        registry=reg)
+    accuracy_g = Gauge(
+        "driftloop_model_accuracy_ratio",
+        "Rolling accuracy of served predictions",
+        ["model", "version", "role"],
+        registry=reg,
+    )
+    outcomes_c = Counter(
+        "driftloop_outcomes_total",
+        "Predictions joined with their label",
+        ["model", "version", "role", "correct"],
+        registry=reg,
+    )
+    alerts_c = Counter(
+        "driftloop_drift_alerts_total", "Drift alerts raised", ["model", "kind", "detector"], registry=reg
+    )
+    delay_h = Histogram(
+        "driftloop_label_delay_seconds", "Label time minus event time", buckets=LABEL_DELAY_BUCKETS, registry=reg
+    )
     join = OutcomeJoin(
         app.Table("predictions-awaiting-label", default=None, partitions=parts),
         app.Table("labels-awaiting-prediction", default=None, partitions=parts),
@@ -56,8 +66,14 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             alert.update(alert_id=str(uuid.uuid4()), created_at=int(time.time() * 1000))
             await ctx.send(alerts_out, alert["model_name"], ctx.serde.encode("DriftAlert", alert))
             alerts_c.labels(alert["model_name"], alert["kind"], alert["detector"]).inc()
-            ctx.log.warning("drift_detected", model_name=alert["model_name"], model_version=alert["model_version"],
-                            detector=alert["detector"], statistic=alert["statistic"], event_id=alert["event_id"])
+            ctx.log.warning(
+                "drift_detected",
+                model_name=alert["model_name"],
+                model_version=alert["model_version"],
+                detector=alert["detector"],
+                statistic=alert["statistic"],
+                event_id=alert["event_id"],
+            )
 
     @app.agent(ctx.raw_topic("predictions"), name=f"{SERVICE}.predictions")
     async def on_predictions(stream: StreamT[Any]) -> None:

@@ -27,10 +27,18 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
     client = RegistryClient(ctx.common.bootstrap_servers, ctx.topics.name("models.registry"), ctx.serde, ctx.log)
     registry_out = ctx.raw_topic("models.registry")
     examples_in, alerts_in = ctx.topics.name("examples"), ctx.topics.name("alerts")
-    versions_c = Counter("driftloop_model_versions_registered_total", "Model versions registered",
-                         ["model", "trigger"], registry=ctx.metrics.registry)
-    examples_g = Gauge("driftloop_training_examples", "Examples the continuous learner has learned from",
-                       ["model"], registry=ctx.metrics.registry)
+    versions_c = Counter(
+        "driftloop_model_versions_registered_total",
+        "Model versions registered",
+        ["model", "trigger"],
+        registry=ctx.metrics.registry,
+    )
+    examples_g = Gauge(
+        "driftloop_training_examples",
+        "Examples the continuous learner has learned from",
+        ["model"],
+        registry=ctx.metrics.registry,
+    )
     ready = asyncio.Event()
     state: dict[str, Any] = {}
 
@@ -64,13 +72,19 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         parent = client.registry.champion(name)
         now = int(time.time() * 1000)
         record = version_record(
-            name=name, version=version, status="champion",
+            name=name,
+            version=version,
+            status="champion",
             reason="promoted on registration: continuous learner (no evaluation gate yet)",
             artifact=store.save(name, version, trainer.model),
-            parent=parent["version"] if parent else None, trigger=trigger, window=window,
+            parent=parent["version"] if parent else None,
+            trigger=trigger,
+            window=window,
             params={"spec": s.model_spec, "seed": str(s.seed), "trained": "true"},
-            metrics=metrics, feature_set_version=fsv or ctx.common.feature_set_version,
-            code_version=code_version(), now_ms=now,
+            metrics=metrics,
+            feature_set_version=fsv or ctx.common.feature_set_version,
+            code_version=code_version(),
+            now_ms=now,
         )
         await client.publish(send_registry, record)
         client.registry.apply(record)
@@ -79,8 +93,14 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             await client.publish(send_registry, archived)
             client.registry.apply(archived)
         versions_c.labels(name, trigger.split(":")[0]).inc()
-        ctx.log.info("model_version_registered", model_name=name, model_version=version, trigger=trigger,
-                     parent_version=record["parent_version"], examples=window.get("examples"))
+        ctx.log.info(
+            "model_version_registered",
+            model_name=name,
+            model_version=version,
+            trigger=trigger,
+            parent_version=record["parent_version"],
+            examples=window.get("examples"),
+        )
 
     @app.agent(ctx.raw_topic("examples"), name=f"{SERVICE}.examples")
     async def on_examples(stream: StreamT[Any]) -> None:

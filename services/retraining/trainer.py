@@ -34,8 +34,11 @@ class ContinuousTrainer:
         w = self._window
         if not w:
             w.update(first_event_id=example["event_id"], start_time=example["event_time"], examples=0)
-        w.update(last_event_id=example["event_id"], end_time=max(w["start_time"], example["event_time"]),
-                 examples=w["examples"] + 1)
+        w.update(
+            last_event_id=example["event_id"],
+            end_time=max(w["start_time"], example["event_time"]),
+            examples=w["examples"] + 1,
+        )
         w["start_time"] = min(w["start_time"], example["event_time"])
 
     def on_drift(self, alert_id: str) -> None:

@@ -1,0 +1,246 @@
+"""`driftloop demo`: the whole loop on a stream, measured from the topics, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from services.replay import replay
+from services.runner import Stack, demo_env
+from services.streams import Dataset, load_dataset
+from services.summary import summarize
+from shared.kafka import read_topic, tail_topic
+from shared.registry import ArtifactStore, Registry
+from shared.serde import FileSchemaRegistry, Serde
+from shared.settings import CommonSettings
+from shared.topics import Topics
+
+TOPIC_RECORDS = {
+    "events.clean": "RawEvent",
+    "labels.clean": "Label",
+    "deadletter": "DeadLetter",
+    "features": "FeatureVector",
+    "predictions": "Prediction",
+    "outcomes": "Outcome",
+    "alerts": "DriftAlert",
+    "models.registry": "ModelVersion",
+}
+
+
+class Progress:
+    """One status line on stderr, rewritten in place (plain lines when not a terminal)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (0.5 if self.tty else 5.0):
+            return
+        self._last = now
+        print(("\r" + text.ljust(100)) if self.tty else text, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+async def _wait_for_predictions(
+    bootstrap: str,
+    topics: Topics,
+    serde: Serde,
+    sent: set[str],
+    stack: Stack,
+    progress: Progress,
+    deadline: float,
+    labels_expected: int,
+) -> None:
+    """Until every sent event has a prediction or a dead letter, then until the outcomes
+    stop growing (every label that can be joined has been)."""
+    done: set[str] = set()
+    outcomes: set[str] = set()
+
+    async def watch(short: str, record: str, into: set[str]) -> None:
+        async for batch in tail_topic(bootstrap, topics.name(short)):
+            for r in batch:
+                try:
+                    rec = serde.decode(record, r.value)
+                except Exception:  # noqa: BLE001 - the summary counts what cannot be read
+                    continue
+                if rec.get("event_id") in sent:
+                    into.add(rec["event_id"])
+
+    tasks = [
+        asyncio.create_task(watch("predictions", "Prediction", done)),
+        asyncio.create_task(watch("deadletter", "DeadLetter", done)),
+        asyncio.create_task(watch("outcomes", "Outcome", outcomes)),
+    ]
+    try:
+        quiet_since, last_outcomes = time.monotonic(), -1
+        while time.monotonic() < deadline:
+            stack.check()
+            progress.show(
+                f"demo: {len(done)}/{len(sent)} events predicted or dead-lettered, {len(outcomes)} labels joined"
+            )
+            if len(done) >= len(sent):
+                if len(outcomes) != last_outcomes:
+                    quiet_since, last_outcomes = time.monotonic(), len(outcomes)
+                if len(outcomes) >= labels_expected or time.monotonic() - quiet_since > 5.0:
+                    progress.show(
+                        f"demo: {len(done)}/{len(sent)} events predicted or dead-lettered, "
+                        f"{len(outcomes)} labels joined",
+                        force=True,
+                    )
+                    return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"only {len(done)} of {len(sent)} events got a prediction or a dead letter in time")
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _read_all(bootstrap: str, topics: Topics, serde: Serde) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for short, record in TOPIC_RECORDS.items():
+        records = await read_topic(bootstrap, topics.name(short))
+        out[short] = [serde.decode(record, r.value) for r in records]
+    return out
+
+
+def run_demo(
+    dataset: Dataset,
+    out_dir: Path,
+    *,
+    label_delay: int = 50,
+    rate: float | None = None,
+    timeout_s: float = 600.0,
+    version_every: int | None = None,
+) -> dict[str, Any]:
+    started = time.time()
+    common = CommonSettings()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:8]
+    env = demo_env(common)
+    env.setdefault("DRIFTLOOP_ARTIFACT_STORE", f"file://{(out_dir / 'artifacts').resolve()}")
+    env.setdefault("DRIFTLOOP_DATA_DIR", str((out_dir / "state").resolve()))
+    # On an existing Kafka, a run-scoped prefix keeps this run's topics apart from anything there.
+    if not common.uses_embedded_broker and "DRIFTLOOP_TOPIC_PREFIX" not in os.environ:
+        env["DRIFTLOOP_TOPIC_PREFIX"] = f"driftloop.demo-{run_id}."
+    n = len(dataset.rows)
+    if "DRIFTLOOP_RETRAINING_VERSION_EVERY" not in os.environ:
+        env["DRIFTLOOP_RETRAINING_VERSION_EVERY"] = str(version_every or max(200, n // 12))
+    topics = Topics(env.get("DRIFTLOOP_TOPIC_PREFIX", common.topic_prefix), common.partitions)
+    serde = Serde(FileSchemaRegistry(common.schema_dir))
+    progress = Progress()
+    stack = Stack(env=env, log_dir=out_dir / "logs")
+    try:
+        progress.show("demo: starting the broker and the five services", force=True)
+        stack.start()
+        bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
+        result = asyncio.run(
+            replay(
+                bootstrap,
+                topics,
+                serde,
+                dataset,
+                run_id=run_id,
+                label_delay=label_delay,
+                rate=rate,
+                on_progress=lambda d, t: progress.show(f"demo: replaying {d}/{t} events"),
+            )
+        )
+        sent = {f"{run_id}-{i}" for i in range(result.events_sent)}
+        asyncio.run(
+            _wait_for_predictions(
+                bootstrap, topics, serde, sent, stack, progress, time.monotonic() + timeout_s, result.labels_sent
+            )
+        )
+        progress.done()
+        stack.stop_services()
+        data = asyncio.run(_read_all(bootstrap, topics, serde))
+    finally:
+        progress.done()
+        stack.stop()
+    summary, series = _summarize(
+        data,
+        dataset,
+        run_id,
+        result.events_sent,
+        result.labels_sent,
+        ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"]),
+        time.time() - started,
+    )
+    summary.update(dataset=dataset.name, run_id=run_id, topic_prefix=topics.prefix, label_delay=label_delay)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from services.report import write_report
+
+    write_report(out_dir, summary, series)
+    return summary
+
+
+def _summarize(
+    data: dict[str, list[dict[str, Any]]],
+    dataset: Dataset,
+    run_id: str,
+    events_sent: int,
+    labels_sent: int,
+    store: ArtifactStore,
+    wall: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    registry = Registry()
+    for rec in data["models.registry"]:
+        registry.apply(rec)
+    name = CommonSettings().model_name
+    trained = [r for r in registry.versions(name) if r["params"].get("trained") == "true"]
+    baseline = trained[0] if trained else None
+    return summarize(
+        sent_event_ids=[f"{run_id}-{i}" for i in range(events_sent)],
+        labels_sent=labels_sent,
+        clean_events=data["events.clean"],
+        dead_letters=data["deadletter"],
+        vectors=data["features"],
+        predictions=data["predictions"],
+        clean_labels=data["labels.clean"],
+        outcomes=data["outcomes"],
+        alerts=data["alerts"],
+        registry=data["models.registry"],
+        drift_points=dataset.drift_points,
+        load_baseline=(lambda: store.load(baseline["artifact_uri"], baseline["artifact_sha256"])) if baseline else None,
+        baseline_version=baseline["version"] if baseline else None,
+        wall_seconds=wall,
+    )
+
+
+def demo_cli(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset, args.target, args.events)
+    summary = run_demo(dataset, args.out, label_delay=args.label_delay, rate=args.rate, timeout_s=args.timeout)
+    keys = (
+        "events_sent",
+        "events_without_prediction",
+        "dead_lettered",
+        "served_accuracy",
+        "baseline_static_accuracy",
+        "drift_alerts",
+        "detection_delays",
+        "model_versions",
+        "promotions",
+        "p50_latency_ms",
+        "p99_latency_ms",
+        "events_per_second",
+        "wall_seconds",
+    )
+    width = max(map(len, keys))
+    for k in keys:
+        v = summary[k]
+        print(f"{k:<{width}}  {round(v, 4) if isinstance(v, float) else v}")
+    print(f"report: {args.out / 'report.md'}")
+    return 0

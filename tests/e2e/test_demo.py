@@ -1,0 +1,106 @@
+"""The demo end to end: the five services as real processes on the real broker, a
+synthetic stream with delayed labels, and summary.json checked against the topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.streams import index_of
+from shared.kafka import read_topic
+from shared.modelspec import same_class
+from shared.serde import Serde
+from shared.topics import Topics
+
+pytestmark = pytest.mark.e2e
+EVENTS = 3000
+
+
+def _decoded(bootstrap: str, topic: str, record: str, serde: Serde) -> list[dict]:
+    return [serde.decode(record, r.value) for r in asyncio.run(read_topic(bootstrap, topic))]
+
+
+def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {**os.environ, **service_env, "DRIFTLOOP_RETRAINING_VERSION_EVERY": "300"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--events",
+            str(EVENTS),
+            "--rate",
+            "300",
+            "--out",
+            str(out),
+            "--timeout",
+            "300",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["topic_prefix"] == topics.prefix
+    bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
+
+    raw = asyncio.run(read_topic(bootstrap, topics.events_raw))
+    sent = {serde.decode("RawEvent", r.value)["event_id"] for r in raw}
+    predictions = _decoded(bootstrap, topics.predictions, "Prediction", serde)
+    dead = _decoded(bootstrap, topics.deadletter, "DeadLetter", serde)
+    labels = {x["event_id"]: x["label"] for x in _decoded(bootstrap, topics.labels_clean, "Label", serde)}
+    outcomes = _decoded(bootstrap, topics.outcomes, "Outcome", serde)
+    registry = _decoded(bootstrap, topics.models_registry, "ModelVersion", serde)
+    alerts = _decoded(bootstrap, topics.alerts, "DriftAlert", serde)
+
+    # Every event sent has a prediction or a dead letter.
+    assert len(sent) == EVENTS == summary["events_sent"]
+    predicted = {p["event_id"] for p in predictions}
+    dead_ids = {d["event_id"] for d in dead}
+    assert sent <= predicted | dead_ids
+    assert summary["events_without_prediction"] == 0
+
+    # At least two versions registered, and inference served more than one of them.
+    versions = {r["version"] for r in registry}
+    served_versions = {p["model_version"] for p in predictions}
+    assert len(versions) >= 2 and summary["model_versions"] == len(versions)
+    assert len(served_versions) >= 2 and summary["versions_served"] == sorted(served_versions)
+    assert served_versions <= versions
+    assert any(r["trigger"] == "bootstrap" for r in registry)
+    assert all(r["training_window"]["examples"] > 0 for r in registry if r["trigger"] != "bootstrap")
+
+    # summary.json agrees with what this test read from the topics.
+    first: dict[str, dict] = {}
+    for p in predictions:
+        first.setdefault(p["event_id"], p)
+    hits = [same_class(p["predicted"], labels[e]) for e, p in first.items() if e in labels]
+    assert summary["predictions"] == len(predictions)
+    assert summary["dead_lettered"] == len(dead)
+    assert summary["labels_joined"] == len({o["event_id"] for o in outcomes}) == EVENTS
+    assert summary["served_accuracy"] == pytest.approx(sum(hits) / len(hits))
+    assert summary["drift_alerts"] == len(alerts)
+    assert summary["promotions"] == sum(
+        1 for r in registry if r["status"] == "champion" and r["trigger"] != "bootstrap"
+    )
+    assert summary["drift_points"] == [EVENTS // 3, 2 * EVENTS // 3]
+    assert len(summary["detection_delays"]) == 2
+    latencies = sorted(p["predicted_at"] - p["ingest_time"] for p in first.values())
+    assert latencies[0] >= 0 and summary["p50_latency_ms"] <= summary["p99_latency_ms"] <= latencies[-1]
+    assert summary["events_per_second"] > 0 and summary["wall_seconds"] > 0
+    # The loop learns: served accuracy is far above chance on SEA, and above the untrained start.
+    assert summary["served_accuracy"] > 0.75
+    assert summary["baseline_static_accuracy"] is not None and summary["baseline_model_version"] >= 2
+    for outcome in outcomes:
+        assert 0 <= index_of(outcome["event_id"]) < EVENTS
+    assert (out / "report.md").is_file() and (out / "accuracy.png").stat().st_size > 0
+    assert (out / "latency.png").stat().st_size > 0

@@ -1,0 +1,112 @@
+"""Ingestion as a real process against the real embedded broker: good records are
+forwarded, every kind of bad record is dead-lettered with its code and original bytes,
+and the service keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from services.runner import Stack
+from shared.kafka import producer, read_topic
+from shared.serde import Serde
+from shared.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    p = producer(bootstrap)
+    await p.start()
+    try:
+        for key, value in records:
+            await p.send(topic, key=key, value=value)
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+def _wait_for(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0) -> list:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recs = asyncio.run(read_topic(bootstrap, topic))
+        if len(recs) >= n or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.5)
+
+
+def test_ingestion_forwards_good_and_dead_letters_bad(
+    service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
+) -> None:
+    bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
+    now = int(time.time() * 1000)
+    good_json = [
+        (
+            f"e{i % 3}".encode(),
+            json.dumps(
+                {
+                    "event_id": f"ok{i}",
+                    "entity_id": f"e{i % 3}",
+                    "event_time": now,
+                    "fields": {"x": i, "s": "a", "b": True, "n": None},
+                }
+            ).encode(),
+        )
+        for i in range(20)
+    ]
+    good_avro = [
+        (
+            b"e9",
+            serde.encode(
+                "RawEvent",
+                {"event_id": f"av{i}", "entity_id": "e9", "event_time": now, "fields": {"x": 1.5}, "ingest_time": None},
+            ),
+        )
+        for i in range(5)
+    ]
+    bad = {
+        "decode_error": b"\x13\x37 not avro, not json",
+        "missing_field": json.dumps({"entity_id": "a", "event_time": now, "fields": {}}).encode(),
+        "non_finite_number": b'{"event_id": "nan1", "entity_id": "a", "event_time": %d, "fields": {"x": NaN}}' % now,
+        "wrong_type": json.dumps(
+            {"event_id": "wt1", "entity_id": "a", "event_time": now, "fields": {"x": [1]}}
+        ).encode(),
+        "too_old": json.dumps({"event_id": "old1", "entity_id": "a", "event_time": 1000, "fields": {}}).encode(),
+        "unknown_schema_id": b"\x00\x00\x00\x03\xe7" + b"\x02",
+        "duplicate_event": good_json[0][1],
+    }
+    records = good_json + [(b"bad", v) for v in bad.values()] + good_avro
+    with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
+        asyncio.run(_produce(bootstrap, topics.events_raw, records))
+        clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro))
+        dead = _wait_for(bootstrap, topics.deadletter, len(bad))
+        # A second round after the bad input proves the service kept running.
+        later = [
+            (
+                b"e1",
+                json.dumps({"event_id": "after", "entity_id": "e1", "event_time": now, "fields": {"x": 1}}).encode(),
+            )
+        ]
+        asyncio.run(_produce(bootstrap, topics.events_raw, later))
+        clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro) + 1)
+        stack.check()
+
+    clean_ids = sorted(serde.decode("RawEvent", r.value)["event_id"] for r in clean)
+    expected = sorted([f"ok{i}" for i in range(20)] + [f"av{i}" for i in range(5)] + ["after"])
+    assert clean_ids == expected
+    first = next(serde.decode("RawEvent", r.value) for r in clean if r.key == b"e0")
+    assert first["ingest_time"] is not None and first["fields"]["b"] is True and first["fields"]["n"] is None
+
+    letters = [serde.decode("DeadLetter", r.value) for r in dead]
+    by_code = {d["error_code"]: d for d in letters}
+    assert sorted(by_code) == sorted(bad), letters
+    assert len(letters) == len(bad)
+    for code, original in bad.items():
+        d = by_code[code]
+        assert d["original_value"] == original, code
+        assert d["source_topic"] == topics.events_raw and d["service"] == "ingestion"
+        assert d["source_offset"] >= 0 and d["error_message"]
