@@ -105,15 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="number of events (default: 9000 for sea, all rows otherwise)",
+        help="number of events (default: 6000 for sea, all rows otherwise)",
     )
     d.add_argument("--label-delay", type=_non_negative_int, default=50, metavar="N")
     d.add_argument(
         "--rate",
         type=_positive_float,
-        default=200.0,
+        default=100.0,
         metavar="N",
-        help="events per second offered (default 200, about what the loop sustains on 2 cores today)",
+        help="events per second offered (default 100, within what the loop sustains on 2 cores today)",
     )
     d.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR")
     d.add_argument("--timeout", type=_positive_float, default=600.0, metavar="S", help="give up after S seconds")

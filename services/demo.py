@@ -14,7 +14,7 @@ from typing import Any
 
 from services.replay import replay
 from services.runner import Stack, demo_env
-from services.streams import Dataset, load_dataset
+from services.streams import Dataset, index_of, load_dataset
 from services.summary import summarize
 from shared.kafka import read_topic, tail_topic
 from shared.registry import ArtifactStore, Registry
@@ -216,8 +216,14 @@ def _summarize(
         drift_points=dataset.drift_points,
         load_baseline=(lambda: store.load(baseline["artifact_uri"], baseline["artifact_sha256"])) if baseline else None,
         baseline_version=baseline["version"] if baseline else None,
+        baseline_from=_after_window(baseline),
         wall_seconds=wall,
     )
+
+
+def _after_window(version: dict[str, Any] | None) -> int:
+    last = version["training_window"]["last_event_id"] if version else None
+    return index_of(last) + 1 if last else 0
 
 
 def demo_cli(args: argparse.Namespace) -> int:

@@ -81,7 +81,7 @@ def elec2_stream(limit: int | None = None) -> Dataset:
 
 def load_dataset(spec: str, target: str | None, events: int | None) -> Dataset:
     if spec == "sea":
-        return sea_stream(events or 9_000)
+        return sea_stream(events or 6_000)
     if spec == "elec2":
         return elec2_stream(events)
     path = Path(spec)

@@ -88,6 +88,9 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     assert summary["dead_lettered"] == len(dead)
     assert summary["labels_joined"] == len({o["event_id"] for o in outcomes}) == EVENTS
     assert summary["served_accuracy"] == pytest.approx(sum(hits) / len(hits))
+    start = summary["baseline_window_start"]
+    window = [same_class(p["predicted"], labels[e]) for e, p in first.items() if e in labels and index_of(e) >= start]
+    assert 0 < start < EVENTS and summary["served_accuracy_same_window"] == pytest.approx(sum(window) / len(window))
     assert summary["drift_alerts"] == len(alerts)
     assert summary["promotions"] == sum(
         1 for r in registry if r["status"] == "champion" and r["trigger"] != "bootstrap"
