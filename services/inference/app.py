@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from faust.types import StreamT
+from prometheus_client import Counter, Gauge
 
 from services.inference.serving import Server
 from shared.app import ServiceContext, build_context, run_worker
@@ -28,6 +29,12 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     registry_out = ctx.raw_topic("models.registry")
     predictions_out = ctx.raw_topic("predictions")
     features_in = ctx.topics.name("features")
+    served_g = Gauge("driftloop_served_model_version", "Version of the champion being served", ["model"],
+                     registry=ctx.metrics.registry)
+    predictions_c = Counter("driftloop_predictions_total", "Predictions made", ["model", "version", "role"],
+                            registry=ctx.metrics.registry)
+    swaps_c = Counter("driftloop_model_swaps_total", "Hot swaps of the served model", ["model"],
+                      registry=ctx.metrics.registry)
 
     async def send_registry(key: bytes, value: bytes) -> None:
         await ctx.send(registry_out, key, value)
@@ -43,6 +50,8 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             return
         old = server.served.version if server.served else None
         server.swap(model, record)
+        served_g.labels(name).set(change_version)
+        swaps_c.labels(name).inc()
         log.info("model_swapped", previous_version=old)
 
     async def bootstrap() -> None:
@@ -100,6 +109,7 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
                     event_id = vector["event_id"]
                     prediction = server.predict(vector, int(time.time() * 1000))
                     await ctx.send(predictions_out, prediction["entity_id"], ctx.serde.encode("Prediction", prediction))
+                    predictions_c.labels(name, str(prediction["model_version"]), prediction["role"]).inc()
                 except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
                     await ctx.dead_letter(event, exc, event_id)
             ctx.metrics.batch_seconds.labels(SERVICE).observe(time.perf_counter() - started)

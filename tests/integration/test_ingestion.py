@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,9 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
         asyncio.run(_produce(bootstrap, topics.events_raw, later))
         clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro) + 1)
         stack.check()
+        port = service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
 
     clean_ids = sorted(serde.decode("RawEvent", r.value)["event_id"] for r in clean)
     expected = sorted([f"ok{i}" for i in range(20)] + [f"av{i}" for i in range(5)] + ["after"])
@@ -110,3 +114,7 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
         assert d["original_value"] == original, code
         assert d["source_topic"] == topics.events_raw and d["service"] == "ingestion"
         assert d["source_offset"] >= 0 and d["error_message"]
+    for code in bad:
+        assert f'driftloop_dead_letters_total{{code="{code}",service="ingestion"}} 1.0' in metrics, code
+    clean_line = f'driftloop_records_out_total{{service="ingestion",topic="{topics.events_clean}"}} 26.0'
+    assert clean_line in metrics
