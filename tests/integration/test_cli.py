@@ -97,9 +97,8 @@ def test_bad_arguments_get_one_line(args: list[str], env: dict[str, str], needle
 
 def _start_up(service_env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], Path]:
     log = tmp_path / "up.log"
-    proc = subprocess.Popen(
-        CLI + ["up"], env={**os.environ, **service_env}, stdout=subprocess.DEVNULL, stderr=open(log, "w"), text=True
-    )  # noqa: SIM115
+    err = open(log, "w")  # noqa: SIM115 - the child writes to it; closed when the test ends
+    proc = subprocess.Popen(CLI + ["up"], env={**os.environ, **service_env}, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
