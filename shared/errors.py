@@ -120,4 +120,4 @@ DEAD_LETTER_CODES: tuple[str, ...] = tuple(
         DuplicateEvent,
         FeatureSetMismatch,
     )
-) + ("label_unmatched", "internal_error")
+) + ("internal_error",)

@@ -51,6 +51,26 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    design_keys = {
+        "events_sent",
+        "events_clean",
+        "dead_lettered",
+        "predictions",
+        "events_without_prediction",
+        "labels_joined",
+        "served_accuracy",
+        "baseline_static_accuracy",
+        "drift_alerts",
+        "drift_points",
+        "detection_delays",
+        "model_versions",
+        "promotions",
+        "p50_latency_ms",
+        "p99_latency_ms",
+        "events_per_second",
+        "wall_seconds",
+    }
+    assert design_keys <= set(summary), design_keys - set(summary)
     assert summary["topic_prefix"] == topics.prefix
     bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
 
