@@ -20,8 +20,8 @@ class Dataset:
     entities: list[str] | None = None
 
 
-def _cell(text: str) -> Any:
-    if text == "":
+def _cell(text: str | None) -> Any:
+    if text is None or text == "":  # None: a short row (csv's restval)
         return None
     try:
         return int(text)
@@ -107,7 +107,8 @@ def schedule(dataset: Dataset, run_id: str, label_delay: int) -> Iterator[tuple[
             event_id, entity = ids(i)
             yield "event", i, {"event_id": event_id, "entity_id": entity, "fields": dataset.rows[i][0]}
         j = i - label_delay
-        if 0 <= j < n:
+        # A row without a target value is an event whose label never comes.
+        if 0 <= j < n and dataset.rows[j][1] is not None:
             event_id, entity = ids(j)
             yield "label", j, {"event_id": event_id, "entity_id": entity, "label": dataset.rows[j][1]}
 

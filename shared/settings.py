@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,11 @@ class CommonSettings(BaseSettings):
     session_timeout_s: float = Field(default=6.0, gt=0)
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _blank_is_unset(cls, v: str | None) -> str | None:
+        return (v.strip() or None) if v is not None else None
 
     @property
     def bootstrap_servers(self) -> str:

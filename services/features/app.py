@@ -23,6 +23,7 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
     join = LabelJoin(
         app.Table("vectors-awaiting-label", default=None, partitions=parts),
         app.Table("labels-awaiting-vector", default=None, partitions=parts),
+        app.Table("joined-event-ids", default=None, partitions=parts),
     )
     features_out = ctx.raw_topic("features")
     examples_out = ctx.raw_topic("examples")

@@ -1,15 +1,15 @@
 """The point-in-time label join (pure): a label meets exactly the features the model saw.
 
-State lives in two mappings the caller provides (dicts in tests, changelog-backed Faust
-tables in the service), both keyed by event_id. Whichever side arrives first waits for
-the other; the pair is emitted once and both entries are removed, so a replayed label
-or vector after the join cannot emit a second example.
+The join mechanics are shared.join.OnceJoin: each event_id yields one example, whichever
+side comes first and however often either is redelivered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+
+from shared.join import OnceJoin
 
 
 def labeled_example(vector: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str, Any]:
@@ -24,25 +24,20 @@ def labeled_example(vector: Mapping[str, Any], label: Mapping[str, Any]) -> dict
     }
 
 
-class LabelJoin:
-    def __init__(self, vectors: MutableMapping[str, Any], labels: MutableMapping[str, Any]) -> None:
-        self.vectors = vectors
-        self.labels = labels
+class LabelJoin(OnceJoin):
+    """FeatureVectors ⨝ Labels by event_id, once per event_id."""
+
+    def __init__(
+        self,
+        vectors: MutableMapping[str, Any],
+        labels: MutableMapping[str, Any],
+        joined: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(vectors, labels, {} if joined is None else joined, labeled_example)
+        self.vectors, self.labels = vectors, labels
 
     def on_vector(self, vector: Mapping[str, Any]) -> dict[str, Any] | None:
-        event_id = vector["event_id"]
-        label = self.labels.get(event_id)
-        if label is None:
-            self.vectors[event_id] = dict(vector)
-            return None
-        del self.labels[event_id]
-        return labeled_example(vector, label)
+        return self.on_left(vector["event_id"], vector)
 
     def on_label(self, label: Mapping[str, Any]) -> dict[str, Any] | None:
-        event_id = label["event_id"]
-        vector = self.vectors.get(event_id)
-        if vector is None:
-            self.labels[event_id] = dict(label)
-            return None
-        del self.vectors[event_id]
-        return labeled_example(vector, label)
+        return self.on_right(label["event_id"], label)

@@ -29,12 +29,18 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     registry_out = ctx.raw_topic("models.registry")
     predictions_out = ctx.raw_topic("predictions")
     features_in = ctx.topics.name("features")
-    served_g = Gauge("driftloop_served_model_version", "Version of the champion being served", ["model"],
-                     registry=ctx.metrics.registry)
-    predictions_c = Counter("driftloop_predictions_total", "Predictions made", ["model", "version", "role"],
-                            registry=ctx.metrics.registry)
-    swaps_c = Counter("driftloop_model_swaps_total", "Hot swaps of the served model", ["model"],
-                      registry=ctx.metrics.registry)
+    served_g = Gauge(
+        "driftloop_served_model_version",
+        "Version of the champion being served",
+        ["model"],
+        registry=ctx.metrics.registry,
+    )
+    predictions_c = Counter(
+        "driftloop_predictions_total", "Predictions made", ["model", "version", "role"], registry=ctx.metrics.registry
+    )
+    swaps_c = Counter(
+        "driftloop_model_swaps_total", "Hot swaps of the served model", ["model"], registry=ctx.metrics.registry
+    )
 
     async def send_registry(key: bytes, value: bytes) -> None:
         await ctx.send(registry_out, key, value)

@@ -8,6 +8,7 @@ from typing import Any
 
 from river import drift
 
+from shared.join import OnceJoin
 from shared.modelspec import same_class
 
 
@@ -28,13 +29,8 @@ def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str
     }
 
 
-class OutcomeJoin:
-    """Champion predictions ⨝ labels by event_id, once per event_id.
-
-    Either side may arrive first and waits in its mapping; a joined event_id is
-    remembered in ``joined`` so that a redelivered prediction or label is recognised
-    and not joined twice.
-    """
+class OutcomeJoin(OnceJoin):
+    """Champion predictions ⨝ labels by event_id, once per event_id."""
 
     def __init__(
         self,
@@ -42,33 +38,14 @@ class OutcomeJoin:
         labels: MutableMapping[str, Any],
         joined: MutableMapping[str, Any],
     ) -> None:
-        self.predictions = predictions
-        self.labels = labels
-        self.joined = joined
+        super().__init__(predictions, labels, joined, outcome)
+        self.predictions, self.labels = predictions, labels
 
     def on_prediction(self, prediction: Mapping[str, Any]) -> dict[str, Any] | None:
-        event_id = prediction["event_id"]
-        if event_id in self.joined:
-            return None
-        label = self.labels.get(event_id)
-        if label is None:
-            self.predictions[event_id] = dict(prediction)
-            return None
-        del self.labels[event_id]
-        self.joined[event_id] = True
-        return outcome(prediction, label)
+        return self.on_left(prediction["event_id"], prediction)
 
     def on_label(self, label: Mapping[str, Any]) -> dict[str, Any] | None:
-        event_id = label["event_id"]
-        if event_id in self.joined:
-            return None
-        prediction = self.predictions.get(event_id)
-        if prediction is None:
-            self.labels[event_id] = dict(label)
-            return None
-        del self.predictions[event_id]
-        self.joined[event_id] = True
-        return outcome(prediction, label)
+        return self.on_right(label["event_id"], label)
 
 
 class RollingAccuracy:

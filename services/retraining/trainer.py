@@ -36,7 +36,7 @@ class ContinuousTrainer:
             w.update(first_event_id=example["event_id"], start_time=example["event_time"], examples=0)
         w.update(
             last_event_id=example["event_id"],
-            end_time=max(w["start_time"], example["event_time"]),
+            end_time=max(w.get("end_time", example["event_time"]), example["event_time"]),
             examples=w["examples"] + 1,
         )
         w["start_time"] = min(w["start_time"], example["event_time"])

@@ -117,17 +117,44 @@ def test_labeled_example_copies_the_feature_map() -> None:
     assert ex["features"] == v["features"] and ex["features"] is not v["features"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LabelJoin forgets joined ids, so an at-least-once redelivery of both the vector and "
-    "the label emits a second LabeledExample and a lone redelivered side stays in state forever "
-    "(features/join.py LabelJoin.on_vector/on_label)",
-)
 def test_label_join_redelivery_after_the_join_emits_nothing() -> None:
+    """At-least-once: after a crash both inputs may be replayed; the join must not emit twice
+    nor keep the replayed side waiting forever."""
     join = LabelJoin({}, {})
     examples = [join.on_vector(vector("e1")), join.on_label(label("e1"))]
     examples += [join.on_vector(vector("e1")), join.on_label(label("e1"))]  # both replayed
     assert sum(e is not None for e in examples) == 1
+    assert join.vectors == {} and join.labels == {}
+
+
+def test_label_join_remembers_joined_ids_in_the_given_mapping() -> None:
+    joined = {"e1": True}  # e.g. restored from the changelog after a restart
+    join = LabelJoin({}, {}, joined)
+    assert join.on_label(label("e1")) is None
+    assert join.on_vector(vector("e1")) is None
+    assert join.vectors == {} and join.labels == {}
+    assert join.on_vector(vector("e2")) is None
+    assert join.on_label(label("e2")) is not None
+    assert set(joined) == {"e1", "e2"}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.sampled_from(["vector", "label"]), st.integers(min_value=0, max_value=5)),
+                 max_size=40)
+)
+def test_label_join_property_with_redeliveries(ops: list[tuple[str, int]]) -> None:
+    join = LabelJoin({}, {})
+    emitted = []
+    for kind, i in ops:
+        eid = f"e{i}"
+        out = join.on_vector(vector(eid, {"i": float(i)})) if kind == "vector" else join.on_label(label(eid, i))
+        if out is not None:
+            emitted.append(out)
+    both = {f"e{i}" for k, i in ops if k == "vector"} & {f"e{i}" for k, i in ops if k == "label"}
+    assert sorted(e["event_id"] for e in emitted) == sorted(both)
+    assert all(e["features"] == {"i": float(e["label"])} for e in emitted)
+    assert not (set(join.vectors) | set(join.labels)) & both
 
 
 # One operation: ("vector" | "label", index of the event_id).
