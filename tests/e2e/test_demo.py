@@ -120,8 +120,13 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     latencies = sorted(p["predicted_at"] - p["ingest_time"] for p in first.values())
     assert latencies[0] >= 0 and summary["p50_latency_ms"] <= summary["p99_latency_ms"] <= latencies[-1]
     assert summary["events_per_second"] > 0 and summary["wall_seconds"] > 0
-    # The loop learns: served accuracy is far above chance on SEA, and above the untrained start.
-    assert summary["served_accuracy"] > 0.75
+    # The loop learns: what trained versions served is far above chance on SEA. (How many
+    # events the untrained bootstrap version serves depends on start-up timing, so the
+    # overall figure is not asserted.)
+    trained = [
+        same_class(p["predicted"], labels[e]) for e, p in first.items() if e in labels and p["model_version"] > 1
+    ]
+    assert len(trained) > EVENTS // 3 and sum(trained) / len(trained) > 0.8
     assert summary["baseline_static_accuracy"] is not None and summary["baseline_model_version"] >= 2
     for outcome in outcomes:
         assert 0 <= index_of(outcome["event_id"]) < EVENTS
