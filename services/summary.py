@@ -108,7 +108,7 @@ def summarize(
         "events_predicted": len(served),
         "events_without_prediction": len(without),
         "duplicate_predictions": len(champion_preds) - len(served),
-        "labels_joined": len({o["event_id"] for o in outcomes}),
+        "labels_joined": len({o["event_id"] for o in outcomes if o["role"] == "champion"}),
         "served_accuracy": served_acc,
         "baseline_static_accuracy": static_acc,
         "baseline_model_version": baseline_version,

@@ -63,6 +63,51 @@ class ServiceContext(Generic[S]):
     log: Any
     _deadletter: TopicT | None = field(default=None, repr=False)
     _out_counters: dict[str, Any] = field(default_factory=dict, repr=False)
+    _in_counters: dict[str, Any] = field(default_factory=dict, repr=False)
+    _processed: dict[Any, int] = field(default_factory=dict, repr=False)
+    _sources: set[str] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        self._latency = self.metrics.event_latency.labels(self.service)
+
+        @self.app.timer(2.0)
+        async def _lag() -> None:
+            try:
+                await self.update_lag()
+            except Exception as exc:  # noqa: BLE001 - a metrics refresh must never stop a service
+                self.log.warning("consumer_lag_unavailable", error=repr(exc)[:200])
+
+    def source(self, short: str) -> TopicT:
+        """A raw topic an agent consumes; its lag is exported."""
+        self._sources.add(self.topics.name(short))
+        return self.raw_topic(short)
+
+    def consumed(self, event: EventT) -> None:
+        """Count one consumed record and remember its offset for the lag gauge."""
+        msg = event.message
+        self._processed[msg.tp] = msg.offset
+        counter = self._in_counters.get(msg.topic)
+        if counter is None:
+            counter = self._in_counters[msg.topic] = self.metrics.records_in.labels(self.service, msg.topic)
+        counter.inc()
+
+    def observe_latency(self, ingest_time_ms: int | None) -> None:
+        if ingest_time_ms is not None:
+            self._latency.observe(max(0.0, time.time() - ingest_time_ms / 1000))
+
+    async def update_lag(self) -> None:
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in self._sources:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            done = self._processed.get(tp)
+            next_offset = done + 1 if done is not None else (await consumer.position(tp) or 0)
+            self.metrics.consumer_lag.labels(self.service, tp.topic, str(tp.partition)).set(
+                max(0, highwater - next_offset)
+            )
 
     def raw_topic(self, short: str) -> TopicT:
         """A Faust topic carrying bytes: decoding is ours, so bad bytes can be dead-lettered."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+EVENT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -27,6 +28,19 @@ class ServiceMetrics:
             registry=r,
         )
         self.up = Gauge("driftloop_service_up", "1 while the service runs", ["service"], registry=r)
+        self.consumer_lag = Gauge(
+            "driftloop_consumer_lag_records",
+            "Records in a source partition not yet processed (high watermark minus next offset)",
+            ["service", "topic", "partition"],
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "driftloop_event_latency_seconds",
+            "Time from the event entering Kafka to this service's output for it",
+            ["service"],
+            buckets=EVENT_LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def serve(self, addr: str, port: int) -> None:
         """Expose /metrics over HTTP; port 0 disables it."""

@@ -68,6 +68,11 @@ class Registry:
     def versions(self, name: str) -> list[dict[str, Any]]:
         return [r for (n, _), r in sorted(self._versions.items()) if n == name]
 
+    def first_trained(self, name: str) -> dict[str, Any] | None:
+        """The lowest version that learned from data: the static baseline the loop is judged against."""
+        trained = [r for r in self.versions(name) if r["params"].get("trained") == "true"]
+        return trained[0] if trained else None
+
     def latest_version(self, name: str) -> int:
         return max((v for (n, v) in self._versions if n == name), default=0)
 

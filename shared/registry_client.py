@@ -47,10 +47,16 @@ class RegistryClient:
     async def load(self) -> None:
         self._apply(await load_registry_records(self.bootstrap, self.topic))
 
-    async def follow(self, on_change: Callable[[ChampionChange], Awaitable[None]]) -> None:
+    async def follow(
+        self,
+        on_change: Callable[[ChampionChange], Awaitable[None]],
+        on_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         async def on_records(records: list[ConsumerRecord]) -> None:
             for change in self._apply(records):
                 await on_change(change)
+            if on_batch is not None:
+                await on_batch()
 
         # Carry on where load() stopped: replaying history would replay old champion changes.
         await follow(self.bootstrap, self.topic, on_records, start=dict(self._next))

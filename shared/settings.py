@@ -86,6 +86,7 @@ class InferenceSettings(ServiceSettings):
     metrics_port: int = Field(default=9103, ge=0, le=65535)
     model_spec: str = "logreg"
     seed: int = 42
+    shadow_baseline: bool = True
 
 
 class MonitoringSettings(ServiceSettings):
@@ -93,8 +94,12 @@ class MonitoringSettings(ServiceSettings):
     metrics_port: int = Field(default=9104, ge=0, le=65535)
     window: int = Field(default=500, ge=1)
     join_ttl_s: float = Field(default=3600.0, gt=0)
-    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    input_detectors: str = "adwin,psi"
+    prediction_detectors: str = "adwin"
+    concept_detectors: str = "adwin,ddm"
     alert_cooldown: int = Field(default=300, ge=0)
+    max_features: int = Field(default=50, ge=0)
+    seed: int = 42
 
 
 class RetrainingSettings(ServiceSettings):

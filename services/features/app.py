@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
+from prometheus_client import Counter
 
 from services.features.join import LabelJoin
 from services.features.spec import FeatureSpec
@@ -24,36 +25,55 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         app.Table("vectors-awaiting-label", default=None, partitions=parts),
         app.Table("labels-awaiting-vector", default=None, partitions=parts),
         app.Table("joined-event-ids", default=None, partitions=parts),
+        ttl_ms=int(ctx.settings.join_ttl_s * 1000),
     )
     features_out = ctx.raw_topic("features")
     examples_out = ctx.raw_topic("examples")
-    events_in, labels_in = ctx.topics.name("events.clean"), ctx.topics.name("labels.clean")
+    expired_c = Counter(
+        "driftloop_join_expired_total",
+        "Join entries that waited past the TTL unmatched",
+        ["side", "role"],
+        registry=ctx.metrics.registry,
+    )
+    watermark = {"ms": 0}
 
-    @app.agent(ctx.raw_topic("events.clean"), name=f"{SERVICE}.events")
+    def expire(event: EventT, time_ms: int) -> None:
+        watermark["ms"] = max(watermark["ms"], time_ms)
+        for side, _ in join.expire(watermark["ms"], event.message.partition):
+            expired_c.labels("vector" if side == "left" else "label", "features").inc()
+
+    @app.on_rebalance_complete.connect
+    async def reindex(app: Any, **_: Any) -> None:  # noqa: ARG001 - signal signature
+        join.reindex()  # entries recovered from the changelogs must expire too
+
+    @app.agent(ctx.source("events.clean"), name=f"{SERVICE}.events")
     async def on_events(stream: StreamT[Any]) -> None:
         async for event in stream.events():
-            ctx.metrics.records_in.labels(SERVICE, events_in).inc()
+            ctx.consumed(event)
             event_id = None
             try:
                 clean = ctx.serde.decode("RawEvent", event.message.value)
                 event_id = clean["event_id"]
                 vector = spec.vector(clean)
                 await ctx.send(features_out, vector["entity_id"], ctx.serde.encode("FeatureVector", vector))
-                example = join.on_vector(vector)
+                ctx.observe_latency(vector["ingest_time"])
+                example = join.on_vector(vector, vector["event_time"], event.message.partition)
+                expire(event, vector["event_time"])
                 if example is not None:
                     await ctx.send(examples_out, example["entity_id"], ctx.serde.encode("LabeledExample", example))
             except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
                 await ctx.dead_letter(event, exc, event_id)
 
-    @app.agent(ctx.raw_topic("labels.clean"), name=f"{SERVICE}.labels")
+    @app.agent(ctx.source("labels.clean"), name=f"{SERVICE}.labels")
     async def on_labels(stream: StreamT[Any]) -> None:
         async for event in stream.events():
-            ctx.metrics.records_in.labels(SERVICE, labels_in).inc()
+            ctx.consumed(event)
             event_id = None
             try:
                 label = ctx.serde.decode("Label", event.message.value)
                 event_id = label["event_id"]
-                example = join.on_label(label)
+                example = join.on_label(label, label["label_time"], event.message.partition)
+                expire(event, label["label_time"])
                 if example is not None:
                     await ctx.send(examples_out, example["entity_id"], ctx.serde.encode("LabeledExample", example))
             except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on

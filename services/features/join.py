@@ -32,12 +32,13 @@ class LabelJoin(OnceJoin):
         vectors: MutableMapping[str, Any],
         labels: MutableMapping[str, Any],
         joined: MutableMapping[str, Any] | None = None,
+        ttl_ms: int | None = None,
     ) -> None:
-        super().__init__(vectors, labels, {} if joined is None else joined, labeled_example)
+        super().__init__(vectors, labels, {} if joined is None else joined, labeled_example, ttl_ms)
         self.vectors, self.labels = vectors, labels
 
-    def on_vector(self, vector: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.on_left(vector["event_id"], vector)
+    def on_vector(self, vector: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+        return self.on_left(vector["event_id"], vector, now_ms, shard)
 
-    def on_label(self, label: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.on_right(label["event_id"], label)
+    def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+        return self.on_right(label["event_id"], label, now_ms, shard)

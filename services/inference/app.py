@@ -28,7 +28,6 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     ready = asyncio.Event()
     registry_out = ctx.raw_topic("models.registry")
     predictions_out = ctx.raw_topic("predictions")
-    features_in = ctx.topics.name("features")
     served_g = Gauge(
         "driftloop_served_model_version",
         "Version of the champion being served",
@@ -41,24 +40,57 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     swaps_c = Counter(
         "driftloop_model_swaps_total", "Hot swaps of the served model", ["model"], registry=ctx.metrics.registry
     )
+    info_g = Gauge(
+        "driftloop_model_info",
+        "1 for each model version loaded, by role",
+        ["model", "version", "role"],
+        registry=ctx.metrics.registry,
+    )
+    load_failures_c = Counter(
+        "driftloop_model_load_failures_total", "Artifacts refused", ["model", "code"], registry=ctx.metrics.registry
+    )
 
     async def send_registry(key: bytes, value: bytes) -> None:
         await ctx.send(registry_out, key, value)
 
+    def load_artifact(record: dict[str, Any]) -> Any | None:
+        try:
+            return store.load(record["artifact_uri"], record["artifact_sha256"])
+        except Exception as exc:  # noqa: BLE001 - a bad artifact must not stop serving the current one
+            code = getattr(exc, "code", "internal_error")
+            load_failures_c.labels(name, code).inc()
+            ctx.log.error(
+                "model_load_refused", model_name=name, model_version=record["version"], error=str(exc), error_code=code
+            )
+            return None
+
     def load(change_version: int) -> None:
         record = client.registry.get(name, change_version)
         assert record is not None
-        log = ctx.log.bind(model_name=name, model_version=change_version)
-        try:
-            model = store.load(record["artifact_uri"], record["artifact_sha256"])
-        except Exception as exc:  # noqa: BLE001 - a bad artifact must not stop serving the current one
-            log.error("model_load_refused", error=str(exc), error_code=getattr(exc, "code", "internal_error"))
+        model = load_artifact(record)
+        if model is None:
             return
         old = server.served.version if server.served else None
         server.swap(model, record)
+        if old is not None:
+            info_g.labels(name, str(old), "champion").set(0)
+        info_g.labels(name, str(change_version), "champion").set(1)
         served_g.labels(name).set(change_version)
         swaps_c.labels(name).inc()
-        log.info("model_swapped", previous_version=old)
+        ctx.log.info("model_swapped", model_name=name, model_version=change_version, previous_version=old)
+
+    async def ensure_baseline() -> None:
+        """Load the first trained version, once, to predict in shadow as the static baseline."""
+        if not ctx.settings.shadow_baseline or server.baseline is not None:
+            return
+        record = client.registry.first_trained(name)
+        if record is None:
+            return
+        model = load_artifact(record)
+        if model is not None:
+            server.set_baseline(model, record)
+            info_g.labels(name, str(record["version"]), "baseline").set(1)
+            ctx.log.info("baseline_loaded", model_name=name, model_version=record["version"])
 
     async def bootstrap() -> None:
         """Register version 1, untrained, when the registry has no champion at all."""
@@ -94,28 +126,37 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             champion = client.registry.champion(name)
         assert champion is not None
         load(champion["version"])
+        await ensure_baseline()
         ready.set()
 
         async def on_change(change: ChampionChange) -> None:
             if change.name == name:
                 load(change.new)
 
-        await client.follow(on_change)
+        await client.follow(on_change, ensure_baseline)
 
-    @app.agent(ctx.raw_topic("features"), name=f"{SERVICE}.features")
+    async def send_prediction(prediction: dict[str, Any]) -> None:
+        await ctx.send(predictions_out, prediction["entity_id"], ctx.serde.encode("Prediction", prediction))
+        predictions_c.labels(name, str(prediction["model_version"]), prediction["role"]).inc()
+
+    @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
     async def on_features(stream: StreamT[Any]) -> None:
         await ready.wait()
         async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_window_s):
             started = time.perf_counter()
-            ctx.metrics.records_in.labels(SERVICE, features_in).inc(len(events))
             for event in events:
+                ctx.consumed(event)
                 event_id = None
                 try:
                     vector = ctx.serde.decode("FeatureVector", event.message.value)
                     event_id = vector["event_id"]
-                    prediction = server.predict(vector, int(time.time() * 1000))
-                    await ctx.send(predictions_out, prediction["entity_id"], ctx.serde.encode("Prediction", prediction))
-                    predictions_c.labels(name, str(prediction["model_version"]), prediction["role"]).inc()
+                    now = int(time.time() * 1000)
+                    prediction = server.predict(vector, now)
+                    await send_prediction(prediction)
+                    ctx.observe_latency(prediction["ingest_time"])
+                    shadow = server.predict_baseline(vector, now)
+                    if shadow is not None:
+                        await send_prediction(shadow)
                 except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
                     await ctx.dead_letter(event, exc, event_id)
             ctx.metrics.batch_seconds.labels(SERVICE).observe(time.perf_counter() - started)

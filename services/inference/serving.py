@@ -23,38 +23,63 @@ class Served:
 
 
 class Server:
+    """The champion, and optionally a frozen baseline predicting in shadow."""
+
     def __init__(self) -> None:
         self._served: Served | None = None
+        self._baseline: Served | None = None
         self.swaps = 0
 
     @property
     def served(self) -> Served | None:
         return self._served
 
+    @property
+    def baseline(self) -> Served | None:
+        return self._baseline
+
     def swap(self, model: Any, record: Mapping[str, Any]) -> None:
-        self._served = Served(model, record["name"], int(record["version"]), record["feature_set_version"])
+        self._served = _served(model, record)
         self.swaps += 1
+
+    def set_baseline(self, model: Any, record: Mapping[str, Any]) -> None:
+        self._baseline = _served(model, record)
 
     def predict(self, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
         served = self._served
         if served is None:
             raise RuntimeError("no model loaded")  # the shell waits for one before consuming
-        if vector["feature_set_version"] != served.feature_set_version:
-            raise FeatureSetMismatch(
-                f"vector has feature set {vector['feature_set_version']!r}, model "
-                f"{served.name} v{served.version} was trained on {served.feature_set_version!r}"
-            )
-        predicted, scores = predict(served.model, vector["features"])
-        return {
-            "event_id": vector["event_id"],
-            "entity_id": vector["entity_id"],
-            "event_time": vector["event_time"],
-            "model_name": served.name,
-            "model_version": served.version,
-            "role": "champion",
-            "predicted": predicted,
-            "scores": scores,
-            "feature_set_version": vector["feature_set_version"],
-            "ingest_time": vector.get("ingest_time"),
-            "predicted_at": now_ms,
-        }
+        return _predict(served, "champion", vector, now_ms)
+
+    def predict_baseline(self, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any] | None:
+        """The baseline's shadow prediction; None without a baseline or when its feature set differs."""
+        base = self._baseline
+        if base is None or vector["feature_set_version"] != base.feature_set_version:
+            return None
+        return _predict(base, "baseline", vector, now_ms)
+
+
+def _served(model: Any, record: Mapping[str, Any]) -> Served:
+    return Served(model, record["name"], int(record["version"]), record["feature_set_version"])
+
+
+def _predict(served: Served, role: str, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    if vector["feature_set_version"] != served.feature_set_version:
+        raise FeatureSetMismatch(
+            f"vector has feature set {vector['feature_set_version']!r}, model "
+            f"{served.name} v{served.version} was trained on {served.feature_set_version!r}"
+        )
+    predicted, scores = predict(served.model, vector["features"])
+    return {
+        "event_id": vector["event_id"],
+        "entity_id": vector["entity_id"],
+        "event_time": vector["event_time"],
+        "model_name": served.name,
+        "model_version": served.version,
+        "role": role,
+        "predicted": predicted,
+        "scores": scores,
+        "feature_set_version": vector["feature_set_version"],
+        "ingest_time": vector.get("ingest_time"),
+        "predicted_at": now_ms,
+    }

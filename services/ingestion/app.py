@@ -25,12 +25,11 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
         seen = app.Table(f"seen-{record.lower()}", default=None, partitions=ctx.common.partitions)
         dedup = Deduplicator(seen, DEDUP_TTL_MS)
         out = ctx.raw_topic(sink)
-        src_name = ctx.topics.name(source)
 
         async def process(stream: StreamT[Any]) -> None:
             async for event in stream.events():
                 msg = event.message
-                ctx.metrics.records_in.labels(SERVICE, src_name).inc()
+                ctx.consumed(event)
                 event_id = None
                 try:
                     obj = decode(msg.value, record, ctx.serde, limits)
@@ -41,10 +40,11 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
                     if record == "RawEvent":
                         value["ingest_time"] = int(msg.timestamp * 1000)
                     await ctx.send(out, value["entity_id"], ctx.serde.encode(record, value))
+                    ctx.observe_latency(int(msg.timestamp * 1000))
                 except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
                     await ctx.dead_letter(event, exc, event_id)
 
-        app.agent(ctx.raw_topic(source), name=f"{SERVICE}.{source}")(process)
+        app.agent(ctx.source(source), name=f"{SERVICE}.{source}")(process)
 
     pipeline("events.raw", "events.clean", "RawEvent", validate_event)
     pipeline("labels.raw", "labels.clean", "Label", validate_label)

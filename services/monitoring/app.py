@@ -1,4 +1,5 @@
-"""Monitoring service shell: predictions ⨝ labels -> outcomes, metrics and drift alerts."""
+"""Monitoring service shell: features, predictions and labels in; outcomes, drift alerts
+and Prometheus metrics out."""
 
 from __future__ import annotations
 
@@ -6,98 +7,204 @@ import time
 import uuid
 from typing import Any
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.monitoring.core import ConceptDriftMonitor, OutcomeJoin, RollingAccuracy
+from services.monitoring.core import Monitor, OutcomeJoin
+from services.monitoring.drift import Detection, parse_detectors
 from shared.app import ServiceContext, build_context, run_worker
 from shared.settings import MonitoringSettings
 
 SERVICE = "monitoring"
+ROLES = ("champion", "baseline")
 LABEL_DELAY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+STATS_EVERY = 200  # records between refreshes of the rolling gauges
 
 
 def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
-    app = ctx.app
+    app, s, reg = ctx.app, ctx.settings, ctx.metrics.registry
     parts = ctx.common.partitions
-    reg = ctx.metrics.registry
-    accuracy_g = Gauge(
-        "driftloop_model_accuracy_ratio",
-        "Rolling accuracy of served predictions",
-        ["model", "version", "role"],
-        registry=reg,
+    name = ctx.common.model_name
+    monitor = Monitor(
+        window=s.window,
+        input_detectors=parse_detectors(s.input_detectors, binary=False),
+        prediction_detectors=parse_detectors(s.prediction_detectors, binary=False),
+        concept_detectors=parse_detectors(s.concept_detectors, binary=True),
+        cooldown=s.alert_cooldown,
+        max_features=s.max_features,
+        seed=s.seed,
     )
+    ttl_ms = int(s.join_ttl_s * 1000)
+    # One join per role: a label meets the champion's prediction and the baseline's.
+    joins = {
+        role: OutcomeJoin(
+            app.Table(f"{role}-predictions-awaiting-label", default=None, partitions=parts),
+            app.Table(f"{role}-labels-awaiting-prediction", default=None, partitions=parts),
+            app.Table(f"{role}-joined-event-ids", default=None, partitions=parts),
+            ttl_ms,
+        )
+        for role in ROLES
+    }
+    perf = {
+        metric: Gauge(f"driftloop_model_{metric}", help_, ["model", "version", "role"], registry=reg)
+        for metric, help_ in (
+            ("accuracy_ratio", "Rolling accuracy of the predictions joined with their labels"),
+            ("log_loss", "Rolling log loss of the predictions joined with their labels"),
+            ("roc_auc", "Rolling ROC AUC of the predictions joined with their labels"),
+        )
+    }
     outcomes_c = Counter(
         "driftloop_outcomes_total",
         "Predictions joined with their label",
         ["model", "version", "role", "correct"],
         registry=reg,
     )
+    expired_c = Counter(
+        "driftloop_join_expired_total",
+        "Join entries that waited past the TTL unmatched",
+        ["side", "role"],
+        registry=reg,
+    )
     alerts_c = Counter(
-        "driftloop_drift_alerts_total", "Drift alerts raised", ["model", "kind", "detector"], registry=reg
+        "driftloop_drift_alerts_total", "Drift alerts raised", ["model", "kind", "detector", "subject"], registry=reg
+    )
+    statistic_g = Gauge(
+        "driftloop_drift_statistic",
+        "Latest statistic of a drift detector that fired",
+        ["model", "kind", "detector", "subject"],
+        registry=reg,
+    )
+    feature_mean_g = Gauge(
+        "driftloop_feature_mean", "Exponentially weighted mean of a feature", ["feature"], registry=reg
+    )
+    feature_std_g = Gauge(
+        "driftloop_feature_stddev", "Exponentially weighted standard deviation of a feature", ["feature"], registry=reg
+    )
+    score_g = Gauge(
+        "driftloop_prediction_score_mean", "Exponentially weighted mean positive-class score", ["model"], registry=reg
     )
     delay_h = Histogram(
         "driftloop_label_delay_seconds", "Label time minus event time", buckets=LABEL_DELAY_BUCKETS, registry=reg
     )
-    join = OutcomeJoin(
-        app.Table("predictions-awaiting-label", default=None, partitions=parts),
-        app.Table("labels-awaiting-prediction", default=None, partitions=parts),
-        app.Table("joined-event-ids", default=None, partitions=parts),
-    )
-    # Rolling state is per process: it restarts empty, which a rolling window tolerates.
-    rolling: dict[tuple[str, int, str], RollingAccuracy] = {}
-    detector = ConceptDriftMonitor(ctx.settings.adwin_delta, ctx.settings.alert_cooldown)
     outcomes_out = ctx.raw_topic("outcomes")
     alerts_out = ctx.raw_topic("alerts")
-    predictions_in, labels_in = ctx.topics.name("predictions"), ctx.topics.name("labels.clean")
+    state = {"champion_version": 0, "watermark": 0, "records": 0}
+
+    def refresh_gauges() -> None:
+        for (model, version, role), tracker in monitor.trackers.items():
+            for metric, value in (
+                ("accuracy_ratio", tracker.accuracy),
+                ("log_loss", tracker.log_loss),
+                ("roc_auc", tracker.roc_auc),
+            ):
+                if value is not None:
+                    perf[metric].labels(model, str(version), role).set(value)
+        for feature, (mean, std) in monitor.feature_stats().items():
+            feature_mean_g.labels(feature).set(mean)
+            feature_std_g.labels(feature).set(std)
+        score_g.labels(name).set(monitor.score_mean)
+
+    async def raise_alerts(detections: list[Detection], record: dict[str, Any], time_ms: int) -> None:
+        for d in detections:
+            alert = {
+                "alert_id": str(uuid.uuid4()),
+                "kind": d.kind,
+                "detector": d.detector,
+                "subject": d.subject,
+                "statistic": float(d.statistic),
+                "threshold": float(d.threshold),
+                "model_name": name,
+                "model_version": int(record.get("model_version") or state["champion_version"]),
+                # Detectors report their window as a count of observations, not its start:
+                # both times are the triggering observation's.
+                "window_start_time": time_ms,
+                "window_end_time": time_ms,
+                "window_size": int(d.window_size),
+                "event_id": record.get("event_id"),
+                "created_at": int(time.time() * 1000),
+            }
+            await ctx.send(alerts_out, name, ctx.serde.encode("DriftAlert", alert))
+            alerts_c.labels(name, d.kind, d.detector, d.subject).inc()
+            statistic_g.labels(name, d.kind, d.detector, d.subject).set(d.statistic)
+            ctx.log.warning(
+                "drift_detected",
+                kind=d.kind,
+                detector=d.detector,
+                subject=d.subject,
+                statistic=d.statistic,
+                model_version=alert["model_version"],
+                event_id=alert["event_id"],
+            )
 
     async def emit(out: dict[str, Any] | None) -> None:
         if out is None:
             return
         await ctx.send(outcomes_out, out["entity_id"], ctx.serde.encode("Outcome", out))
-        key = (out["model_name"], out["model_version"], out["role"])
-        acc = rolling.setdefault(key, RollingAccuracy(ctx.settings.window))
-        acc.update(out["correct"])
-        accuracy_g.labels(key[0], str(key[1]), key[2]).set(acc.value or 0.0)
-        outcomes_c.labels(key[0], str(key[1]), key[2], str(out["correct"]).lower()).inc()
-        delay_h.observe(max(0.0, (out["label_time"] - out["event_time"]) / 1000))
-        alert = detector.update(out)
-        if alert is not None:
-            alert.update(alert_id=str(uuid.uuid4()), created_at=int(time.time() * 1000))
-            await ctx.send(alerts_out, alert["model_name"], ctx.serde.encode("DriftAlert", alert))
-            alerts_c.labels(alert["model_name"], alert["kind"], alert["detector"]).inc()
-            ctx.log.warning(
-                "drift_detected",
-                model_name=alert["model_name"],
-                model_version=alert["model_version"],
-                detector=alert["detector"],
-                statistic=alert["statistic"],
-                event_id=alert["event_id"],
-            )
+        outcomes_c.labels(out["model_name"], str(out["model_version"]), out["role"], str(out["correct"]).lower()).inc()
+        if out["role"] == "champion":
+            delay_h.observe(max(0.0, (out["label_time"] - out["event_time"]) / 1000))
+        await raise_alerts(monitor.on_outcome(out), out, out["event_time"])
 
-    @app.agent(ctx.raw_topic("predictions"), name=f"{SERVICE}.predictions")
+    async def housekeeping(event: EventT, time_ms: int) -> None:
+        """Advance the watermark, expire this partition's stale join entries, refresh gauges."""
+        state["watermark"] = max(state["watermark"], time_ms)
+        state["records"] += 1
+        for role, join in joins.items():
+            for side, _record in join.expire(state["watermark"], event.message.partition):
+                expired_c.labels("prediction" if side == "left" else "label", role).inc()
+        if state["records"] % STATS_EVERY == 0:
+            refresh_gauges()
+
+    @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
+    async def on_features(stream: StreamT[Any]) -> None:
+        async for event in stream.events():
+            ctx.consumed(event)
+            event_id = None
+            try:
+                vector = ctx.serde.decode("FeatureVector", event.message.value)
+                event_id = vector["event_id"]
+                await raise_alerts(monitor.on_vector(vector), vector, vector["event_time"])
+                await housekeeping(event, vector["event_time"])
+            except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
+                await ctx.dead_letter(event, exc, event_id)
+
+    @app.agent(ctx.source("predictions"), name=f"{SERVICE}.predictions")
     async def on_predictions(stream: StreamT[Any]) -> None:
         async for event in stream.events():
-            ctx.metrics.records_in.labels(SERVICE, predictions_in).inc()
+            ctx.consumed(event)
             event_id = None
             try:
                 prediction = ctx.serde.decode("Prediction", event.message.value)
                 event_id = prediction["event_id"]
-                await emit(join.on_prediction(prediction))
+                join = joins.get(prediction["role"])
+                if join is not None:  # challengers are evaluated by retraining, not here
+                    if prediction["role"] == "champion":
+                        state["champion_version"] = prediction["model_version"]
+                        await raise_alerts(monitor.on_prediction(prediction), prediction, prediction["event_time"])
+                    await emit(join.on_prediction(prediction, prediction["event_time"], event.message.partition))
+                await housekeeping(event, prediction["event_time"])
             except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
                 await ctx.dead_letter(event, exc, event_id)
 
-    @app.agent(ctx.raw_topic("labels.clean"), name=f"{SERVICE}.labels")
+    @app.agent(ctx.source("labels.clean"), name=f"{SERVICE}.labels")
     async def on_labels(stream: StreamT[Any]) -> None:
         async for event in stream.events():
-            ctx.metrics.records_in.labels(SERVICE, labels_in).inc()
+            ctx.consumed(event)
             event_id = None
             try:
                 label = ctx.serde.decode("Label", event.message.value)
                 event_id = label["event_id"]
-                await emit(join.on_label(label))
+                for join in joins.values():
+                    await emit(join.on_label(label, label["label_time"], event.message.partition))
+                await housekeeping(event, label["label_time"])
             except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
                 await ctx.dead_letter(event, exc, event_id)
+
+    @app.on_rebalance_complete.connect
+    async def reindex(app: Any, **_: Any) -> None:  # noqa: ARG001 - signal signature
+        # Entries recovered from the changelogs must expire too.
+        for join in joins.values():
+            join.reindex()
 
 
 def main() -> None:

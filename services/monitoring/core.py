@@ -1,15 +1,24 @@
-"""Monitoring core (pure): prediction/label join, rolling accuracy, concept-drift alerts."""
+"""Monitoring core (pure): the prediction/label join, prequential performance per model
+version and role, feature statistics, and input / prediction / concept drift detection."""
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from river import drift
+from river import metrics, stats, utils
 
+from services.monitoring.drift import Debouncer, Detection, SubjectDetectors
 from shared.join import OnceJoin
 from shared.modelspec import same_class
+
+
+def positive_score(scores: Mapping[str, float]) -> float | None:
+    """The score of the positive class of a binary classifier, if the scores are binary."""
+    for key in ("True", "1", "1.0", "true"):
+        if key in scores:
+            return float(scores[key])
+    return None
 
 
 def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str, Any]:
@@ -26,26 +35,28 @@ def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str
         "label_time": label["label_time"],
         "correct": correct,
         "loss": 0.0 if correct else 1.0,
+        "scores": dict(prediction.get("scores") or {}),
     }
 
 
 class OutcomeJoin(OnceJoin):
-    """Champion predictions ⨝ labels by event_id, once per event_id."""
+    """Predictions of one role ⨝ labels by event_id, once per event_id."""
 
     def __init__(
         self,
         predictions: MutableMapping[str, Any],
         labels: MutableMapping[str, Any],
         joined: MutableMapping[str, Any],
+        ttl_ms: int | None = None,
     ) -> None:
-        super().__init__(predictions, labels, joined, outcome)
+        super().__init__(predictions, labels, joined, outcome, ttl_ms)
         self.predictions, self.labels = predictions, labels
 
-    def on_prediction(self, prediction: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.on_left(prediction["event_id"], prediction)
+    def on_prediction(self, prediction: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+        return self.on_left(prediction["event_id"], prediction, now_ms, shard)
 
-    def on_label(self, label: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.on_right(label["event_id"], label)
+    def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+        return self.on_right(label["event_id"], label, now_ms, shard)
 
 
 class RollingAccuracy:
@@ -53,63 +64,133 @@ class RollingAccuracy:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self._hits: deque[bool] = deque(maxlen=window)
-        self._sum = 0
+        self._metric = utils.Rolling(metrics.Accuracy, window_size=window)
 
     def update(self, correct: bool) -> None:
-        if len(self._hits) == self.window:
-            self._sum -= self._hits[0]
-        self._hits.append(correct)
-        self._sum += correct
+        self._metric.update(True, bool(correct))
 
     @property
     def value(self) -> float | None:
-        return self._sum / len(self._hits) if self._hits else None
+        return float(self._metric.get()) if self.n else None
 
     @property
     def n(self) -> int:
-        return len(self._hits)
+        return len(self._metric.window)
 
 
-class ConceptDriftMonitor:
-    """ADWIN on the 0/1 error stream of the served model.
+class PerformanceTracker:
+    """Prequential performance of one model version in one role over a rolling window:
+    accuracy always; log loss and ROC AUC when the scores are binary."""
 
-    ``cooldown`` outcomes must pass after an alert before the next one can fire, so one
-    drift gives one alert, not a storm while the window shrinks.
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._accuracy = RollingAccuracy(window)
+        self._log_loss = utils.Rolling(metrics.LogLoss, window_size=window)
+        self._roc_auc = utils.Rolling(metrics.ROCAUC, window_size=window)
+        self._scored = 0
+
+    def update(self, out: Mapping[str, Any]) -> None:
+        self._accuracy.update(out["correct"])
+        p = positive_score(out.get("scores") or {})
+        if p is not None:
+            y = same_class(True, out["label"])
+            self._log_loss.update(y, min(max(p, 1e-15), 1 - 1e-15))
+            self._roc_auc.update(y, p)
+            self._scored += 1
+
+    @property
+    def n(self) -> int:
+        return self._accuracy.n
+
+    @property
+    def accuracy(self) -> float | None:
+        return self._accuracy.value
+
+    @property
+    def log_loss(self) -> float | None:
+        return float(self._log_loss.get()) if self._scored else None
+
+    @property
+    def roc_auc(self) -> float | None:
+        return float(self._roc_auc.get()) if self._scored else None
+
+
+class Monitor:
+    """Everything monitoring watches, fed one record at a time.
+
+    Input drift: every configured detector on each of the first ``max_features`` features.
+    Prediction drift: on the champion's positive-class score. Concept drift: on the
+    champion's 0/1 error stream. Each detection is de-bounced per subject and detector.
     """
 
-    def __init__(self, delta: float = 0.002, cooldown: int = 300) -> None:
-        self.delta = delta
+    def __init__(
+        self,
+        *,
+        window: int = 500,
+        input_detectors: Sequence[str] = ("adwin", "psi"),
+        prediction_detectors: Sequence[str] = ("adwin",),
+        concept_detectors: Sequence[str] = ("adwin", "ddm"),
+        cooldown: int = 300,
+        max_features: int = 50,
+        seed: int = 42,
+    ) -> None:
+        self.window = window
+        self.input_detectors = tuple(input_detectors)
+        self.prediction_detectors = tuple(prediction_detectors)
+        self.concept_detectors = tuple(concept_detectors)
         self.cooldown = cooldown
-        self._adwin = drift.ADWIN(delta=delta)
-        self._seen = 0
-        self._last_alert: int | None = None
-        self._window_start_time: int | None = None
+        self.max_features = max_features
+        self.seed = seed
+        self._debouncer = Debouncer(cooldown)
+        self._inputs: dict[str, SubjectDetectors] = {}
+        self._feature_stats: dict[str, tuple[stats.EWMean, stats.EWVar]] = {}
+        self._prediction = SubjectDetectors("prediction", "score", prediction_detectors, seed, self._debouncer)
+        self._concept = SubjectDetectors("concept", "error_rate", concept_detectors, seed, self._debouncer)
+        self._score_mean = stats.EWMean(fading_factor=2 / (window + 1))
+        self.trackers: dict[tuple[str, int, str], PerformanceTracker] = {}
+        self.unmonitored_features = 0
 
-    def update(self, out: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Feed one outcome; return the alert fields when drift is detected."""
-        self._seen += 1
-        if self._window_start_time is None:
-            self._window_start_time = out["event_time"]
-        self._adwin.update(out["loss"])
-        if not self._adwin.drift_detected:
-            return None
-        in_cooldown = self._last_alert is not None and self._seen - self._last_alert < self.cooldown
-        if in_cooldown:
-            return None
-        self._last_alert = self._seen
-        alert = {
-            "kind": "concept",
-            "detector": "ADWIN",
-            "subject": "error_rate",
-            "statistic": float(self._adwin.estimation),
-            "threshold": self.delta,
-            "model_name": out["model_name"],
-            "model_version": out["model_version"],
-            "window_start_time": self._window_start_time,
-            "window_end_time": out["event_time"],
-            "window_size": int(self._adwin.width),
-            "event_id": out["event_id"],
-        }
-        self._window_start_time = out["event_time"]
-        return alert
+    def on_vector(self, vector: Mapping[str, Any]) -> list[Detection]:
+        found: list[Detection] = []
+        for name, value in vector["features"].items():
+            det = self._inputs.get(name)
+            if det is None:
+                if len(self._inputs) >= self.max_features:
+                    self.unmonitored_features += 1
+                    continue
+                det = self._inputs[name] = SubjectDetectors(
+                    "input", name, self.input_detectors, self.seed, self._debouncer
+                )
+                alpha = 2 / (self.window + 1)
+                self._feature_stats[name] = (stats.EWMean(fading_factor=alpha), stats.EWVar(fading_factor=alpha))
+            mean, var = self._feature_stats[name]
+            mean.update(value)
+            var.update(value)
+            found += det.update(value)
+        return found
+
+    def on_prediction(self, prediction: Mapping[str, Any]) -> list[Detection]:
+        if prediction["role"] != "champion":
+            return []
+        p = positive_score(prediction["scores"])
+        if p is None:
+            return []
+        self._score_mean.update(p)
+        return self._prediction.update(p)
+
+    def on_outcome(self, out: Mapping[str, Any]) -> list[Detection]:
+        key = (out["model_name"], int(out["model_version"]), out["role"])
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            tracker = self.trackers[key] = PerformanceTracker(self.window)
+        tracker.update(out)
+        if out["role"] != "champion":
+            return []
+        return self._concept.update(out["loss"])
+
+    def feature_stats(self) -> dict[str, tuple[float, float]]:
+        return {n: (m.get(), max(v.get(), 0.0) ** 0.5) for n, (m, v) in self._feature_stats.items()}
+
+    @property
+    def score_mean(self) -> float:
+        return float(self._score_mean.get())

@@ -26,7 +26,6 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
     store = ArtifactStore(ctx.common.artifact_store)
     client = RegistryClient(ctx.common.bootstrap_servers, ctx.topics.name("models.registry"), ctx.serde, ctx.log)
     registry_out = ctx.raw_topic("models.registry")
-    examples_in, alerts_in = ctx.topics.name("examples"), ctx.topics.name("alerts")
     versions_c = Counter(
         "driftloop_model_versions_registered_total",
         "Model versions registered",
@@ -102,13 +101,13 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             examples=window.get("examples"),
         )
 
-    @app.agent(ctx.raw_topic("examples"), name=f"{SERVICE}.examples")
+    @app.agent(ctx.source("examples"), name=f"{SERVICE}.examples")
     async def on_examples(stream: StreamT[Any]) -> None:
         await ready.wait()
         trainer: ContinuousTrainer = state["trainer"]
         async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-            ctx.metrics.records_in.labels(SERVICE, examples_in).inc(len(events))
             for event in events:
+                ctx.consumed(event)
                 event_id = None
                 try:
                     example = ctx.serde.decode("LabeledExample", event.message.value)
@@ -121,12 +120,12 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
                     await ctx.dead_letter(event, exc, event_id)
             examples_g.labels(name).set(trainer.examples_seen)
 
-    @app.agent(ctx.raw_topic("alerts"), name=f"{SERVICE}.alerts")
+    @app.agent(ctx.source("alerts"), name=f"{SERVICE}.alerts")
     async def on_alerts(stream: StreamT[Any]) -> None:
         await ready.wait()
         trainer: ContinuousTrainer = state["trainer"]
         async for event in stream.events():
-            ctx.metrics.records_in.labels(SERVICE, alerts_in).inc()
+            ctx.consumed(event)
             try:
                 alert = ctx.serde.decode("DriftAlert", event.message.value)
                 if alert["model_name"] == name and alert["kind"] in ("concept", "performance"):

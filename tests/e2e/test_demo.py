@@ -76,10 +76,13 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
 
     raw = asyncio.run(read_topic(bootstrap, topics.events_raw))
     sent = {serde.decode("RawEvent", r.value)["event_id"] for r in raw}
-    predictions = _decoded(bootstrap, topics.predictions, "Prediction", serde)
+    all_predictions = _decoded(bootstrap, topics.predictions, "Prediction", serde)
+    predictions = [p for p in all_predictions if p["role"] == "champion"]
+    shadow = [p for p in all_predictions if p["role"] == "baseline"]
     dead = _decoded(bootstrap, topics.deadletter, "DeadLetter", serde)
     labels = {x["event_id"]: x["label"] for x in _decoded(bootstrap, topics.labels_clean, "Label", serde)}
-    outcomes = _decoded(bootstrap, topics.outcomes, "Outcome", serde)
+    all_outcomes = _decoded(bootstrap, topics.outcomes, "Outcome", serde)
+    outcomes = [o for o in all_outcomes if o["role"] == "champion"]
     registry = _decoded(bootstrap, topics.models_registry, "ModelVersion", serde)
     alerts = _decoded(bootstrap, topics.alerts, "DriftAlert", serde)
 
@@ -108,6 +111,9 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     assert summary["dead_lettered"] == len(dead)
     assert summary["labels_joined"] == len({o["event_id"] for o in outcomes}) == EVENTS
     assert summary["served_accuracy"] == pytest.approx(sum(hits) / len(hits))
+    # The static baseline predicts in shadow from the first trained version on, always that version.
+    assert shadow and {p["model_version"] for p in shadow} == {summary["baseline_model_version"]}
+    assert {o["event_id"] for o in all_outcomes if o["role"] == "baseline"} <= {p["event_id"] for p in shadow}
     start = summary["baseline_window_start"]
     window = [same_class(p["predicted"], labels[e]) for e, p in first.items() if e in labels and index_of(e) >= start]
     assert 0 < start < EVENTS and summary["served_accuracy_same_window"] == pytest.approx(sum(window) / len(window))

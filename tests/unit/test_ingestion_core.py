@@ -154,16 +154,31 @@ EVENT_ERRORS = [
     pytest.param(as_json(event(fields={"a": "x" * (MAX_STRING_CHARS + 1)})), WrongType, id="field-str-too-long"),
     pytest.param(as_json(event(fields={f"f{i}": i for i in range(MAX_FIELDS + 1)})), WrongType, id="too-many"),
     # non_finite_number
-    pytest.param(_raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": NaN}}'),
-                 NonFiniteNumber, id="json-nan"),
-    pytest.param(_raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": Infinity}}'),
-                 NonFiniteNumber, id="json-inf"),
-    pytest.param(_raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": -Infinity}}'),
-                 NonFiniteNumber, id="json-neg-inf"),
-    pytest.param(_raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": 1e400}}'),
-                 NonFiniteNumber, id="json-overflow"),
-    pytest.param(_raw('{"event_id": "e", "entity_id": "u", "event_time": NaN, "fields": {}}'),
-                 NonFiniteNumber, id="json-nan-time"),
+    pytest.param(
+        _raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": NaN}}'),
+        NonFiniteNumber,
+        id="json-nan",
+    ),
+    pytest.param(
+        _raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": Infinity}}'),
+        NonFiniteNumber,
+        id="json-inf",
+    ),
+    pytest.param(
+        _raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": -Infinity}}'),
+        NonFiniteNumber,
+        id="json-neg-inf",
+    ),
+    pytest.param(
+        _raw('{"event_id": "e", "entity_id": "u", "event_time": 1699999999000, "fields": {"a": 1e400}}'),
+        NonFiniteNumber,
+        id="json-overflow",
+    ),
+    pytest.param(
+        _raw('{"event_id": "e", "entity_id": "u", "event_time": NaN, "fields": {}}'),
+        NonFiniteNumber,
+        id="json-nan-time",
+    ),
     # too_old
     pytest.param(as_json(event(event_time=NOW - LIMITS.max_lateness_ms - 1)), TooOld, id="too-old"),
 ]
@@ -207,8 +222,11 @@ LABEL_ERRORS = [
     pytest.param(as_json(label(label=[1])), WrongType, id="label-list"),
     pytest.param(as_json(label(label={"y": 1})), WrongType, id="label-dict"),
     pytest.param(as_json(label(event_id=3)), WrongType, id="event-id-number"),
-    pytest.param(_raw('{"event_id": "e", "entity_id": "u", "label": NaN, "label_time": 1699999999000}'),
-                 NonFiniteNumber, id="label-nan"),
+    pytest.param(
+        _raw('{"event_id": "e", "entity_id": "u", "label": NaN, "label_time": 1699999999000}'),
+        NonFiniteNumber,
+        id="label-nan",
+    ),
     pytest.param(as_json(label(label_time=NOW - LIMITS.max_lateness_ms - 1)), TooOld, id="too-old"),
 ]
 
@@ -247,8 +265,12 @@ def test_record_too_large_is_checked_before_parsing(serde: Serde) -> None:
     with pytest.raises(RecordTooLarge):
         decode(b"\x01" * 101, "RawEvent", serde, limits)
     with pytest.raises(RecordTooLarge):
-        decode(serde.encode("RawEvent", {**event(fields={"pad": "x" * 200}), "ingest_time": None}),
-               "RawEvent", serde, limits)
+        decode(
+            serde.encode("RawEvent", {**event(fields={"pad": "x" * 200}), "ingest_time": None}),
+            "RawEvent",
+            serde,
+            limits,
+        )
 
 
 def test_limits_boundaries_that_are_allowed(serde: Serde) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import random
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.inference.serving import Server
-from services.monitoring.core import ConceptDriftMonitor, RollingAccuracy
+from services.monitoring.core import Monitor, RollingAccuracy
 from services.retraining.trainer import ContinuousTrainer
 from services.streams import sea_stream
 from shared.errors import (
@@ -129,7 +130,11 @@ def test_version_numbers_are_ordered_numerically() -> None:
 def test_version_record_and_with_status() -> None:
     rec = record(3, "candidate", now_ms=42)
     assert rec["training_window"] == {
-        "examples": 30, "start_time": None, "end_time": None, "first_event_id": "r-0", "last_event_id": "r-29"
+        "examples": 30,
+        "start_time": None,
+        "end_time": None,
+        "first_event_id": "r-0",
+        "last_event_id": "r-29",
     }
     assert rec["parent_version"] == 2
     assert (rec["created_at"], rec["updated_at"]) == (42, 42)
@@ -321,8 +326,14 @@ class Constant:
 
 
 def fvector(eid: str, fs: str = "fs1") -> dict[str, Any]:
-    return {"event_id": eid, "entity_id": "u", "event_time": 5, "features": {"x0": 1.5},
-            "feature_set_version": fs, "ingest_time": 4}
+    return {
+        "event_id": eid,
+        "entity_id": "u",
+        "event_time": 5,
+        "features": {"x0": 1.5},
+        "feature_set_version": fs,
+        "ingest_time": 4,
+    }
 
 
 def test_server_needs_a_model() -> None:
@@ -375,8 +386,15 @@ def test_server_prediction_fits_the_prediction_schema() -> None:
 
 def example(i: int, event_time: int | None = None) -> dict[str, Any]:
     x, y = SEA.rows[i % len(SEA.rows)]
-    return {"event_id": f"r-{i}", "entity_id": "u", "event_time": 1_000 + i if event_time is None else event_time,
-            "features": x, "feature_set_version": "fs7", "label": y, "label_time": 5_000 + i}
+    return {
+        "event_id": f"r-{i}",
+        "entity_id": "u",
+        "event_time": 1_000 + i if event_time is None else event_time,
+        "features": x,
+        "feature_set_version": "fs7",
+        "label": y,
+        "label_time": 5_000 + i,
+    }
 
 
 def test_label_volume_trigger() -> None:
@@ -388,8 +406,13 @@ def test_label_volume_trigger() -> None:
     assert trainer.due() == "label_volume"
     window, metrics, fs = trainer.cut()
     assert trainer.due() is None
-    assert window == {"first_event_id": "r-0", "last_event_id": "r-49", "examples": 50,
-                      "start_time": 1_000, "end_time": 1_049}
+    assert window == {
+        "first_event_id": "r-0",
+        "last_event_id": "r-49",
+        "examples": 50,
+        "start_time": 1_000,
+        "end_time": 1_049,
+    }
     assert metrics["examples_since_last_version"] == 50.0
     assert metrics["examples_total"] == 50.0
     assert 0.0 <= metrics["prequential_accuracy"] <= 1.0
@@ -458,7 +481,7 @@ def test_training_window_times_with_out_of_order_examples() -> None:
     assert (window["start_time"], window["end_time"]) == (1_500, 3_000)
 
 
-# --- ConceptDriftMonitor -------------------------------------------------------------------------
+# --- Monitor: performance and drift -------------------------------------------------------------
 
 
 def loss_stream(segments: list[tuple[int, float]], seed: int) -> list[float]:
@@ -466,60 +489,95 @@ def loss_stream(segments: list[tuple[int, float]], seed: int) -> list[float]:
     return [1.0 if rng.random() < rate else 0.0 for n, rate in segments for _ in range(n)]
 
 
-def alerts(monitor: ConceptDriftMonitor, losses: list[float]) -> list[tuple[int, dict[str, Any]]]:
+def concept_alerts(monitor: Monitor, losses: list[float], role: str = "champion") -> list[tuple[int, Any]]:
     fired = []
     for i, loss in enumerate(losses):
-        out = {"event_id": f"e{i}", "event_time": 10_000 + i, "loss": loss, "model_name": "default",
-               "model_version": 4}
-        alert = monitor.update(out)
-        if alert is not None:
-            fired.append((i, alert))
+        out = {
+            "event_id": f"e{i}",
+            "event_time": 10_000 + i,
+            "loss": loss,
+            "correct": loss == 0.0,
+            "label": loss == 0.0,
+            "scores": {"True": 0.8, "False": 0.2},
+            "model_name": "default",
+            "model_version": 4,
+            "role": role,
+        }
+        fired += [(i, d) for d in monitor.on_outcome(out)]
     return fired
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_concept_drift_fires_after_the_change(seed: int) -> None:
-    monitor = ConceptDriftMonitor(delta=0.002, cooldown=300)
-    fired = alerts(monitor, loss_stream([(2000, 0.1), (2000, 0.6)], seed))
+    monitor = Monitor(concept_detectors=("adwin",), cooldown=300)
+    fired = concept_alerts(monitor, loss_stream([(2000, 0.1), (2000, 0.6)], seed))
     after = [i for i, _ in fired if i >= 2000]
     assert after, "no alert after the error rate went from 10% to 60%"
     assert after[0] < 2500  # detected promptly
     gaps = [b - a for (a, _), (b, _) in zip(fired, fired[1:], strict=False)]
     assert all(g >= 300 for g in gaps)
-    i, alert = next((i, a) for i, a in fired if i >= 2000)
-    assert alert["kind"] == "concept" and alert["detector"] == "ADWIN" and alert["subject"] == "error_rate"
-    assert alert["event_id"] == f"e{i}" and alert["window_end_time"] == 10_000 + i
-    assert (alert["model_name"], alert["model_version"], alert["threshold"]) == ("default", 4, 0.002)
-    assert 0.0 <= alert["statistic"] <= 1.0
-    assert alert["window_size"] > 0
+    d = next(d for i, d in fired if i >= 2000)
+    assert (d.kind, d.detector, d.subject) == ("concept", "ADWIN", "error_rate")
+    assert 0.0 <= d.statistic <= 1.0 and d.window_size > 0 and d.threshold == 0.002
 
 
-def test_cooldown_filters_detections_greedily() -> None:
-    """ADWIN sees every outcome; the cooldown only decides which detections become alerts."""
-    losses = loss_stream([(1000, 0.1), (150, 0.6), (150, 0.1), (150, 0.6), (150, 0.1), (1000, 0.9)], seed=0)
-    every = [i for i, _ in alerts(ConceptDriftMonitor(cooldown=0), losses)]
-    assert len(every) >= 3
-    exact_gap = every[1] - every[0]  # an alert exactly `cooldown` outcomes after the last one may fire
-    for cooldown in (exact_gap, exact_gap + 1, 100, 300, 1_000_000):
-        expected: list[int] = []
-        for i in every:
-            if not expected or i - expected[-1] >= cooldown:
-                expected.append(i)
-        fired = alerts(ConceptDriftMonitor(cooldown=cooldown), losses)
-        assert [i for i, _ in fired] == expected
-    assert len(expected) == 1
+def test_no_concept_alert_on_a_stable_stream_nor_for_the_baseline() -> None:
+    assert concept_alerts(Monitor(concept_detectors=("adwin",)), loss_stream([(3000, 0.2)], seed=4)) == []
+    drifting = loss_stream([(2000, 0.1), (2000, 0.6)], 0)
+    assert concept_alerts(Monitor(concept_detectors=("adwin",)), drifting, role="baseline") == []
 
 
-def test_window_start_time_restarts_at_each_alert() -> None:
-    losses = loss_stream([(1000, 0.1), (150, 0.6), (150, 0.1), (150, 0.6), (150, 0.1), (1000, 0.9)], seed=0)
-    fired = alerts(ConceptDriftMonitor(cooldown=0), losses)
-    assert fired[0][1]["window_start_time"] == 10_000
-    for (prev_i, _), (_, alert) in zip(fired, fired[1:], strict=False):
-        assert alert["window_start_time"] == 10_000 + prev_i
+def test_performance_is_tracked_per_version_and_role() -> None:
+    monitor = Monitor(window=4)
+    for i, (version, role, correct) in enumerate(
+        [(1, "champion", True), (1, "champion", False), (2, "champion", True), (2, "baseline", False)]
+    ):
+        monitor.on_outcome(
+            {
+                "event_id": f"e{i}",
+                "event_time": i,
+                "loss": 0.0 if correct else 1.0,
+                "correct": correct,
+                "label": True,
+                "scores": {"True": 0.9 if correct else 0.1, "False": 0.1 if correct else 0.9},
+                "model_name": "m",
+                "model_version": version,
+                "role": role,
+            }
+        )
+    assert set(monitor.trackers) == {("m", 1, "champion"), ("m", 2, "champion"), ("m", 2, "baseline")}
+    assert monitor.trackers[("m", 1, "champion")].accuracy == 0.5
+    assert monitor.trackers[("m", 2, "baseline")].accuracy == 0.0
+    assert monitor.trackers[("m", 2, "champion")].log_loss == pytest.approx(-math.log(0.9))
 
 
-def test_no_alert_on_a_stable_stream() -> None:
-    assert alerts(ConceptDriftMonitor(cooldown=300), loss_stream([(3000, 0.2)], seed=4)) == []
+def test_input_drift_is_watched_per_feature_up_to_the_cap() -> None:
+    monitor = Monitor(input_detectors=("adwin",), max_features=2, cooldown=1000)
+    rng = random.Random(3)
+    fired = []
+    for i in range(4000):
+        shift = 3.0 if i >= 2000 else 0.0
+        features = {"a": rng.gauss(shift, 1), "b": rng.gauss(0, 1), "c": rng.gauss(shift, 1)}
+        fired += [(i, d) for d in monitor.on_vector({"features": features})]
+    subjects = {d.subject for _, d in fired}
+    assert "a" in subjects and "c" not in subjects  # c is beyond max_features
+    assert all(i >= 2000 for i, d in fired if d.subject == "a")
+    assert monitor.unmonitored_features == 4000
+    mean, std = monitor.feature_stats()["a"]
+    assert 2.0 < mean < 4.0 and 0.5 < std < 1.5
+
+
+def test_prediction_drift_watches_the_champion_score_only() -> None:
+    monitor = Monitor(prediction_detectors=("adwin",), cooldown=1000)
+    rng = random.Random(5)
+    fired = []
+    for i in range(4000):
+        p = min(1.0, max(0.0, rng.gauss(0.2 if i < 2000 else 0.7, 0.05)))
+        for role in ("champion", "baseline"):
+            pred = {"role": role, "scores": {"True": p, "False": 1 - p}}
+            fired += [(i, role, d) for d in monitor.on_prediction(pred)]
+    assert fired and all(role == "champion" and i >= 2000 and d.kind == "prediction" for i, role, d in fired)
+    assert 0.6 < monitor.score_mean < 0.8
 
 
 # --- RollingAccuracy -----------------------------------------------------------------------------
@@ -532,6 +590,6 @@ def test_rolling_accuracy_matches_brute_force(window: int, hits: list[bool]) -> 
     assert acc.value is None and acc.n == 0
     for k, hit in enumerate(hits, start=1):
         acc.update(hit)
-        last = hits[max(0, k - window):k]
+        last = hits[max(0, k - window) : k]
         assert acc.n == len(last)
         assert acc.value == pytest.approx(sum(last) / len(last))

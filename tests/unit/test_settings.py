@@ -174,7 +174,7 @@ def test_empty_bootstrap_variable_is_consistent(monkeypatch: pytest.MonkeyPatch)
         (InferenceSettings, "DRIFTLOOP_INFERENCE_METRICS_PORT", "70000"),
         (IngestionSettings, "DRIFTLOOP_INGESTION_MAX_RECORD_BYTES", "0"),
         (IngestionSettings, "DRIFTLOOP_INGESTION_MAX_LATENESS_S", "-5"),
-        (MonitoringSettings, "DRIFTLOOP_MONITORING_ADWIN_DELTA", "1"),
+        (MonitoringSettings, "DRIFTLOOP_MONITORING_ALERT_COOLDOWN", "-1"),
         (MonitoringSettings, "DRIFTLOOP_MONITORING_WINDOW", "0"),
         (MonitoringSettings, "DRIFTLOOP_MONITORING_ALERT_COOLDOWN", "-1"),
         (RetrainingSettings, "DRIFTLOOP_RETRAINING_VERSION_EVERY", "0"),
@@ -228,7 +228,7 @@ def test_env_var_names_of_one_service() -> None:
 def test_env_var_names_of_every_process_is_the_union() -> None:
     union = set().union(*(env_var_names(s) for s in SERVICES))
     assert env_var_names() == union
-    assert "DRIFTLOOP_MONITORING_ADWIN_DELTA" in union
+    assert "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS" in union
     assert "DRIFTLOOP_RETRAINING_VERSION_EVERY" in union
     assert "DRIFTLOOP_INGESTION_MAX_LATENESS_S" in union
 

@@ -24,12 +24,36 @@ def tiny(n: int, entities: list[str] | None = None) -> Dataset:
 def test_schedule_small_example(delay: int) -> None:
     sent = [(kind, i) for kind, i, _ in schedule(tiny(4), "r", delay)]
     expected = {
-        0: [("event", 0), ("label", 0), ("event", 1), ("label", 1), ("event", 2), ("label", 2),
-            ("event", 3), ("label", 3)],
-        1: [("event", 0), ("event", 1), ("label", 0), ("event", 2), ("label", 1), ("event", 3), ("label", 2),
-            ("label", 3)],
-        3: [("event", 0), ("event", 1), ("event", 2), ("event", 3), ("label", 0), ("label", 1), ("label", 2),
-            ("label", 3)],
+        0: [
+            ("event", 0),
+            ("label", 0),
+            ("event", 1),
+            ("label", 1),
+            ("event", 2),
+            ("label", 2),
+            ("event", 3),
+            ("label", 3),
+        ],
+        1: [
+            ("event", 0),
+            ("event", 1),
+            ("label", 0),
+            ("event", 2),
+            ("label", 1),
+            ("event", 3),
+            ("label", 2),
+            ("label", 3),
+        ],
+        3: [
+            ("event", 0),
+            ("event", 1),
+            ("event", 2),
+            ("event", 3),
+            ("label", 0),
+            ("label", 1),
+            ("label", 2),
+            ("label", 3),
+        ],
     }
     assert sent == expected[delay]
 
@@ -136,8 +160,10 @@ def test_read_csv_parses_cells(tmp_path: Path) -> None:
     path = write(tmp_path, "n,f,s,e,y\n3,2.5,Oslo,,1\n-7,1e3,x y,,no\n")
     ds = read_csv(path, "y")
     assert ds.name == "data"
-    assert ds.rows == [({"n": 3, "f": 2.5, "s": "Oslo", "e": None}, 1), ({"n": -7, "f": 1000.0, "s": "x y", "e": None},
-                                                                          "no")]
+    assert ds.rows == [
+        ({"n": 3, "f": 2.5, "s": "Oslo", "e": None}, 1),
+        ({"n": -7, "f": 1000.0, "s": "x y", "e": None}, "no"),
+    ]
     fields, label = ds.rows[0]
     assert type(fields["n"]) is int and type(fields["f"]) is float and type(label) is int
     assert ds.entities is None and ds.drift_points == []

@@ -42,8 +42,18 @@ def test_registry_is_one_compacted_partition() -> None:
 
 def test_the_joined_topics_are_in_the_catalogue() -> None:
     # The joins rely on these being co-partitioned event topics.
-    for short in ("events.raw", "events.clean", "labels.raw", "labels.clean", "features", "examples",
-                  "predictions", "outcomes", "deadletter", "alerts"):
+    for short in (
+        "events.raw",
+        "events.clean",
+        "labels.raw",
+        "labels.clean",
+        "features",
+        "examples",
+        "predictions",
+        "outcomes",
+        "deadletter",
+        "alerts",
+    ):
         assert short in EVENT_TOPICS
 
 
@@ -82,11 +92,7 @@ SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
 def _all_error_classes() -> list[type[DriftloopError]]:
-    return [
-        obj
-        for obj in vars(errors).values()
-        if isinstance(obj, type) and issubclass(obj, DriftloopError)
-    ]
+    return [obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, DriftloopError)]
 
 
 def test_dead_letter_codes_are_unique_and_snake_case() -> None:
@@ -112,15 +118,32 @@ def test_every_error_class_has_its_own_snake_case_code() -> None:
 def test_retriable_flags() -> None:
     assert errors.BrokerError("x").retriable is True
     assert errors.BrokerUnavailable("x").retriable is True
-    for cls in (errors.InvalidRecord, errors.DecodeError, errors.TooOld, errors.ArtifactIntegrityError,
-                errors.ConfigError, errors.UnknownModelSpec, errors.PortInUse, DriftloopError):
+    for cls in (
+        errors.InvalidRecord,
+        errors.DecodeError,
+        errors.TooOld,
+        errors.ArtifactIntegrityError,
+        errors.ConfigError,
+        errors.UnknownModelSpec,
+        errors.PortInUse,
+        DriftloopError,
+    ):
         assert cls("x").retriable is False, cls
 
 
 def test_bad_data_errors_are_invalid_records() -> None:
-    for cls in (errors.DecodeError, errors.UnknownSchema, errors.SchemaMismatch, errors.MissingField,
-                errors.WrongType, errors.NonFiniteNumber, errors.RecordTooLarge, errors.TooOld,
-                errors.DuplicateEvent, errors.FeatureSetMismatch):
+    for cls in (
+        errors.DecodeError,
+        errors.UnknownSchema,
+        errors.SchemaMismatch,
+        errors.MissingField,
+        errors.WrongType,
+        errors.NonFiniteNumber,
+        errors.RecordTooLarge,
+        errors.TooOld,
+        errors.DuplicateEvent,
+        errors.FeatureSetMismatch,
+    ):
         assert issubclass(cls, errors.InvalidRecord)
     assert not issubclass(errors.BrokerError, errors.InvalidRecord)
     assert issubclass(errors.ArtifactIntegrityError, errors.ArtifactError)
