@@ -39,7 +39,7 @@ def write_plots(out: Path, summary: dict[str, Any], series: dict[str, Any]) -> l
     for k, p in enumerate(summary["drift_points"]):
         ax.axvline(p, color="black", linestyle=":", label="known drift point" if k == 0 else None)
     for k, i in enumerate(series["alert_indices"]):
-        ax.axvline(i, color="red", alpha=0.6, label="drift alert" if k == 0 else None)
+        ax.axvline(i, color="red", alpha=0.6, label="concept drift alert" if k == 0 else None)
     for i, v in series["version_first_index"]:
         ax.annotate(f"v{v}", (i, 0.02), xycoords=("data", "axes fraction"), fontsize=7, color="green", rotation=90)
     ax.set_xlabel("event index")

@@ -96,7 +96,8 @@ def summarize(
 
     versions = sorted({(r["name"], r["version"]) for r in registry})
     promotions = [r for r in registry if r["status"] == "champion" and r["trigger"] != "bootstrap"]
-    alert_idx = sorted(index_of(a["event_id"]) for a in alerts if a["event_id"])
+    # Known drift points are concept changes: their detection is a concept alert.
+    alert_idx = sorted(index_of(a["event_id"]) for a in alerts if a["event_id"] and a["kind"] == "concept")
     summary = {
         "events_sent": len(sent),
         "labels_sent": labels_sent,
@@ -117,6 +118,7 @@ def summarize(
         "baseline_window_start": baseline_from,
         "served_accuracy_same_window": sum(same_window) / len(same_window) if same_window else None,
         "drift_alerts": len(alerts),
+        "drift_alerts_by_kind": _count(a["kind"] for a in alerts),
         "drift_points": list(drift_points),
         "detection_delays": detection_delays(drift_points, alert_idx, len(sent)),
         "model_versions": len(versions),
