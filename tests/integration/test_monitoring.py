@@ -1,0 +1,121 @@
+"""Monitoring as a real process on the real broker: predictions and labels in any order
+become one outcome each; a concept drift in the error stream raises a de-bounced alert;
+the rolling figures and the drift counters reach /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from services.runner import Stack
+from shared.kafka import producer, read_topic
+from shared.serde import Serde
+from shared.topics import Topics
+
+pytestmark = pytest.mark.integration
+N = 1200
+DRIFT_AT = 600
+
+
+def _records(serde: Serde, topics: Topics) -> list[tuple[str, bytes, bytes]]:
+    """Features, champion predictions and labels for N events: right 95% of the time before
+    DRIFT_AT, 40% after; labels arrive before their prediction for every 7th event."""
+    rng = random.Random(11)
+    base = int(time.time() * 1000)
+    out: list[tuple[str, bytes, bytes]] = []
+    for i in range(N):
+        eid, ent = f"m-{i}", f"ent-{i % 13}"
+        truth = rng.random() < 0.5
+        right = rng.random() < (0.95 if i < DRIFT_AT else 0.4)
+        predicted = truth if right else not truth
+        p_true = 0.9 if predicted else 0.1
+        vector = {
+            "event_id": eid,
+            "entity_id": ent,
+            "event_time": base + i,
+            "feature_set_version": "fs1",
+            "features": {f"f{k}": rng.gauss(0, 1) for k in range(6)},
+            "ingest_time": base + i,
+        }
+        prediction = {
+            "event_id": eid,
+            "entity_id": ent,
+            "event_time": base + i,
+            "model_name": "default",
+            "model_version": 2,
+            "role": "champion",
+            "predicted": predicted,
+            "scores": {"True": p_true, "False": 1 - p_true},
+            "feature_set_version": "fs1",
+            "ingest_time": base + i,
+            "predicted_at": base + i + 5,
+        }
+        label = {"event_id": eid, "entity_id": ent, "label": truth, "label_time": base + i + 1000}
+        p_rec = (topics.predictions, ent.encode(), serde.encode("Prediction", prediction))
+        l_rec = (topics.labels_clean, ent.encode(), serde.encode("Label", label))
+        out.append((topics.features, ent.encode(), serde.encode("FeatureVector", vector)))
+        out += [l_rec, p_rec] if i % 7 == 0 else [p_rec, l_rec]
+    return out
+
+
+async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
+    p = producer(bootstrap)
+    await p.start()
+    try:
+        for topic, key, value in records:
+            await p.send(topic, key=key, value=value)
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+def test_monitoring_joins_scores_and_alerts(
+    service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
+) -> None:
+    bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
+    env = {**service_env, "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS": "adwin", "DRIFTLOOP_MONITORING_WINDOW": "200"}
+    with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
+        asyncio.run(_produce(bootstrap, _records(serde, topics)))
+        deadline = time.monotonic() + 90
+        outcomes: list = []
+        while time.monotonic() < deadline and len(outcomes) < N:
+            time.sleep(1)
+            stack.check()
+            outcomes = asyncio.run(read_topic(bootstrap, topics.outcomes))
+        time.sleep(2)  # one more gauge refresh
+        port = env["DRIFTLOOP_MONITORING_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+
+    decoded = [serde.decode("Outcome", r.value) for r in outcomes]
+    assert sorted(o["event_id"] for o in decoded) == sorted(f"m-{i}" for i in range(N))  # one each
+    by_id = {o["event_id"]: o for o in decoded}
+    assert by_id["m-0"]["role"] == "champion" and by_id["m-0"]["scores"]
+    assert all(o["correct"] == (o["predicted"] == o["label"]) for o in decoded)
+
+    alerts = [serde.decode("DriftAlert", r.value) for r in asyncio.run(read_topic(bootstrap, topics.alerts))]
+    concept = [a for a in alerts if a["kind"] == "concept"]
+    assert concept, alerts
+    fired_at = sorted(int(a["event_id"].split("-")[1]) for a in concept)
+    assert DRIFT_AT <= fired_at[0] < DRIFT_AT + 300
+    assert len(concept) <= 2  # de-bounced: one drift, not a storm
+    assert all(a["detector"] == "ADWIN" and a["subject"] == "error_rate" and a["model_version"] == 2 for a in concept)
+    assert not [a for a in alerts if a["kind"] == "input"]  # the features never changed
+
+    assert 'driftloop_model_accuracy_ratio{model="default",role="champion",version="2"}' in metrics
+    acc = float(
+        metrics.split('driftloop_model_accuracy_ratio{model="default",role="champion",version="2"} ')[1].split()[0]
+    )
+    assert 0.25 < acc < 0.6  # the rolling window sits in the post-drift regime
+    assert (
+        'driftloop_drift_alerts_total{detector="ADWIN",kind="concept",model="default",subject="error_rate"}' in metrics
+    )
+    assert "driftloop_model_roc_auc{" in metrics and "driftloop_model_log_loss{" in metrics
+    assert 'driftloop_feature_mean{feature="f0"}' in metrics
+    assert "driftloop_label_delay_seconds_count 1200.0" in metrics
+    assert "driftloop_consumer_lag_records{" in metrics
