@@ -116,7 +116,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="events per second offered (default 100, within what the loop sustains on 2 cores today)",
     )
     d.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR")
+    be = sub.add_parser("bench", help="throughput, latency and loop quality against bare baselines")
+    be.add_argument("--dataset", default="sea", metavar="NAME|PATH", help="sea (default), elec2, or a CSV path")
+    be.add_argument("--target", default=None, metavar="COL", help="the label column of a CSV dataset")
+    be.add_argument("--events", type=_positive_int, default=None, metavar="N", help="events (default: 6000 for sea)")
+    be.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=1000.0,
+        metavar="N",
+        help="offered events/s for the latency run (default 1000)",
+    )
+    be.add_argument("--label-delay", type=_non_negative_int, default=50, metavar="N")
+    be.add_argument("--out", type=Path, default=Path("out/bench"), metavar="DIR")
+
     d.add_argument("--timeout", type=_positive_float, default=600.0, metavar="S", help="give up after S seconds")
+
+    e = sub.add_parser(
+        "evaluate-drift", help="measure each drift detector's delay, false alarms and misses on synthetic streams"
+    )
+    e.add_argument("--seeds", type=_positive_int, default=20, metavar="N", help="runs per detector and stream")
+    e.add_argument("--events", type=_positive_int, default=10_000, metavar="N", help="events per run")
+    e.add_argument(
+        "--detectors",
+        default=None,
+        metavar="LIST",
+        help="comma-separated detector specs (default: every detector but the slow kswin)",
+    )
+    e.add_argument(
+        "--tolerance",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="an alert within N events after a drift point detects it (default 1000)",
+    )
+    e.add_argument(
+        "--cooldown",
+        type=_non_negative_int,
+        default=300,
+        metavar="N",
+        help="alert de-bouncing, as DRIFTLOOP_MONITORING_ALERT_COOLDOWN (default 300)",
+    )
+    e.add_argument("--out", type=Path, default=Path("out/drift"), metavar="DIR")
     return p
 
 
@@ -183,10 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.replay import replay_cli
 
             return replay_cli(args)
+        if args.command == "bench":
+            from services.bench import bench_cli
+
+            return bench_cli(args)
         if args.command == "demo":
             from services.demo import demo_cli
 
             return demo_cli(args)
+        if args.command == "evaluate-drift":
+            from services.monitoring.evaluation import evaluate_drift_cli
+
+            return evaluate_drift_cli(args)
     except ValidationError as exc:
         err = exc.errors()[0]
         print(f"driftloop: error: setting {err['loc'][0] if err['loc'] else '?'}: {err['msg']}", file=sys.stderr)

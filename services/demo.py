@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,16 +125,21 @@ def run_demo(
     rate: float | None = None,
     timeout_s: float = 600.0,
     version_every: int | None = None,
+    env_overrides: dict[str, str] | None = None,
+    on_stack: Callable[[Stack], None] | None = None,
 ) -> dict[str, Any]:
+    """Run the loop over ``dataset`` and write summary.json, report.md and plots into
+    ``out_dir``. ``env_overrides`` reach the services (the bench points them at its broker
+    and a topic prefix per phase); ``on_stack`` sees the running stack before it stops."""
     started = time.time()
     common = CommonSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
-    env = demo_env(common)
+    env = {**demo_env(common), **(env_overrides or {})}
     env.setdefault("DRIFTLOOP_ARTIFACT_STORE", f"file://{(out_dir / 'artifacts').resolve()}")
     env.setdefault("DRIFTLOOP_DATA_DIR", str((out_dir / "state").resolve()))
     # On an existing Kafka, a run-scoped prefix keeps this run's topics apart from anything there.
-    if not common.uses_embedded_broker and "DRIFTLOOP_TOPIC_PREFIX" not in os.environ:
+    if not common.uses_embedded_broker and "DRIFTLOOP_TOPIC_PREFIX" not in {**os.environ, **env}:
         env["DRIFTLOOP_TOPIC_PREFIX"] = f"driftloop.demo-{run_id}."
     n = len(dataset.rows)
     if "DRIFTLOOP_RETRAINING_VERSION_EVERY" not in os.environ:
@@ -165,6 +171,8 @@ def run_demo(
             )
         )
         progress.done()
+        if on_stack is not None:
+            on_stack(stack)
         stack.stop_services()
         data = asyncio.run(_read_all(bootstrap, topics, serde))
     finally:

@@ -84,6 +84,21 @@ class Stack:
         if self.broker and self.broker.process and self.broker.process.poll() is not None:
             raise ServiceDied("the embedded broker exited")
 
+    def resources(self) -> tuple[float, float]:
+        """(CPU seconds, peak RSS in MB) summed over the running services, from /proc."""
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = rss = 0.0
+        for proc in self.procs.values():
+            try:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        rss += int(line.split()[1]) / 1024
+            except (OSError, IndexError, ValueError):
+                continue
+        return cpu, rss
+
     def stop_services(self, timeout_s: float = 15.0) -> dict[str, int | None]:
         for proc in self.procs.values():
             if proc.poll() is None:

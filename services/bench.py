@@ -1,0 +1,372 @@
+"""`driftloop bench`: throughput, latency and loop quality, each next to a bare baseline
+measured in the same run on the same machine.
+
+Phases, each on fresh topics of one broker:
+1. baselines: a bare aiokafka consume->produce passthrough (the transport ceiling) and a
+   bare River prequential run of the same model spec with the same label delay in one
+   process (the quality reference and the compute floor);
+2. saturation: the five services at full speed over N events;
+3. latency: the five services at a fixed offered load, paced;
+4. monitoring: the monitoring service alone over N prepared events with 6 features,
+   next to a bare loop of the same detectors.
+Nothing here is asserted against a target: the figures are printed and written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from services.demo import run_demo
+from services.monitoring.core import Monitor
+from services.monitoring.drift import parse_detectors
+from services.runner import Stack
+from services.streams import Dataset, load_dataset
+from shared.broker import EmbeddedBroker, free_port
+from shared.kafka import create_topics, producer, tail_topic
+from shared.modelspec import build_model, predict, same_class
+from shared.serde import FileSchemaRegistry, Serde
+from shared.settings import CommonSettings, MonitoringSettings
+from shared.topics import Topics
+
+
+def _phase_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DRIFTLOOP_TOPIC_PREFIX": f"bench-{name}-{uuid.uuid4().hex[:6]}.",
+        **extra,
+    }
+
+
+# --- baselines ------------------------------------------------------------------------------------
+
+
+async def passthrough(bootstrap: str, serde: Serde, n: int, partitions: int) -> float:
+    """Bare aiokafka: consume n RawEvent records and produce each to another topic; events/s."""
+    topics = Topics(f"bench-pass-{uuid.uuid4().hex[:6]}.", partitions)
+    await create_topics(bootstrap, topics.catalogue())
+    now = int(time.time() * 1000)
+    prod = producer(bootstrap)
+    await prod.start()
+    try:
+        for i in range(n):
+            value = serde.encode(
+                "RawEvent",
+                {
+                    "event_id": f"p-{i}",
+                    "entity_id": f"e{i % 97}",
+                    "event_time": now,
+                    "fields": {f"x{k}": random.random() for k in range(6)},
+                    "ingest_time": None,
+                },
+            )
+            await prod.send(topics.events_raw, key=f"e{i % 97}".encode(), value=value)
+        await prod.flush()
+        started, moved = time.perf_counter(), 0
+        async for batch in tail_topic(bootstrap, topics.events_raw, poll_ms=50, max_wait_s=300):
+            for rec in batch:
+                await prod.send(topics.events_clean, key=rec.key, value=rec.value)
+            moved += len(batch)
+            if moved >= n:
+                break
+        await prod.flush()
+        return n / (time.perf_counter() - started)
+    finally:
+        await prod.stop()
+
+
+def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tuple[float, float]:
+    """Prequential run in one process with the same label delay: (accuracy, events/s)."""
+    model = build_model(spec, seed)
+    hits = 0
+    pending: list[tuple[dict[str, float], Any]] = []
+    started = time.perf_counter()
+    for fields, label in dataset.rows:
+        x = {k: float(v) for k, v in fields.items() if isinstance(v, int | float)}
+        predicted, _ = predict(model, x)
+        hits += same_class(predicted, label)
+        pending.append((x, label))
+        if len(pending) > label_delay:
+            model.learn_one(*pending.pop(0))
+    elapsed = time.perf_counter() - started
+    return hits / len(dataset.rows), len(dataset.rows) / elapsed
+
+
+# --- monitoring ---------------------------------------------------------------------------------
+
+
+def _monitoring_stream(n: int, seed: int = 3) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    rng = random.Random(seed)
+    base = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        eid, ent = f"b-{i}", f"ent-{i % 101}"
+        truth = rng.random() < 0.5
+        predicted = truth if rng.random() < (0.9 if i < n // 2 else 0.6) else not truth
+        p = 0.8 if predicted else 0.2
+        vector = {
+            "event_id": eid,
+            "entity_id": ent,
+            "event_time": base + i,
+            "feature_set_version": "fs1",
+            "features": {f"f{k}": rng.gauss(0.5 if i > n // 2 and k == 0 else 0, 1) for k in range(6)},
+            "ingest_time": base + i,
+        }
+        prediction = {
+            "event_id": eid,
+            "entity_id": ent,
+            "event_time": base + i,
+            "model_name": "default",
+            "model_version": 2,
+            "role": "champion",
+            "predicted": predicted,
+            "scores": {"True": p, "False": 1 - p},
+            "feature_set_version": "fs1",
+            "ingest_time": base + i,
+            "predicted_at": base + i,
+        }
+        label = {"event_id": eid, "entity_id": ent, "label": truth, "label_time": base + i + 500}
+        out.append((vector, prediction, label))
+    return out
+
+
+def bare_monitor(stream: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> float:
+    """The monitoring core alone, same detectors as the service's defaults: predictions/s."""
+    from services.monitoring.core import outcome
+
+    s = MonitoringSettings()
+    monitor = Monitor(
+        window=s.window,
+        input_detectors=parse_detectors(s.input_detectors, binary=False),
+        prediction_detectors=parse_detectors(s.prediction_detectors, binary=False),
+        concept_detectors=parse_detectors(s.concept_detectors, binary=True),
+        cooldown=s.alert_cooldown,
+    )
+    started = time.perf_counter()
+    for vector, prediction, label in stream:
+        monitor.on_vector(vector)
+        monitor.on_prediction(prediction)
+        monitor.on_outcome(outcome(prediction, label))
+    return len(stream) / (time.perf_counter() - started)
+
+
+def monitoring_service(bootstrap: str, serde: Serde, stream: list, out_dir: Path) -> float:
+    """The monitoring service alone over prepared topics: predictions/s, first record in to last outcome out."""
+    env = _phase_env(
+        bootstrap, "mon", DRIFTLOOP_DATA_DIR=str(out_dir / "state"), DRIFTLOOP_MONITORING_METRICS_PORT=str(free_port())
+    )
+    topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], CommonSettings().partitions)
+
+    async def produce() -> None:
+        await create_topics(bootstrap, topics.catalogue())
+        prod = producer(bootstrap)
+        await prod.start()
+        try:
+            for vector, prediction, label in stream:
+                key = vector["entity_id"].encode()
+                await prod.send(topics.features, key=key, value=serde.encode("FeatureVector", vector))
+                await prod.send(topics.predictions, key=key, value=serde.encode("Prediction", prediction))
+                await prod.send(topics.labels_clean, key=key, value=serde.encode("Label", label))
+            await prod.flush()
+        finally:
+            await prod.stop()
+
+    async def until_all_outcomes(stack: Stack) -> tuple[float, float]:
+        first = last = None
+        seen = 0
+        async for batch in tail_topic(bootstrap, topics.outcomes, poll_ms=50, max_wait_s=600):
+            stack.check()
+            ts = [r.timestamp / 1000 for r in batch]
+            first = min(ts) if first is None else first
+            last = max(ts)
+            seen += len(batch)
+            if seen >= len(stream):
+                return first, last
+        raise TimeoutError(f"monitoring produced {seen} of {len(stream)} outcomes")
+
+    asyncio.run(produce())
+    with Stack(env=env, log_dir=out_dir / "logs", services=("monitoring",)) as stack:
+        started = time.time()
+        _, last = asyncio.run(until_all_outcomes(stack))
+    # From the service's start (it finds all the input waiting) to its last outcome; the
+    # consumer-group join (~3-5 s on the embedded broker) is counted against it.
+    return len(stream) / (last - started)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, label_delay: int) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    common = CommonSettings()
+    serde = Serde(FileSchemaRegistry(common.schema_dir))
+    broker = None
+    if common.uses_embedded_broker:
+        broker = EmbeddedBroker(free_port(), out / "broker.log").start()
+    bootstrap = broker.bootstrap_servers if broker else common.bootstrap_servers
+    res: dict[str, Any] = {
+        "dataset": dataset.name,
+        "events": len(dataset.rows),
+        "label_delay": label_delay,
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+    say = lambda text: print(f"bench: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        say(f"passthrough baseline over {len(dataset.rows)} records")
+        res["passthrough_events_per_second"] = asyncio.run(
+            passthrough(bootstrap, serde, len(dataset.rows), common.partitions)
+        )
+        say("bare River prequential baseline")
+        acc, rate = bare_river(dataset, "logreg", 42, label_delay)
+        res.update(bare_river_accuracy=acc, bare_river_events_per_second=rate)
+
+        say("saturation: the five services at full speed")
+        usage: dict[str, float] = {}
+
+        def measure(stack: Stack) -> None:
+            usage["cpu"], usage["rss"] = stack.resources()
+
+        sat = run_demo(
+            dataset,
+            out / "saturation",
+            label_delay=label_delay,
+            rate=None,
+            env_overrides=_phase_env(bootstrap, "sat"),
+            on_stack=measure,
+        )
+        res.update(
+            events_per_second=sat["events_per_second"],
+            ratio_to_passthrough=sat["events_per_second"] / res["passthrough_events_per_second"],
+            ratio_to_bare_river=sat["events_per_second"] / res["bare_river_events_per_second"],
+            served_accuracy=sat["served_accuracy"],
+            served_accuracy_same_window=sat["served_accuracy_same_window"],
+            static_accuracy=sat["baseline_static_accuracy"],
+            drift_alerts=sat["drift_alerts"],
+            promotions=sat["promotions"],
+            model_versions=sat["model_versions"],
+            events_without_prediction=sat["events_without_prediction"],
+            cpu_seconds_per_1k_events=1000 * usage["cpu"] / len(dataset.rows),
+            peak_rss_mb=usage["rss"],
+            saturation_p99_latency_ms=sat["p99_latency_ms"],
+        )
+
+        n_lat = min(len(dataset.rows), max(500, int(offered_rate * 10)))
+        say(f"latency: {n_lat} events offered at {offered_rate:.0f}/s")
+        lat_data = Dataset(dataset.name, dataset.rows[:n_lat], [], dataset.entities)
+        lat = run_demo(
+            lat_data,
+            out / "latency",
+            label_delay=label_delay,
+            rate=offered_rate,
+            env_overrides=_phase_env(bootstrap, "lat"),
+        )
+        res.update(
+            offered_rate=offered_rate,
+            p50_latency_ms=lat["p50_latency_ms"],
+            p99_latency_ms=lat["p99_latency_ms"],
+            latency_events=n_lat,
+            achieved_rate=lat["events_per_second"],
+        )
+
+        n_mon = min(len(dataset.rows), 5000)
+        say(f"monitoring: {n_mon} predictions with 6 features, service and bare core")
+        stream = _monitoring_stream(n_mon)
+        res["bare_monitoring_predictions_per_second"] = bare_monitor(stream)
+        res["monitoring_predictions_per_second"] = monitoring_service(bootstrap, serde, stream, out / "monitoring")
+        res["monitoring_ratio_to_bare"] = (
+            res["monitoring_predictions_per_second"] / res["bare_monitoring_predictions_per_second"]
+        )
+    finally:
+        if broker:
+            broker.stop()
+    (out / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_bench_report(out, res)
+    return res
+
+
+ROWS = (
+    ("events_per_second", "end to end, five services, saturation"),
+    ("passthrough_events_per_second", "bare aiokafka consume->produce, same broker"),
+    ("ratio_to_passthrough", "end to end / passthrough"),
+    ("bare_river_events_per_second", "bare River prequential, one process"),
+    ("ratio_to_bare_river", "end to end / bare River"),
+    ("offered_rate", "paced load for the latency run (events/s)"),
+    ("achieved_rate", "rate the latency run achieved (events/s)"),
+    ("p50_latency_ms", "event in -> prediction out, p50"),
+    ("p99_latency_ms", "event in -> prediction out, p99"),
+    ("served_accuracy", "accuracy of what users received (saturation run)"),
+    ("static_accuracy", "first trained model, frozen, out of sample"),
+    ("served_accuracy_same_window", "served accuracy on the static model's window"),
+    ("bare_river_accuracy", "bare River prequential, same label delay"),
+    ("drift_alerts", "drift alerts (saturation run)"),
+    ("promotions", "model promotions (saturation run)"),
+    ("cpu_seconds_per_1k_events", "CPU seconds of the five services per 1k events"),
+    ("peak_rss_mb", "peak RSS summed over the five services (MB)"),
+    ("monitoring_predictions_per_second", "monitoring service alone, 6 features"),
+    ("bare_monitoring_predictions_per_second", "the same detectors in a bare loop"),
+    ("monitoring_ratio_to_bare", "monitoring service / bare loop"),
+)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:,.4g}" if isinstance(v, float) else str(v)
+
+
+def write_bench_report(out: Path, res: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = ["passthrough", "bare River", "end to end", "monitoring", "bare monitoring"]
+    vals = [
+        res["passthrough_events_per_second"],
+        res["bare_river_events_per_second"],
+        res["events_per_second"],
+        res["monitoring_predictions_per_second"],
+        res["bare_monitoring_predictions_per_second"],
+    ]
+    a1.barh(names, vals)
+    a1.set_xscale("log")
+    a1.set_xlabel("records per second (log)")
+    a1.set_title("Throughput against bare baselines")
+    lat_path = out / "latency" / "summary.json"
+    if lat_path.exists():
+        a2.bar(["p50", "p99"], [res["p50_latency_ms"], res["p99_latency_ms"]])
+        a2.set_ylabel("ms")
+        a2.set_title(f"Latency at {res['offered_rate']:.0f} events/s offered")
+    fig.tight_layout()
+    fig.savefig(out / "bench.png", dpi=110)
+    plt.close(fig)
+    m = res["machine"]
+    lines = [
+        f"# driftloop bench — {res['dataset']}, {res['events']} events, label delay {res['label_delay']}",
+        "",
+        f"{m['cores']} cores, Python {m['python']}, {m['platform']}.",
+        "",
+        "| figure | value | what |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {_fmt(res.get(k))} | {what} |" for k, what in ROWS]
+    lines += ["", "![throughput and latency](bench.png)", ""]
+    (out / "bench.md").write_text("\n".join(lines))
+
+
+def bench_cli(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset, args.target, args.events)
+    res = run_bench(dataset, args.out, events=len(dataset.rows), offered_rate=args.rate, label_delay=args.label_delay)
+    width = max(len(k) for k, _ in ROWS)
+    for k, _ in ROWS:
+        print(f"{k:<{width}}  {_fmt(res.get(k))}")
+    print(f"report: {args.out / 'bench.md'}")
+    return 0

@@ -1,0 +1,56 @@
+"""`driftloop bench` on a tiny stream: it runs end to end and every figure is present and
+positive. (No figure is compared with a target here: the machines are noisy.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.broker import EmbeddedBroker
+
+pytestmark = pytest.mark.e2e
+
+FIGURES = (
+    "events_per_second",
+    "passthrough_events_per_second",
+    "ratio_to_passthrough",
+    "bare_river_events_per_second",
+    "p50_latency_ms",
+    "p99_latency_ms",
+    "offered_rate",
+    "served_accuracy",
+    "static_accuracy",
+    "bare_river_accuracy",
+    "cpu_seconds_per_1k_events",
+    "peak_rss_mb",
+    "monitoring_predictions_per_second",
+    "bare_monitoring_predictions_per_second",
+    "monitoring_ratio_to_bare",
+)
+
+
+def test_bench_prints_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "bench", "--events", "900", "--rate", "300", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "bench.json").read_text())
+    missing = [k for k in FIGURES if not (isinstance(res.get(k), int | float) and res[k] > 0)]
+    assert not missing, {k: res.get(k) for k in missing}
+    assert res["machine"]["cores"] >= 1 and res["machine"]["python"]
+    assert res["events_without_prediction"] == 0
+    for k in FIGURES:
+        assert k in proc.stdout
+    assert (out / "bench.md").read_text().count("|") > 3 * len(FIGURES)
+    assert (out / "bench.png").stat().st_size > 0
