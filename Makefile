@@ -24,9 +24,15 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no tests; that must fail the build, and it does:
 # make fails on any non-zero exit.
-test: $(STAMP)
+test: $(STAMP) ensure-prometheus
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
+
+# prometheus and promtool for the alert-rule and dashboard tests: installs Debian's package
+# when run as root, otherwise says that those tests will be skipped (never fails).
+.PHONY: ensure-prometheus
+ensure-prometheus:
+	bash scripts/ensure-prometheus
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
