@@ -7,21 +7,26 @@ group timeouts work on the embedded broker, and the dead-letter helper.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import faust
-from faust.types import EventT, TopicT
+from faust.types import EventT, StreamT, TopicT
 
 from shared.errors import DriftloopError, InvalidRecord
+from shared.kafka import create_topics, tail_topic
 from shared.log import configure_logging, get_logger
 from shared.metrics import ServiceMetrics
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings, ServiceSettings
-from shared.topics import Topics
+from shared.state import StateStore
+from shared.topics import Topics, TopicSpec
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -66,9 +71,19 @@ class ServiceContext(Generic[S]):
     _in_counters: dict[str, Any] = field(default_factory=dict, repr=False)
     _processed: dict[Any, int] = field(default_factory=dict, repr=False)
     _sources: set[str] = field(default_factory=set, repr=False)
+    _stores: list[StateStore] = field(default_factory=list, repr=False)
+    event_id: str | None = field(default=None, repr=False)
+    #: Called after every recovery, e.g. to rebuild in-memory indexes over the stores.
+    recovered_callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _recovered: dict[str, set[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._latency = self.metrics.event_latency.labels(self.service)
+
+        @self.app.on_partitions_assigned.connect
+        async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+            # Awaited by Faust before the streams resume on the new assignment.
+            await self.recover_state(assigned)
 
         @self.app.timer(2.0)
         async def _lag() -> None:
@@ -108,6 +123,70 @@ class ServiceContext(Generic[S]):
             self.metrics.consumer_lag.labels(self.service, tp.topic, str(tp.partition)).set(
                 max(0, highwater - next_offset)
             )
+
+    async def each(self, stream: StreamT[Any], handle: Callable[[EventT], Awaitable[None]]) -> None:
+        """The agent loop every service shares: records come in batches from Faust and go
+        through ``handle`` one at a time; a record that fails is dead-lettered with its code
+        (handlers set ``self.event_id`` once they know it) and the loop carries on; the
+        batch's state changes are produced before the next batch is taken, so before Faust
+        can commit the batch's offsets."""
+        s = self.settings
+        batch_seconds = self.metrics.batch_seconds.labels(self.service)
+        async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            started = time.perf_counter()
+            for event in events:
+                self.consumed(event)
+                self.bind(event)
+                self.event_id = None
+                try:
+                    await handle(event)
+                except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
+                    await self.dead_letter(event, exc, self.event_id)
+            await self.flush_state()
+            batch_seconds.observe(time.perf_counter() - started)
+
+    def store(self, name: str) -> StateStore:
+        """A changelog-backed key-value store, co-partitioned with this service's input."""
+        store = StateStore(f"{self.app.conf.id}-{name}-changelog")
+        self._stores.append(store)
+        return store
+
+    def bind(self, event: EventT) -> None:
+        """Point every store's writes at the partition of the record being processed."""
+        partition = event.message.partition
+        for store in self._stores:
+            store.shard = partition
+
+    async def flush_state(self) -> None:
+        """Hand the changelog records of the batch to the producer; Faust flushes the producer
+        before it commits the batch's input offsets."""
+        send = self.app.producer.send
+        for store in self._stores:
+            for partition, key, value in store.drain():
+                data = None if value is None else json.dumps(value, separators=(",", ":")).encode()
+                await send(store.name, key.encode(), data, partition=partition, timestamp=None, headers=None)
+
+    async def recover_state(self, assigned: set[Any]) -> None:
+        """Own exactly the assigned source partitions' state: drop the others, read the new
+        ones from their changelogs up to the high watermark."""
+        owned = {tp.partition for tp in assigned if tp.topic in self._sources}
+        for store in self._stores:
+            dropped = store.drop_partitions(store.partitions() - owned)
+            todo = sorted(owned - self._recovered.get(store.name, set()))
+            applied = 0
+            if todo:
+                async for batch in tail_topic(
+                    self.common.bootstrap_servers, store.name, stop_at_end=True, max_wait_s=300, partitions=todo
+                ):
+                    applied += store.load(
+                        (r.partition, r.key.decode(), None if r.value is None else json.loads(r.value)) for r in batch
+                    )
+            self._recovered[store.name] = owned
+            self.log.info(
+                "state_recovered", store=store.name, partitions=todo, records=applied, dropped=dropped, keys=len(store)
+            )
+        for callback in self.recovered_callbacks:
+            callback()
 
     def raw_topic(self, short: str) -> TopicT:
         """A Faust topic carrying bytes: decoding is ours, so bad bytes can be dead-lettered."""
@@ -191,6 +270,10 @@ class _Worker(faust.Worker):
 
 def run_worker(ctx: ServiceContext[Any]) -> None:
     """Run the Faust worker in the foreground until SIGINT/SIGTERM."""
+    if ctx._stores:
+        # Changelogs are compacted: only the last write of each key matters on recovery.
+        specs = [TopicSpec(s.name, ctx.common.partitions, {"cleanup.policy": "compact"}) for s in ctx._stores]
+        asyncio.run(create_topics(ctx.common.bootstrap_servers, specs))
     ctx.metrics.serve(ctx.common.metrics_addr, ctx.settings.metrics_port)
     ctx.metrics.up.labels(ctx.service).set(1)
     ctx.log.info(

@@ -68,6 +68,7 @@ async def tail_topic(
     max_wait_s: float | None = None,
     poll_ms: int = 200,
     start: dict[int, int] | None = None,
+    partitions: Iterable[int] | None = None,
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of ``topic`` from the beginning, without a consumer group.
 
@@ -78,6 +79,10 @@ async def tail_topic(
     await consumer.start()
     try:
         parts = await _partitions(consumer, topic)
+        if partitions is not None:
+            parts = sorted(set(parts) & set(partitions))
+        if not parts:
+            return
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge
 
 from services.inference.serving import Server
@@ -142,24 +142,20 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
     async def on_features(stream: StreamT[Any]) -> None:
         await ready.wait()
-        async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_window_s):
-            started = time.perf_counter()
-            for event in events:
-                ctx.consumed(event)
-                event_id = None
-                try:
-                    vector = ctx.serde.decode("FeatureVector", event.message.value)
-                    event_id = vector["event_id"]
-                    now = int(time.time() * 1000)
-                    prediction = server.predict(vector, now)
-                    await send_prediction(prediction)
-                    ctx.observe_latency(prediction["ingest_time"])
-                    shadow = server.predict_baseline(vector, now)
-                    if shadow is not None:
-                        await send_prediction(shadow)
-                except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                    await ctx.dead_letter(event, exc, event_id)
-            ctx.metrics.batch_seconds.labels(SERVICE).observe(time.perf_counter() - started)
+        await ctx.each(stream, on_vector)
+
+    async def on_vector(event: EventT) -> None:
+        vector = ctx.serde.decode("FeatureVector", event.message.value)
+        ctx.event_id = vector["event_id"]
+        now = int(time.time() * 1000)
+        # A swap can land between any two records (the registry follower runs whenever this
+        # agent awaits); each prediction names the version that made it.
+        prediction = server.predict(vector, now)
+        await send_prediction(prediction)
+        ctx.observe_latency(prediction["ingest_time"])
+        shadow = server.predict_baseline(vector, now)
+        if shadow is not None:
+            await send_prediction(shadow)
 
 
 def main() -> None:

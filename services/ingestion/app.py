@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
 from services.ingestion.dedup import Deduplicator
 from services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
@@ -22,27 +22,23 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
     limits = Limits(ctx.settings.max_record_bytes, int(ctx.settings.max_lateness_s * 1000))
 
     def pipeline(source: str, sink: str, record: str, validate: Validator) -> None:
-        seen = app.Table(f"seen-{record.lower()}", default=None, partitions=ctx.common.partitions)
-        dedup = Deduplicator(seen, DEDUP_TTL_MS)
+        dedup = Deduplicator(ctx.store(f"seen-{record.lower()}"), DEDUP_TTL_MS)
         out = ctx.raw_topic(sink)
 
+        async def handle(event: EventT) -> None:
+            msg = event.message
+            obj = decode(msg.value, record, ctx.serde, limits)
+            value = validate(obj, int(time.time() * 1000), limits)
+            ctx.event_id = value["event_id"]
+            if dedup.seen(value["event_id"], int(msg.timestamp * 1000)):
+                raise DuplicateEvent(f"{record} {value['event_id']} was already ingested")
+            if record == "RawEvent":
+                value["ingest_time"] = int(msg.timestamp * 1000)
+            await ctx.send(out, value["entity_id"], ctx.serde.encode(record, value))
+            ctx.observe_latency(int(msg.timestamp * 1000))
+
         async def process(stream: StreamT[Any]) -> None:
-            async for event in stream.events():
-                msg = event.message
-                ctx.consumed(event)
-                event_id = None
-                try:
-                    obj = decode(msg.value, record, ctx.serde, limits)
-                    value = validate(obj, int(time.time() * 1000), limits)
-                    event_id = value["event_id"]
-                    if dedup.seen(event_id, int(msg.timestamp * 1000)):
-                        raise DuplicateEvent(f"{record} {event_id} was already ingested")
-                    if record == "RawEvent":
-                        value["ingest_time"] = int(msg.timestamp * 1000)
-                    await ctx.send(out, value["entity_id"], ctx.serde.encode(record, value))
-                    ctx.observe_latency(int(msg.timestamp * 1000))
-                except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                    await ctx.dead_letter(event, exc, event_id)
+            await ctx.each(stream, handle)
 
         app.agent(ctx.source(source), name=f"{SERVICE}.{source}")(process)
 

@@ -23,7 +23,6 @@ STATS_EVERY = 200  # records between refreshes of the rolling gauges
 
 def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     app, s, reg = ctx.app, ctx.settings, ctx.metrics.registry
-    parts = ctx.common.partitions
     name = ctx.common.model_name
     monitor = Monitor(
         window=s.window,
@@ -38,9 +37,9 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     # One join per role: a label meets the champion's prediction and the baseline's.
     joins = {
         role: OutcomeJoin(
-            app.Table(f"{role}-predictions-awaiting-label", default=None, partitions=parts),
-            app.Table(f"{role}-labels-awaiting-prediction", default=None, partitions=parts),
-            app.Table(f"{role}-joined-event-ids", default=None, partitions=parts),
+            ctx.store(f"{role}-predictions-awaiting-label"),
+            ctx.store(f"{role}-labels-awaiting-prediction"),
+            ctx.store(f"{role}-joined-event-ids"),
             ttl_ms,
         )
         for role in ROLES
@@ -155,56 +154,49 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         if state["records"] % STATS_EVERY == 0:
             refresh_gauges()
 
+    async def on_vector(event: EventT) -> None:
+        vector = ctx.serde.decode("FeatureVector", event.message.value)
+        ctx.event_id = vector["event_id"]
+        await raise_alerts(monitor.on_vector(vector), vector, vector["event_time"])
+        await housekeeping(event, vector["event_time"])
+
+    async def on_prediction(event: EventT) -> None:
+        prediction = ctx.serde.decode("Prediction", event.message.value)
+        ctx.event_id = prediction["event_id"]
+        join = joins.get(prediction["role"])
+        if join is not None:  # challengers are evaluated by retraining, not here
+            if prediction["role"] == "champion":
+                state["champion_version"] = prediction["model_version"]
+                await raise_alerts(monitor.on_prediction(prediction), prediction, prediction["event_time"])
+            await emit(join.on_prediction(prediction, prediction["event_time"], event.message.partition))
+        await housekeeping(event, prediction["event_time"])
+
+    async def on_label(event: EventT) -> None:
+        label = ctx.serde.decode("Label", event.message.value)
+        ctx.event_id = label["event_id"]
+        for join in joins.values():
+            await emit(join.on_label(label, label["label_time"], event.message.partition))
+        await housekeeping(event, label["label_time"])
+
     @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
     async def on_features(stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            ctx.consumed(event)
-            event_id = None
-            try:
-                vector = ctx.serde.decode("FeatureVector", event.message.value)
-                event_id = vector["event_id"]
-                await raise_alerts(monitor.on_vector(vector), vector, vector["event_time"])
-                await housekeeping(event, vector["event_time"])
-            except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                await ctx.dead_letter(event, exc, event_id)
+        await ctx.each(stream, on_vector)
 
     @app.agent(ctx.source("predictions"), name=f"{SERVICE}.predictions")
     async def on_predictions(stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            ctx.consumed(event)
-            event_id = None
-            try:
-                prediction = ctx.serde.decode("Prediction", event.message.value)
-                event_id = prediction["event_id"]
-                join = joins.get(prediction["role"])
-                if join is not None:  # challengers are evaluated by retraining, not here
-                    if prediction["role"] == "champion":
-                        state["champion_version"] = prediction["model_version"]
-                        await raise_alerts(monitor.on_prediction(prediction), prediction, prediction["event_time"])
-                    await emit(join.on_prediction(prediction, prediction["event_time"], event.message.partition))
-                await housekeeping(event, prediction["event_time"])
-            except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                await ctx.dead_letter(event, exc, event_id)
+        await ctx.each(stream, on_prediction)
 
     @app.agent(ctx.source("labels.clean"), name=f"{SERVICE}.labels")
     async def on_labels(stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            ctx.consumed(event)
-            event_id = None
-            try:
-                label = ctx.serde.decode("Label", event.message.value)
-                event_id = label["event_id"]
-                for join in joins.values():
-                    await emit(join.on_label(label, label["label_time"], event.message.partition))
-                await housekeeping(event, label["label_time"])
-            except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                await ctx.dead_letter(event, exc, event_id)
+        await ctx.each(stream, on_label)
 
-    @app.on_rebalance_complete.connect
-    async def reindex(app: Any, **_: Any) -> None:  # noqa: ARG001 - signal signature
-        # Entries recovered from the changelogs must expire too.
-        for join in joins.values():
-            join.reindex()
+    @app.timer(2.0)
+    async def gauges() -> None:
+        # Also on a clock: a version swapped in at the very end of a stream gets its figures.
+        refresh_gauges()
+
+    for join in joins.values():
+        ctx.recovered_callbacks.append(join.reindex)  # recovered entries must expire too
 
 
 def main() -> None:

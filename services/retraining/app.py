@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge
 
 from services.retraining.trainer import ContinuousTrainer
@@ -104,35 +104,28 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
     @app.agent(ctx.source("examples"), name=f"{SERVICE}.examples")
     async def on_examples(stream: StreamT[Any]) -> None:
         await ready.wait()
+        await ctx.each(stream, on_example)
+
+    async def on_example(event: EventT) -> None:
         trainer: ContinuousTrainer = state["trainer"]
-        async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-            for event in events:
-                ctx.consumed(event)
-                event_id = None
-                try:
-                    example = ctx.serde.decode("LabeledExample", event.message.value)
-                    event_id = example["event_id"]
-                    trainer.learn(example)
-                    trigger = trainer.due()
-                    if trigger is not None:
-                        await register(trainer, trigger)
-                except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                    await ctx.dead_letter(event, exc, event_id)
-            examples_g.labels(name).set(trainer.examples_seen)
+        example = ctx.serde.decode("LabeledExample", event.message.value)
+        ctx.event_id = example["event_id"]
+        trainer.learn(example)
+        examples_g.labels(name).set(trainer.examples_seen)
+        trigger = trainer.due()
+        if trigger is not None:
+            await register(trainer, trigger)
+
+    async def on_alert(event: EventT) -> None:
+        alert = ctx.serde.decode("DriftAlert", event.message.value)
+        if alert["model_name"] == name and alert["kind"] in ("concept", "performance"):
+            state["trainer"].on_drift(alert["alert_id"])
+            ctx.log.info("drift_alert_received", alert_id=alert["alert_id"], detector=alert["detector"])
 
     @app.agent(ctx.source("alerts"), name=f"{SERVICE}.alerts")
     async def on_alerts(stream: StreamT[Any]) -> None:
         await ready.wait()
-        trainer: ContinuousTrainer = state["trainer"]
-        async for event in stream.events():
-            ctx.consumed(event)
-            try:
-                alert = ctx.serde.decode("DriftAlert", event.message.value)
-                if alert["model_name"] == name and alert["kind"] in ("concept", "performance"):
-                    trainer.on_drift(alert["alert_id"])
-                    ctx.log.info("drift_alert_received", alert_id=alert["alert_id"], detector=alert["detector"])
-            except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
-                await ctx.dead_letter(event, exc)
+        await ctx.each(stream, on_alert)
 
 
 def main() -> None:

@@ -99,7 +99,9 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     assert len(versions) >= 2 and summary["model_versions"] == len(versions)
     assert len(served_versions) >= 2 and summary["versions_served"] == sorted(served_versions)
     assert served_versions <= versions
-    assert any(r["trigger"] == "bootstrap" for r in registry)
+    # Version 1 is inference's untrained bootstrap, or, when retraining registered first
+    # (start-up order is not fixed), a trained version: either way versions start at 1.
+    assert min(versions) == 1
     assert all(r["training_window"]["examples"] > 0 for r in registry if r["trigger"] != "bootstrap")
 
     # summary.json agrees with what this test read from the topics.
@@ -133,7 +135,7 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
         same_class(p["predicted"], labels[e]) for e, p in first.items() if e in labels and p["model_version"] > 1
     ]
     assert len(trained) > EVENTS // 3 and sum(trained) / len(trained) > 0.8
-    assert summary["baseline_static_accuracy"] is not None and summary["baseline_model_version"] >= 2
+    assert summary["baseline_static_accuracy"] is not None and summary["baseline_model_version"] >= 1
     for outcome in outcomes:
         assert 0 <= index_of(outcome["event_id"]) < EVENTS
     assert (out / "report.md").is_file() and (out / "accuracy.png").stat().st_size > 0

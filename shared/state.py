@@ -1,0 +1,86 @@
+"""Key-value state of a service, co-partitioned with its input and backed by a changelog
+(pure: the service shell sends what ``drain`` returns and feeds ``load`` on recovery).
+
+Why not Faust tables: measured on the embedded broker, one Faust table write per record
+cut a Faust agent from ~3,200 to ~1,050 records/s, and Faust's table recovery trusts
+ListOffsets end offsets, which the embedded broker reports short. Here, writes are a dict
+update; the changelog records of a batch are produced together before the batch's input
+offsets can be committed, and recovery reads each changelog partition to the high
+watermark of its fetch responses.
+
+Each key lives in the partition of the input record that wrote it (``shard``), which is
+the changelog partition its writes go to: a worker that is assigned input partition p
+owns changelog partition p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
+
+Write = tuple[int, str, Any]  # (partition, key, value or None for a deletion)
+
+
+class StateStore(MutableMapping[str, Any]):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.shard = 0  # the input partition being processed; set by the shell per record
+        self._data: dict[str, Any] = {}
+        self._partition: dict[str, int] = {}
+        self._pending: dict[str, Write] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+        self._partition[key] = self.shard
+        self._pending[key] = (self.shard, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self._pending[key] = (self._partition.pop(key), key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def drain(self) -> list[Write]:
+        """The changelog records owed since the last drain: the last write of each key."""
+        out = list(self._pending.values())
+        self._pending.clear()
+        return out
+
+    def load(self, writes: Iterable[Write]) -> int:
+        """Apply changelog records in order (recovery); returns how many were applied."""
+        n = 0
+        for partition, key, value in writes:
+            if value is None:
+                self._data.pop(key, None)
+                self._partition.pop(key, None)
+            else:
+                self._data[key] = value
+                self._partition[key] = partition
+            n += 1
+        return n
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget the keys of partitions this worker no longer owns; returns how many."""
+        gone = set(partitions)
+        keys = [k for k, p in self._partition.items() if p in gone]
+        for k in keys:
+            del self._data[k]
+            del self._partition[k]
+            self._pending.pop(k, None)
+        return len(keys)
+
+    def partitions(self) -> set[int]:
+        return set(self._partition.values())
