@@ -143,7 +143,7 @@ def run_demo(
         env["DRIFTLOOP_TOPIC_PREFIX"] = f"driftloop.demo-{run_id}."
     n = len(dataset.rows)
     if "DRIFTLOOP_RETRAINING_VERSION_EVERY" not in os.environ:
-        env["DRIFTLOOP_RETRAINING_VERSION_EVERY"] = str(version_every or max(200, n // 12))
+        env["DRIFTLOOP_RETRAINING_VERSION_EVERY"] = str(version_every or max(200, n // 20))
     topics = Topics(env.get("DRIFTLOOP_TOPIC_PREFIX", common.topic_prefix), common.partitions)
     serde = Serde(FileSchemaRegistry(common.schema_dir))
     progress = Progress()

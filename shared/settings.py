@@ -108,6 +108,7 @@ class RetrainingSettings(ServiceSettings):
     model_spec: str = "logreg"
     seed: int = 42
     version_every: int = Field(default=1000, ge=1)
+    first_version_after: int = Field(default=200, ge=1)
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

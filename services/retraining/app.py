@@ -57,7 +57,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
                 ctx.log.error("champion_artifact_refused", model_name=name, error=str(exc))
         if model is None:
             model = build_model(s.model_spec, s.seed)
-        state["trainer"] = ContinuousTrainer(model, s.version_every)
+        state["trainer"] = ContinuousTrainer(model, s.version_every, first_version_after=s.first_version_after)
         ready.set()
 
         async def ignore(_: object) -> None:

@@ -13,10 +13,15 @@ from shared.modelspec import predict, same_class
 
 
 class ContinuousTrainer:
-    def __init__(self, model: Any, version_every: int, min_examples_on_drift: int = 100) -> None:
+    def __init__(
+        self, model: Any, version_every: int, min_examples_on_drift: int = 100, first_version_after: int | None = None
+    ) -> None:
         self.model = model
         self.version_every = version_every
         self.min_examples_on_drift = min_examples_on_drift
+        # The first trained version replaces an untrained bootstrap: worth cutting early.
+        self.first_version_after = version_every if first_version_after is None else first_version_after
+        self._versions_cut = 0
         self._since = 0
         self._hits = 0
         self._total = 0
@@ -48,7 +53,7 @@ class ContinuousTrainer:
         """The trigger of the version that is due now, if one is."""
         if self._drift_trigger and self._since >= self.min_examples_on_drift:
             return self._drift_trigger
-        if self._since >= self.version_every:
+        if self._since >= (self.version_every if self._versions_cut else self.first_version_after):
             return "label_volume"
         return None
 
@@ -61,6 +66,7 @@ class ContinuousTrainer:
             "examples_total": float(self._total),
         }
         self._since = self._hits = 0
+        self._versions_cut += 1
         self._window = {}
         self._drift_trigger = None
         return window, metrics, self._feature_set_version

@@ -593,3 +593,22 @@ def test_rolling_accuracy_matches_brute_force(window: int, hits: list[bool]) -> 
         last = hits[max(0, k - window) : k]
         assert acc.n == len(last)
         assert acc.value == pytest.approx(sum(last) / len(last))
+
+
+def test_the_first_version_is_cut_early_then_every_n() -> None:
+    trainer = ContinuousTrainer(build_model("logreg", 1), version_every=50, first_version_after=10)
+    triggers = []
+    for i in range(120):
+        trainer.learn(
+            {
+                "event_id": f"e{i}",
+                "event_time": i,
+                "features": {"x": float(i % 7)},
+                "label": i % 2 == 0,
+                "feature_set_version": "fs1",
+            }
+        )
+        if trainer.due():
+            triggers.append(i)
+            trainer.cut()
+    assert triggers == [9, 59, 109]
