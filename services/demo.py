@@ -151,6 +151,7 @@ def run_demo(
     try:
         progress.show("demo: starting the broker and the five services", force=True)
         stack.start()
+        stack.wait_ready()
         bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
         result = asyncio.run(
             replay(

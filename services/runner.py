@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -74,6 +75,22 @@ class Stack:
             start_new_session=True,  # our Ctrl-C handling stops them in order
         )
 
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until every service reports driftloop_service_ready 1 on its /metrics (it owns
+        partitions and has recovered their state), so that a replay starting now measures
+        the loop, not the consumer-group join."""
+        deadline = time.monotonic() + timeout_s
+        waiting = set(self.procs)
+        while waiting and time.monotonic() < deadline:
+            self.check()
+            for name in list(waiting):
+                port = self.env.get(f"DRIFTLOOP_{name.upper()}_METRICS_PORT")
+                if port is None or _metric_is_one(int(port), "driftloop_service_ready"):
+                    waiting.discard(name)
+            time.sleep(0.2)
+        if waiting:
+            raise ServiceDied(f"not ready within {timeout_s:.0f} s: {', '.join(sorted(waiting))}")
+
     def check(self) -> None:
         """Raise ServiceDied if any service has exited."""
         for name, proc in self.procs.items():
@@ -127,6 +144,15 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _metric_is_one(port: int, name: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            body = resp.read().decode()
+    except OSError:
+        return False
+    return any(line.startswith(name + "{") and line.rstrip().endswith(" 1.0") for line in body.splitlines())
 
 
 def demo_env(common: CommonSettings) -> dict[str, str]:

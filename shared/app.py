@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import EventT, StreamT, TopicT
 
 from shared.errors import DriftloopError, InvalidRecord
@@ -29,6 +30,22 @@ from shared.state import StateStore
 from shared.topics import Topics, TopicSpec
 
 S = TypeVar("S", bound=ServiceSettings)
+
+
+_faust_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def _use_fetch_max_wait(ms: int) -> None:
+    """Faust builds its consumer with a fixed fetch_max_wait_ms of 1500; the embedded broker
+    holds every fetch that long, which puts ~0.6 s on every hop. aiokafka reads the value when
+    the consumer starts and builds its fetcher, so it is set on the consumer Faust creates."""
+
+    def create(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+        consumer = _faust_create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = ms  # noqa: SLF001 - no public knob in Faust
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
 def make_faust_app(app_id: str, common: CommonSettings, **overrides: Any) -> faust.App:
@@ -52,6 +69,7 @@ def make_faust_app(app_id: str, common: CommonSettings, **overrides: Any) -> fau
         "worker_redirect_stdouts": False,
     }
     conf.update(overrides)
+    _use_fetch_max_wait(common.fetch_max_wait_ms)
     common.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(app_id, **conf)
 
@@ -187,6 +205,7 @@ class ServiceContext(Generic[S]):
             )
         for callback in self.recovered_callbacks:
             callback()
+        self.metrics.ready.labels(self.service).set(1 if owned else 0)
 
     def raw_topic(self, short: str) -> TopicT:
         """A Faust topic carrying bytes: decoding is ours, so bad bytes can be dead-lettered."""

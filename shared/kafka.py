@@ -75,7 +75,10 @@ async def tail_topic(
     With ``stop_at_end`` it stops once every partition's position has reached the high
     watermark reported by a fetch. ``start`` maps partitions to the offset to start at.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    # A short fetch wait: the embedded broker holds a fetch for its whole max wait.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50
+    )
     await consumer.start()
     try:
         parts = await _partitions(consumer, topic)

@@ -28,6 +28,12 @@ class ServiceMetrics:
             registry=r,
         )
         self.up = Gauge("driftloop_service_up", "1 while the service runs", ["service"], registry=r)
+        self.ready = Gauge(
+            "driftloop_service_ready",
+            "1 once the service owns partitions and has recovered their state",
+            ["service"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "driftloop_consumer_lag_records",
             "Records in a source partition not yet processed (high watermark minus next offset)",
