@@ -116,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="events per second offered (default 100, within what the loop sustains on 2 cores today)",
     )
     d.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR")
+    m = sub.add_parser("models", help="the model registry: list, show, promote, rollback, archive")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser, metavar="ACTION")
+    for action, text in (
+        ("list", "every version of the model"),
+        ("show", "one version's full record"),
+        ("promote", "make a version the champion"),
+        ("rollback", "back to the champion's parent"),
+        ("archive", "archive a version that is not the champion"),
+    ):
+        a = msub.add_parser(action, help=text)
+        if action in ("show", "promote", "archive"):
+            a.add_argument("version", type=_positive_int, metavar="VERSION")
+        if action in ("promote", "rollback", "archive"):
+            a.add_argument("--reason", default=None, help="recorded on the version")
+        a.add_argument("--model", default=None, metavar="NAME", help="default: DRIFTLOOP_MODEL_NAME")
+
     be = sub.add_parser("bench", help="throughput, latency and loop quality against bare baselines")
     be.add_argument("--dataset", default="sea", metavar="NAME|PATH", help="sea (default), elec2, or a CSV path")
     be.add_argument("--target", default=None, metavar="COL", help="the label column of a CSV dataset")
@@ -224,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.replay import replay_cli
 
             return replay_cli(args)
+        if args.command == "models":
+            from services.models_cli import models_cli
+
+            return models_cli(args)
         if args.command == "bench":
             from services.bench import bench_cli
 

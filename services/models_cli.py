@@ -1,0 +1,149 @@
+"""`driftloop models`: the registry for operators (list, show, promote, rollback, archive).
+
+Every change is a new ModelVersion record on the compacted registry topic, with the reason
+and who asked; inference follows the topic and swaps without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import ConfigError
+from shared.kafka import load_registry_records, producer
+from shared.registry import Registry, registry_key, with_status
+from shared.serde import FileSchemaRegistry, Serde
+from shared.settings import CommonSettings
+from shared.topics import Topics
+
+
+def _ts(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+
+
+def list_rows(registry: Registry, name: str) -> list[list[str]]:
+    rows = []
+    for r in registry.versions(name):
+        acc = r["metrics"].get("prequential_accuracy")
+        rows.append(
+            [
+                str(r["version"]),
+                r["status"],
+                r["trigger"],
+                "-" if r["parent_version"] is None else str(r["parent_version"]),
+                str(r["training_window"]["examples"]),
+                "-" if acc is None else f"{acc:.3f}",
+                _ts(r["created_at"]),
+                r["status_reason"][:60],
+            ]
+        )
+    return rows
+
+
+def promote(registry: Registry, name: str, version: int, reason: str, now_ms: int) -> list[dict[str, Any]]:
+    """The records that make ``version`` the champion and archive the current one."""
+    target = registry.get(name, version)
+    if target is None:
+        raise ConfigError(f"model {name} has no version {version}")
+    if target["status"] == "rejected":
+        raise ConfigError(f"{name} v{version} was rejected; it cannot be promoted")
+    current = registry.champion(name)
+    if current is not None and current["version"] == version:
+        raise ConfigError(f"{name} v{version} is already the champion")
+    out = [with_status(target, "champion", reason, now_ms)]
+    if current is not None:
+        out.append(with_status(current, "archived", f"replaced by v{version}: {reason}", now_ms))
+    return out
+
+
+def rollback(registry: Registry, name: str, reason: str, now_ms: int) -> list[dict[str, Any]]:
+    """Back to the current champion's parent (the version it replaced in the lineage)."""
+    current = registry.champion(name)
+    if current is None:
+        raise ConfigError(f"model {name} has no champion to roll back")
+    parent = current["parent_version"]
+    if parent is None or registry.get(name, parent) is None:
+        raise ConfigError(f"{name} v{current['version']} has no parent version to roll back to")
+    out = [
+        with_status(
+            registry.get(name, parent),
+            "champion",
+            f"rollback from v{current['version']}: {reason}",  # type: ignore[arg-type]
+            now_ms,
+        )
+    ]
+    out.append(with_status(current, "rejected", f"rolled back: {reason}", now_ms))
+    return out
+
+
+def archive(registry: Registry, name: str, version: int, reason: str, now_ms: int) -> list[dict[str, Any]]:
+    target = registry.get(name, version)
+    if target is None:
+        raise ConfigError(f"model {name} has no version {version}")
+    if target["status"] == "champion":
+        raise ConfigError(f"{name} v{version} is the champion: promote another version first")
+    return [with_status(target, "archived", reason, now_ms)]
+
+
+async def _load(common: CommonSettings, serde: Serde, topic: str) -> Registry:
+    registry = Registry()
+    for rec in await load_registry_records(common.bootstrap_servers, topic):
+        registry.apply(serde.decode("ModelVersion", rec.value))
+    return registry
+
+
+async def _publish(common: CommonSettings, serde: Serde, topic: str, records: list[dict[str, Any]]) -> None:
+    prod = producer(common.bootstrap_servers)
+    await prod.start()
+    try:
+        for r in records:
+            await prod.send_and_wait(
+                topic, key=registry_key(r["name"], r["version"]), value=serde.encode("ModelVersion", r)
+            )
+    finally:
+        await prod.stop()
+
+
+def models_cli(args: argparse.Namespace) -> int:
+    common = CommonSettings()
+    serde = Serde(FileSchemaRegistry(common.schema_dir))
+    topic = Topics(common.topic_prefix, common.partitions).name("models.registry")
+    name = args.model or common.model_name
+    registry = asyncio.run(_load(common, serde, topic))
+    now = int(time.time() * 1000)
+    reason = f"{args.models_command} by operator" + (f": {args.reason}" if getattr(args, "reason", None) else "")
+    if args.models_command == "list":
+        rows = list_rows(registry, name)
+        if not rows:
+            print(f"model {name}: no versions registered")
+            return 0
+        print(
+            table(rows, ["version", "status", "trigger", "parent", "examples", "accuracy", "created (UTC)", "reason"])
+        )
+        return 0
+    if args.models_command == "show":
+        record = registry.get(name, args.version)
+        if record is None:
+            raise ConfigError(f"model {name} has no version {args.version}")
+        print(json.dumps(record, indent=2, sort_keys=True))
+        return 0
+    if args.models_command == "promote":
+        records = promote(registry, name, args.version, reason, now)
+    elif args.models_command == "rollback":
+        records = rollback(registry, name, reason, now)
+    else:
+        records = archive(registry, name, args.version, reason, now)
+    asyncio.run(_publish(common, serde, topic, records))
+    for r in records:
+        print(f"{r['name']} v{r['version']}: {r['status']} ({r['status_reason']})")
+    return 0
