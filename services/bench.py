@@ -30,7 +30,7 @@ from services.demo import run_demo
 from services.monitoring.core import Monitor
 from services.monitoring.drift import parse_detectors
 from services.runner import Stack
-from services.streams import Dataset, load_dataset
+from services.streams import Dataset, load_dataset, monitoring_stream
 from shared.broker import EmbeddedBroker, free_port
 from shared.kafka import create_topics, producer, tail_topic
 from shared.modelspec import build_model, predict, same_class
@@ -102,41 +102,6 @@ def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tupl
 
 
 # --- monitoring ---------------------------------------------------------------------------------
-
-
-def _monitoring_stream(n: int, seed: int = 3) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    rng = random.Random(seed)
-    base = int(time.time() * 1000)
-    out = []
-    for i in range(n):
-        eid, ent = f"b-{i}", f"ent-{i % 101}"
-        truth = rng.random() < 0.5
-        predicted = truth if rng.random() < (0.9 if i < n // 2 else 0.6) else not truth
-        p = 0.8 if predicted else 0.2
-        vector = {
-            "event_id": eid,
-            "entity_id": ent,
-            "event_time": base + i,
-            "feature_set_version": "fs1",
-            "features": {f"f{k}": rng.gauss(0.5 if i > n // 2 and k == 0 else 0, 1) for k in range(6)},
-            "ingest_time": base + i,
-        }
-        prediction = {
-            "event_id": eid,
-            "entity_id": ent,
-            "event_time": base + i,
-            "model_name": "default",
-            "model_version": 2,
-            "role": "champion",
-            "predicted": predicted,
-            "scores": {"True": p, "False": 1 - p},
-            "feature_set_version": "fs1",
-            "ingest_time": base + i,
-            "predicted_at": base + i,
-        }
-        label = {"event_id": eid, "entity_id": ent, "label": truth, "label_time": base + i + 500}
-        out.append((vector, prediction, label))
-    return out
 
 
 def bare_monitor(stream: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> float:
@@ -279,7 +244,16 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
 
         n_mon = min(len(dataset.rows), 5000)
         say(f"monitoring: {n_mon} predictions with 6 features, service and bare core")
-        stream = _monitoring_stream(n_mon)
+        stream = monitoring_stream(
+            n_mon,
+            drift_at=n_mon // 2,
+            right_before=0.9,
+            right_after=0.6,
+            input_shift=0.5,
+            seed=3,
+            entities=101,
+            base_ms=int(time.time() * 1000),
+        )
         res["bare_monitoring_predictions_per_second"] = bare_monitor(stream)
         res["monitoring_predictions_per_second"] = monitoring_service(bootstrap, serde, stream, out / "monitoring")
         res["monitoring_ratio_to_bare"] = (

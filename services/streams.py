@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,55 @@ def load_dataset(spec: str, target: str | None, events: int | None) -> Dataset:
     if target is None:
         raise ConfigError("a CSV dataset needs --target COL")
     return read_csv(path, target, limit=events)
+
+
+def monitoring_stream(
+    n: int,
+    *,
+    drift_at: int,
+    right_before: float,
+    right_after: float,
+    input_shift: float = 0.0,
+    seed: int = 0,
+    entities: int = 13,
+    base_ms: int = 0,
+) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(FeatureVector, champion Prediction, Label) records of a binary model with 6 features
+    whose predictions are right with probability ``right_before`` and then, from ``drift_at``,
+    ``right_after`` (a concept drift); feature f0's mean moves by ``input_shift`` at the same
+    point (an input drift, when non-zero). For monitoring's tests and benchmark."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        eid, ent, t = f"m-{i}", f"ent-{i % entities}", base_ms + i
+        truth = rng.random() < 0.5
+        predicted = truth if rng.random() < (right_before if i < drift_at else right_after) else not truth
+        p = 0.9 if predicted else 0.1
+        shift = input_shift if i >= drift_at else 0.0
+        vector = {
+            "event_id": eid,
+            "entity_id": ent,
+            "event_time": t,
+            "feature_set_version": "fs1",
+            "features": {f"f{k}": rng.gauss(shift if k == 0 else 0.0, 1) for k in range(6)},
+            "ingest_time": t,
+        }
+        prediction = {
+            "event_id": eid,
+            "entity_id": ent,
+            "event_time": t,
+            "model_name": "default",
+            "model_version": 2,
+            "role": "champion",
+            "predicted": predicted,
+            "scores": {"True": p, "False": 1 - p},
+            "feature_set_version": "fs1",
+            "ingest_time": t,
+            "predicted_at": t + 5,
+        }
+        label = {"event_id": eid, "entity_id": ent, "label": truth, "label_time": t + 1000}
+        out.append((vector, prediction, label))
+    return out
 
 
 def schedule(dataset: Dataset, run_id: str, label_delay: int) -> Iterator[tuple[str, int, dict[str, Any]]]:

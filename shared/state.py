@@ -10,7 +10,9 @@ watermark of its fetch responses.
 
 Each key lives in the partition of the input record that wrote it (``shard``), which is
 the changelog partition its writes go to: a worker that is assigned input partition p
-owns changelog partition p.
+owns changelog partition p. A key rewritten under another partition (one event_id sent
+under two entity keys) moves there and leaves a tombstone in its old partition; tombstones
+are partition-scoped on recovery.
 """
 
 from __future__ import annotations
@@ -27,19 +29,24 @@ class StateStore(MutableMapping[str, Any]):
         self.shard = 0  # the input partition being processed; set by the shell per record
         self._data: dict[str, Any] = {}
         self._partition: dict[str, int] = {}
-        self._pending: dict[str, Write] = {}
+        self._pending: dict[tuple[int, str], Any] = {}  # (partition, key) -> last value, None deletes
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if value is None:
+            raise ValueError("None is the changelog's deletion marker; it cannot be stored")
+        old = self._partition.get(key)
+        if old is not None and old != self.shard:
+            self._pending[(old, key)] = None  # moved: its old partition must forget it too
         self._data[key] = value
         self._partition[key] = self.shard
-        self._pending[key] = (self.shard, key, value)
+        self._pending[(self.shard, key)] = value
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
-        self._pending[key] = (self._partition.pop(key), key, None)
+        self._pending[(self._partition.pop(key), key)] = None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -55,7 +62,7 @@ class StateStore(MutableMapping[str, Any]):
 
     def drain(self) -> list[Write]:
         """The changelog records owed since the last drain: the last write of each key."""
-        out = list(self._pending.values())
+        out = [(partition, key, value) for (partition, key), value in self._pending.items()]
         self._pending.clear()
         return out
 
@@ -64,8 +71,11 @@ class StateStore(MutableMapping[str, Any]):
         n = 0
         for partition, key, value in writes:
             if value is None:
-                self._data.pop(key, None)
-                self._partition.pop(key, None)
+                # A tombstone is partition-scoped: it removes the key only from its partition
+                # (a key that moved partition leaves one behind in the old one).
+                if self._partition.get(key) == partition:
+                    del self._data[key]
+                    del self._partition[key]
             else:
                 self._data[key] = value
                 self._partition[key] = partition
@@ -79,7 +89,9 @@ class StateStore(MutableMapping[str, Any]):
         for k in keys:
             del self._data[k]
             del self._partition[k]
-            self._pending.pop(k, None)
+        # Their unflushed writes (tombstones included) belong to partitions another worker owns now.
+        for pk in [pk for pk in self._pending if pk[0] in gone]:
+            del self._pending[pk]
         return len(keys)
 
     def partitions(self) -> set[int]:

@@ -5,7 +5,6 @@ the rolling figures and the drift counters reach /metrics."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.runner import Stack
+from services.streams import monitoring_stream
 from shared.kafka import producer, read_topic
 from shared.serde import Serde
 from shared.topics import Topics
@@ -25,40 +25,15 @@ DRIFT_AT = 600
 def _records(serde: Serde, topics: Topics) -> list[tuple[str, bytes, bytes]]:
     """Features, champion predictions and labels for N events: right 95% of the time before
     DRIFT_AT, 40% after; labels arrive before their prediction for every 7th event."""
-    rng = random.Random(11)
-    base = int(time.time() * 1000)
     out: list[tuple[str, bytes, bytes]] = []
-    for i in range(N):
-        eid, ent = f"m-{i}", f"ent-{i % 13}"
-        truth = rng.random() < 0.5
-        right = rng.random() < (0.95 if i < DRIFT_AT else 0.4)
-        predicted = truth if right else not truth
-        p_true = 0.9 if predicted else 0.1
-        vector = {
-            "event_id": eid,
-            "entity_id": ent,
-            "event_time": base + i,
-            "feature_set_version": "fs1",
-            "features": {f"f{k}": rng.gauss(0, 1) for k in range(6)},
-            "ingest_time": base + i,
-        }
-        prediction = {
-            "event_id": eid,
-            "entity_id": ent,
-            "event_time": base + i,
-            "model_name": "default",
-            "model_version": 2,
-            "role": "champion",
-            "predicted": predicted,
-            "scores": {"True": p_true, "False": 1 - p_true},
-            "feature_set_version": "fs1",
-            "ingest_time": base + i,
-            "predicted_at": base + i + 5,
-        }
-        label = {"event_id": eid, "entity_id": ent, "label": truth, "label_time": base + i + 1000}
-        p_rec = (topics.predictions, ent.encode(), serde.encode("Prediction", prediction))
-        l_rec = (topics.labels_clean, ent.encode(), serde.encode("Label", label))
-        out.append((topics.features, ent.encode(), serde.encode("FeatureVector", vector)))
+    stream = monitoring_stream(
+        N, drift_at=DRIFT_AT, right_before=0.95, right_after=0.4, seed=11, base_ms=int(time.time() * 1000)
+    )
+    for i, (vector, prediction, label) in enumerate(stream):
+        key = vector["entity_id"].encode()
+        p_rec = (topics.predictions, key, serde.encode("Prediction", prediction))
+        l_rec = (topics.labels_clean, key, serde.encode("Label", label))
+        out.append((topics.features, key, serde.encode("FeatureVector", vector)))
         out += [l_rec, p_rec] if i % 7 == 0 else [p_rec, l_rec]
     return out
 
