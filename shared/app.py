@@ -94,14 +94,20 @@ class ServiceContext(Generic[S]):
     #: Called after every recovery, e.g. to rebuild in-memory indexes over the stores.
     recovered_callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _recovered: dict[str, set[int]] = field(default_factory=dict, repr=False)
+    _state_ready: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
         self._latency = self.metrics.event_latency.labels(self.service)
 
         @self.app.on_partitions_assigned.connect
         async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
-            # Awaited by Faust before the streams resume on the new assignment.
-            await self.recover_state(assigned)
+            # Faust may resume the streams before this returns: each() holds every batch
+            # until the state of the new assignment is loaded.
+            self._state_ready.clear()
+            try:
+                await self.recover_state(assigned)
+            finally:
+                self._state_ready.set()
 
         @self.app.timer(2.0)
         async def _lag() -> None:
@@ -151,6 +157,7 @@ class ServiceContext(Generic[S]):
         s = self.settings
         batch_seconds = self.metrics.batch_seconds.labels(self.service)
         async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            await self._state_ready.wait()
             started = time.perf_counter()
             for event in events:
                 self.consumed(event)
