@@ -210,7 +210,7 @@ def _cmd_topics() -> int:
 
     common = CommonSettings()
     specs = Topics(common.topic_prefix, common.partitions).catalogue()
-    created = asyncio.run(create_topics(common.bootstrap_servers, specs))
+    created = asyncio.run(create_topics(common.bootstrap_servers, specs, common.replication_factor))
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name:<40} partitions={spec.partitions:<3} {spec.config.get('cleanup.policy', '')}  {state}")

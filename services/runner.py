@@ -57,7 +57,8 @@ class Stack:
         partitions = int(base_env.get("DRIFTLOOP_PARTITIONS", common.partitions))
         # Source topics must exist before the workers start, or the broker auto-creates them
         # with its own partition count and Faust refuses the mismatch with its changelogs.
-        asyncio.run(create_topics(bootstrap, Topics(prefix, partitions).catalogue()))
+        replication = int(base_env.get("DRIFTLOOP_REPLICATION_FACTOR", common.replication_factor))
+        asyncio.run(create_topics(bootstrap, Topics(prefix, partitions).catalogue(), replication))
         for name in self.services:
             self.start_service(name)
         return self

@@ -54,7 +54,7 @@ def make_faust_app(app_id: str, common: CommonSettings, **overrides: Any) -> fau
         "broker": brokers,
         "store": "memory://",
         "topic_partitions": common.partitions,
-        "topic_replication_factor": 1 if common.uses_embedded_broker else 3,
+        "topic_replication_factor": common.replication_factor,
         "broker_session_timeout": common.session_timeout_s,
         "broker_rebalance_timeout": common.rebalance_timeout_s,
         "broker_heartbeat_interval": common.heartbeat_interval_s,
@@ -299,7 +299,7 @@ def run_worker(ctx: ServiceContext[Any]) -> None:
     if ctx._stores:
         # Changelogs are compacted: only the last write of each key matters on recovery.
         specs = [TopicSpec(s.name, ctx.common.partitions, {"cleanup.policy": "compact"}) for s in ctx._stores]
-        asyncio.run(create_topics(ctx.common.bootstrap_servers, specs))
+        asyncio.run(create_topics(ctx.common.bootstrap_servers, specs, ctx.common.replication_factor))
     ctx.metrics.serve(ctx.common.metrics_addr, ctx.settings.metrics_port)
     ctx.metrics.up.labels(ctx.service).set(1)
     ctx.log.info(

@@ -19,7 +19,7 @@ from shared.errors import BrokerUnavailable
 from shared.topics import TopicSpec
 
 
-async def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor: int = 1) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="driftloop-topics")
     try:
@@ -31,7 +31,7 @@ async def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]
         todo = [s for s in specs if s.name not in existing]
         if not todo:
             return []
-        new = [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in todo]
+        new = [NewTopic(s.name, s.partitions, replication_factor, topic_configs=dict(s.config)) for s in todo]
         resp = await admin.create_topics(new)
         created = []
         for name, code, *_ in resp.topic_errors:

@@ -30,6 +30,8 @@ class CommonSettings(BaseSettings):
     broker_port: int = Field(default=9092, ge=1, le=65535)
     topic_prefix: str = "driftloop."
     partitions: int = Field(default=4, ge=1)
+    # 1 suits the embedded broker and a single-broker Kafka; use 3 on a production cluster.
+    replication_factor: int = Field(default=1, ge=1)
     schema_dir: Path = REPO_ROOT / "schemas"
     artifact_store: str = "file://./artifacts"
     data_dir: Path = Path("./.driftloop-data")
