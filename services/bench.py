@@ -23,16 +23,16 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from services.demo import run_demo
 from services.monitoring.core import Monitor
-from services.monitoring.drift import parse_detectors
 from services.runner import Stack
 from services.streams import Dataset, load_dataset, monitoring_stream
 from shared.broker import EmbeddedBroker, free_port
-from shared.kafka import create_topics, producer, tail_topic
+from shared.kafka import create_topics, produce_all, producer, tail_topic
 from shared.modelspec import build_model, predict, same_class
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings, MonitoringSettings
@@ -108,14 +108,7 @@ def bare_monitor(stream: list[tuple[dict[str, Any], dict[str, Any], dict[str, An
     """The monitoring core alone, same detectors as the service's defaults: predictions/s."""
     from services.monitoring.core import outcome
 
-    s = MonitoringSettings()
-    monitor = Monitor(
-        window=s.window,
-        input_detectors=parse_detectors(s.input_detectors, binary=False),
-        prediction_detectors=parse_detectors(s.prediction_detectors, binary=False),
-        concept_detectors=parse_detectors(s.concept_detectors, binary=True),
-        cooldown=s.alert_cooldown,
-    )
+    monitor = Monitor.from_settings(MonitoringSettings())
     started = time.perf_counter()
     for vector, prediction, label in stream:
         monitor.on_vector(vector)
@@ -131,19 +124,16 @@ def monitoring_service(bootstrap: str, serde: Serde, stream: list, out_dir: Path
     )
     topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], CommonSettings().partitions)
 
+    def records() -> Iterator[tuple[str, bytes, bytes]]:
+        for vector, prediction, label in stream:
+            key = vector["entity_id"].encode()
+            yield topics.features, key, serde.encode("FeatureVector", vector)
+            yield topics.predictions, key, serde.encode("Prediction", prediction)
+            yield topics.labels_clean, key, serde.encode("Label", label)
+
     async def produce() -> None:
         await create_topics(bootstrap, topics.catalogue())
-        prod = producer(bootstrap)
-        await prod.start()
-        try:
-            for vector, prediction, label in stream:
-                key = vector["entity_id"].encode()
-                await prod.send(topics.features, key=key, value=serde.encode("FeatureVector", vector))
-                await prod.send(topics.predictions, key=key, value=serde.encode("Prediction", prediction))
-                await prod.send(topics.labels_clean, key=key, value=serde.encode("Label", label))
-            await prod.flush()
-        finally:
-            await prod.stop()
+        await produce_all(bootstrap, records())
 
     async def until_all_outcomes(stack: Stack) -> tuple[float, float]:
         first = last = None

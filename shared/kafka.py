@@ -50,6 +50,21 @@ def producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **opts)
 
 
+async def produce_all(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    """Produce (topic, key, value) records in order and wait until the broker has them all."""
+    prod = producer(bootstrap)
+    await prod.start()
+    n = 0
+    try:
+        for topic, key, value in records:
+            await prod.send(topic, key=key, value=value)
+            n += 1
+        await prod.flush()
+    finally:
+        await prod.stop()
+    return n
+
+
 async def read_topic(
     bootstrap: str, topic: str, *, idle_timeout_s: float = 2.0, max_wait_s: float = 60.0
 ) -> list[ConsumerRecord]:

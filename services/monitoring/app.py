@@ -11,7 +11,7 @@ from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.monitoring.core import Monitor, OutcomeJoin
-from services.monitoring.drift import Detection, parse_detectors
+from services.monitoring.drift import Detection
 from shared.app import ServiceContext, build_context, run_worker
 from shared.settings import MonitoringSettings
 
@@ -24,15 +24,7 @@ STATS_EVERY = 200  # records between refreshes of the rolling gauges
 def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     app, s, reg = ctx.app, ctx.settings, ctx.metrics.registry
     name = ctx.common.model_name
-    monitor = Monitor(
-        window=s.window,
-        input_detectors=parse_detectors(s.input_detectors, binary=False),
-        prediction_detectors=parse_detectors(s.prediction_detectors, binary=False),
-        concept_detectors=parse_detectors(s.concept_detectors, binary=True),
-        cooldown=s.alert_cooldown,
-        max_features=s.max_features,
-        seed=s.seed,
-    )
+    monitor = Monitor.from_settings(s)
     ttl_ms = int(s.join_ttl_s * 1000)
     # One join per role: a label meets the champion's prediction and the baseline's.
     joins = {

@@ -8,7 +8,7 @@ from typing import Any
 
 from river import metrics, stats, utils
 
-from services.monitoring.drift import Debouncer, Detection, SubjectDetectors
+from services.monitoring.drift import Debouncer, Detection, SubjectDetectors, parse_detectors
 from shared.join import OnceJoin
 from shared.modelspec import same_class
 
@@ -145,10 +145,25 @@ class Monitor:
         self._inputs: dict[str, SubjectDetectors] = {}
         self._feature_stats: dict[str, tuple[stats.EWMean, stats.EWVar]] = {}
         self._prediction = SubjectDetectors("prediction", "score", prediction_detectors, seed, self._debouncer)
-        self._concept = SubjectDetectors("concept", "error_rate", concept_detectors, seed, self._debouncer)
+        self._concept = SubjectDetectors(
+            "concept", "error_rate", concept_detectors, seed, self._debouncer, increase_only=True
+        )
         self._score_mean = stats.EWMean(fading_factor=2 / (window + 1))
         self.trackers: dict[tuple[str, int, str], PerformanceTracker] = {}
         self.unmonitored_features = 0
+
+    @classmethod
+    def from_settings(cls, s: Any) -> Monitor:
+        """From an object with the monitoring settings' fields (checked detector lists)."""
+        return cls(
+            window=s.window,
+            input_detectors=parse_detectors(s.input_detectors, binary=False),
+            prediction_detectors=parse_detectors(s.prediction_detectors, binary=False),
+            concept_detectors=parse_detectors(s.concept_detectors, binary=True),
+            cooldown=s.alert_cooldown,
+            max_features=s.max_features,
+            seed=s.seed,
+        )
 
     def on_vector(self, vector: Mapping[str, Any]) -> list[Detection]:
         found: list[Detection] = []

@@ -221,20 +221,51 @@ class Detection:
 
 
 class SubjectDetectors:
-    """The configured detectors on one subject (a feature, the score, the error stream)."""
+    """The configured detectors on one subject (a feature, the score, the error stream).
 
-    def __init__(self, kind: str, subject: str, specs: Sequence[str], seed: int, debouncer: Debouncer) -> None:
+    With ``increase_only`` (the error stream), a detection counts only when the recent
+    values run above the long-run level: a model getting better is not a concept drift,
+    and a partitioned stream, consumed a batch per partition at a time, otherwise shows
+    "drifts" back down whenever it moves from a post-drift to a pre-drift stretch.
+    """
+
+    RECENT = 100
+
+    def __init__(
+        self,
+        kind: str,
+        subject: str,
+        specs: Sequence[str],
+        seed: int,
+        debouncer: Debouncer,
+        increase_only: bool = False,
+    ) -> None:
         self.kind = kind
         self.subject = subject
         self.detectors = [make_detector(s, seed) for s in specs]
         self.debouncer = debouncer
+        self.increase_only = increase_only
+        self._recent: deque[float] = deque(maxlen=self.RECENT)
+        self._recent_sum = 0.0
+        self._long = 0.0
+        self._n = 0
+
+    def _rising(self, x: float) -> bool:
+        if len(self._recent) == self.RECENT:
+            self._recent_sum -= self._recent[0]
+        self._recent.append(x)
+        self._recent_sum += x
+        self._n += 1
+        self._long += (x - self._long) / min(self._n, 1000)  # mean of the last ~1000
+        return self._recent_sum / len(self._recent) > self._long
 
     def update(self, x: float) -> list[Detection]:
         if not math.isfinite(x):
             return []
+        rising = self._rising(x) if self.increase_only else True
         out = []
         for d in self.detectors:
-            fired = d.update(x)
+            fired = d.update(x) and rising
             if self.debouncer.allow(f"{self.kind}:{self.subject}:{d.name}", fired):
                 out.append(Detection(self.kind, d.name, self.subject, d.statistic, d.threshold, d.window_size))
         return out

@@ -13,22 +13,11 @@ from pathlib import Path
 import pytest
 
 from services.runner import Stack
-from shared.kafka import producer, read_topic
+from shared.kafka import produce_all, read_topic
 from shared.serde import Serde
 from shared.topics import Topics
 
 pytestmark = pytest.mark.integration
-
-
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    p = producer(bootstrap)
-    await p.start()
-    try:
-        for key, value in records:
-            await p.send(topic, key=key, value=value)
-        await p.flush()
-    finally:
-        await p.stop()
 
 
 def _wait_for(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0) -> list:
@@ -82,7 +71,7 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
     }
     records = good_json + [(b"bad", v) for v in bad.values()] + good_avro
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
-        asyncio.run(_produce(bootstrap, topics.events_raw, records))
+        asyncio.run(produce_all(bootstrap, [(topics.events_raw, k, v) for k, v in records]))
         clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro))
         dead = _wait_for(bootstrap, topics.deadletter, len(bad))
         # A second round after the bad input proves the service kept running.
@@ -92,7 +81,7 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
                 json.dumps({"event_id": "after", "entity_id": "e1", "event_time": now, "fields": {"x": 1}}).encode(),
             )
         ]
-        asyncio.run(_produce(bootstrap, topics.events_raw, later))
+        asyncio.run(produce_all(bootstrap, [(topics.events_raw, k, v) for k, v in later]))
         clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro) + 1)
         stack.check()
         port = service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from services.runner import Stack
-from shared.kafka import producer, read_topic, tail_topic
+from shared.kafka import produce_all, producer, read_topic, tail_topic
 from shared.serde import Serde
 from shared.topics import Topics
 
@@ -50,17 +50,6 @@ def _wait_recovered(stack: Stack, name: str, log: Path, start: int, n_stores: in
             return lines
         time.sleep(0.2)
     raise AssertionError(f"{name} did not recover its state within {timeout_s} s; see {log}")
-
-
-async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
-    p = producer(bootstrap)
-    await p.start()
-    try:
-        for topic, key, value in records:
-            await p.send(topic, key=key, value=value)
-        await p.flush()
-    finally:
-        await p.stop()
 
 
 async def _produce_and_kill(
@@ -146,7 +135,7 @@ def test_features_join_survives_sigkill_mid_stream(
         restart_offset = log.stat().st_size
         stack.start_service("features")
         recovered = _wait_recovered(stack, "features", log, restart_offset, n_stores=3)
-        asyncio.run(_produce(bootstrap, labels))
+        asyncio.run(produce_all(bootstrap, labels))
 
         deadline = time.monotonic() + 60
         examples: list = []
@@ -220,7 +209,7 @@ def test_ingestion_dedup_survives_a_clean_restart(
     changelog = f"{topics.prefix}ingestion-seen-rawevent-changelog"
 
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
-        asyncio.run(_produce(bootstrap, first))
+        asyncio.run(produce_all(bootstrap, first))
         deadline = time.monotonic() + 45
         clean: list = []
         while time.monotonic() < deadline and len(clean) < len(first):
@@ -237,7 +226,7 @@ def test_ingestion_dedup_survives_a_clean_restart(
         recovered = _wait_recovered(stack, "ingestion", log, restart_offset, n_stores=2)
         # The same event_ids again (same keys, so same partitions), and one new event.
         again = [(t, k, v) for t, k, v in first] + [(topics.events_raw, b"ent-0", _raw("fresh", "ent-0", now))]
-        asyncio.run(_produce(bootstrap, again))
+        asyncio.run(produce_all(bootstrap, again))
         deadline = time.monotonic() + 45
         dead: list = []
         while time.monotonic() < deadline:
@@ -288,7 +277,7 @@ def test_ingestion_dedup_catches_duplicates_already_waiting_at_restart(
     originals += [(topics.labels_raw, e.encode(), _raw_label(f"dw-{i}", e, now)) for i, e in enumerate(ents)]
     log = tmp_path / "logs" / "ingestion.log"
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
-        asyncio.run(_produce(bootstrap, originals))
+        asyncio.run(produce_all(bootstrap, originals))
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             stack.check()
@@ -300,7 +289,7 @@ def test_ingestion_dedup_catches_duplicates_already_waiting_at_restart(
         proc = stack.procs["ingestion"]
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
-        asyncio.run(_produce(bootstrap, originals))  # every record again, while ingestion is down
+        asyncio.run(produce_all(bootstrap, originals))  # every record again, while ingestion is down
         restart_offset = log.stat().st_size
         stack.start_service("ingestion")
         _wait_recovered(stack, "ingestion", log, restart_offset, n_stores=2)

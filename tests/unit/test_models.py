@@ -612,3 +612,10 @@ def test_the_first_version_is_cut_early_then_every_n() -> None:
             triggers.append(i)
             trainer.cut()
     assert triggers == [9, 59, 109]
+
+
+def test_a_falling_error_rate_is_not_a_concept_drift() -> None:
+    rising = concept_alerts(Monitor(concept_detectors=("adwin",)), loss_stream([(2000, 0.1), (2000, 0.6)], 7))
+    falling = concept_alerts(Monitor(concept_detectors=("adwin",)), loss_stream([(2000, 0.6), (2000, 0.1)], 7))
+    assert rising and all(i >= 2000 for i, _ in rising)
+    assert falling == []
