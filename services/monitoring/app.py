@@ -44,6 +44,14 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ("roc_auc", "Rolling ROC AUC of the predictions joined with their labels"),
         )
     }
+    served = {
+        metric: Gauge(f"driftloop_served_{metric}", help_, ["model", "role"], registry=reg)
+        for metric, help_ in (
+            ("accuracy_ratio", "Rolling accuracy of a role's predictions across versions"),
+            ("log_loss", "Rolling log loss of a role's predictions across versions"),
+            ("roc_auc", "Rolling ROC AUC of a role's predictions across versions"),
+        )
+    }
     outcomes_c = Counter(
         "driftloop_outcomes_total",
         "Predictions joined with their label",
@@ -90,6 +98,14 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ):
                 if value is not None:
                     perf[metric].labels(model, str(version), role).set(value)
+        for (model, role), tracker in monitor.served.items():
+            for metric, value in (
+                ("accuracy_ratio", tracker.accuracy),
+                ("log_loss", tracker.log_loss),
+                ("roc_auc", tracker.roc_auc),
+            ):
+                if value is not None:
+                    served[metric].labels(model, role).set(value)
         for feature, (mean, std) in monitor.feature_stats().items():
             feature_mean_g.labels(feature).set(mean)
             feature_std_g.labels(feature).set(std)

@@ -150,6 +150,9 @@ class Monitor:
         )
         self._score_mean = stats.EWMean(fading_factor=2 / (window + 1))
         self.trackers: dict[tuple[str, int, str], PerformanceTracker] = {}
+        # Per model and role across versions: what the role delivered lately, which a
+        # version swapped in a moment ago has no figures for yet.
+        self.served: dict[tuple[str, str], PerformanceTracker] = {}
         self.unmonitored_features = 0
 
     @classmethod
@@ -199,6 +202,11 @@ class Monitor:
         if tracker is None:
             tracker = self.trackers[key] = PerformanceTracker(self.window)
         tracker.update(out)
+        served_key = (out["model_name"], out["role"])
+        served = self.served.get(served_key)
+        if served is None:
+            served = self.served[served_key] = PerformanceTracker(self.window)
+        served.update(out)
         if out["role"] != "champion":
             return []
         return self._concept.update(out["loss"])

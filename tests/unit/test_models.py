@@ -619,3 +619,23 @@ def test_a_falling_error_rate_is_not_a_concept_drift() -> None:
     falling = concept_alerts(Monitor(concept_detectors=("adwin",)), loss_stream([(2000, 0.6), (2000, 0.1)], 7))
     assert rising and all(i >= 2000 for i, _ in rising)
     assert falling == []
+
+
+def test_served_performance_spans_versions_per_role() -> None:
+    monitor = Monitor(window=10)
+    for i, (version, correct) in enumerate([(1, True), (2, False), (3, True), (3, True)]):
+        monitor.on_outcome(
+            {
+                "event_id": f"e{i}",
+                "event_time": i,
+                "loss": 0.0 if correct else 1.0,
+                "correct": correct,
+                "label": True,
+                "scores": {},
+                "model_name": "m",
+                "model_version": version,
+                "role": "champion",
+            }
+        )
+    assert set(monitor.served) == {("m", "champion")}
+    assert monitor.served[("m", "champion")].accuracy == 0.75 and monitor.served[("m", "champion")].n == 4
