@@ -135,7 +135,7 @@ def run_demo(
     common = CommonSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
-    env = {**demo_env(common), **(env_overrides or {})}
+    env = {**demo_env(), **(env_overrides or {})}
     env.setdefault("DRIFTLOOP_ARTIFACT_STORE", f"file://{(out_dir / 'artifacts').resolve()}")
     env.setdefault("DRIFTLOOP_DATA_DIR", str((out_dir / "state").resolve()))
     # On an existing Kafka, a run-scoped prefix keeps this run's topics apart from anything there.

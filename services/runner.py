@@ -156,7 +156,7 @@ def _metric_is_one(port: int, name: str) -> bool:
     return any(line.startswith(name + "{") and line.rstrip().endswith(" 1.0") for line in body.splitlines())
 
 
-def demo_env(common: CommonSettings) -> dict[str, str]:
+def demo_env() -> dict[str, str]:
     """Free metrics ports, so a demo runs beside anything else on the machine."""
     return {f"DRIFTLOOP_{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,7 +117,3 @@ class Serde:
     @staticmethod
     def is_framed(data: bytes | None) -> bool:
         return bool(data) and len(data) >= _HEADER.size and data[0] == MAGIC  # type: ignore[index]
-
-
-def finite(x: float) -> bool:
-    return not (math.isnan(x) or math.isinf(x))

@@ -45,7 +45,7 @@ def service_env(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> dict[
     from services.runner import demo_env
 
     return {
-        **demo_env(CommonSettings()),
+        **demo_env(),
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "DRIFTLOOP_TOPIC_PREFIX": topics.prefix,
         "DRIFTLOOP_PARTITIONS": str(topics.partitions),

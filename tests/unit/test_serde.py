@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import struct
 from pathlib import Path
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import DecodeError, InvalidRecord, SchemaMismatch, UnknownSchema
-from shared.serde import MAGIC, RECORDS, FileSchemaRegistry, Serde, finite
+from shared.serde import MAGIC, RECORDS, FileSchemaRegistry, Serde
 from shared.settings import REPO_ROOT
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
@@ -242,13 +241,6 @@ def test_unknown_record_and_id_in_the_registry() -> None:
     with pytest.raises(UnknownSchema):
         registry.schema_by_id(0)
     assert registry.ids() == {i: f"driftloop.{r}" for r, i in SCHEMA_IDS.items()}
-
-
-def test_finite() -> None:
-    assert finite(0.0) and finite(-1e308)
-    assert not finite(math.nan)
-    assert not finite(math.inf)
-    assert not finite(-math.inf)
 
 
 # --- schema evolution ----------------------------------------------------------------------------
