@@ -50,11 +50,16 @@ def list_rows(registry: Registry, name: str) -> list[list[str]]:
     return rows
 
 
+def _version(registry: Registry, name: str, version: int) -> dict[str, Any]:
+    record = registry.get(name, version)
+    if record is None:
+        raise ConfigError(f"model {name} has no version {version}")
+    return record
+
+
 def promote(registry: Registry, name: str, version: int, reason: str, now_ms: int) -> list[dict[str, Any]]:
     """The records that make ``version`` the champion and archive the current one."""
-    target = registry.get(name, version)
-    if target is None:
-        raise ConfigError(f"model {name} has no version {version}")
+    target = _version(registry, name, version)
     if target["status"] == "rejected":
         raise ConfigError(f"{name} v{version} was rejected; it cannot be promoted")
     current = registry.champion(name)
@@ -71,25 +76,17 @@ def rollback(registry: Registry, name: str, reason: str, now_ms: int) -> list[di
     current = registry.champion(name)
     if current is None:
         raise ConfigError(f"model {name} has no champion to roll back")
-    parent = current["parent_version"]
-    if parent is None or registry.get(name, parent) is None:
+    parent = registry.get(name, current["parent_version"]) if current["parent_version"] is not None else None
+    if parent is None:
         raise ConfigError(f"{name} v{current['version']} has no parent version to roll back to")
-    out = [
-        with_status(
-            registry.get(name, parent),
-            "champion",
-            f"rollback from v{current['version']}: {reason}",  # type: ignore[arg-type]
-            now_ms,
-        )
+    return [
+        with_status(parent, "champion", f"rollback from v{current['version']}: {reason}", now_ms),
+        with_status(current, "rejected", f"rolled back: {reason}", now_ms),
     ]
-    out.append(with_status(current, "rejected", f"rolled back: {reason}", now_ms))
-    return out
 
 
 def archive(registry: Registry, name: str, version: int, reason: str, now_ms: int) -> list[dict[str, Any]]:
-    target = registry.get(name, version)
-    if target is None:
-        raise ConfigError(f"model {name} has no version {version}")
+    target = _version(registry, name, version)
     if target["status"] == "champion":
         raise ConfigError(f"{name} v{version} is the champion: promote another version first")
     return [with_status(target, "archived", reason, now_ms)]
@@ -132,10 +129,7 @@ def models_cli(args: argparse.Namespace) -> int:
         )
         return 0
     if args.models_command == "show":
-        record = registry.get(name, args.version)
-        if record is None:
-            raise ConfigError(f"model {name} has no version {args.version}")
-        print(json.dumps(record, indent=2, sort_keys=True))
+        print(json.dumps(_version(registry, name, args.version), indent=2, sort_keys=True))
         return 0
     if args.models_command == "promote":
         records = promote(registry, name, args.version, reason, now)
