@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from faust.types import EventT, StreamT
 from prometheus_client import Counter
 
 from services.features.join import LabelJoin
 from services.features.spec import FeatureSpec
-from shared.app import ServiceContext, build_context, run_worker
+from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.settings import FeaturesSettings
 
 SERVICE = "features"

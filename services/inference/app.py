@@ -6,11 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge
 
 from services.inference.serving import Server
-from shared.app import ServiceContext, build_context, run_worker
+from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.modelspec import build_model
 from shared.registry import ArtifactStore, ChampionChange, version_record
 from shared.registry_client import RegistryClient, code_version

@@ -5,11 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from faust.types import EventT, StreamT
-
 from services.ingestion.dedup import Deduplicator
 from services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
-from shared.app import ServiceContext, build_context, run_worker
+from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.errors import DuplicateEvent
 from shared.settings import IngestionSettings
 
@@ -30,12 +28,12 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
             obj = decode(msg.value, record, ctx.serde, limits)
             value = validate(obj, int(time.time() * 1000), limits)
             ctx.event_id = value["event_id"]
-            if dedup.seen(value["event_id"], int(msg.timestamp * 1000)):
+            if dedup.seen(value["event_id"], msg.timestamp):
                 raise DuplicateEvent(f"{record} {value['event_id']} was already ingested")
             if record == "RawEvent":
-                value["ingest_time"] = int(msg.timestamp * 1000)
+                value["ingest_time"] = msg.timestamp
             await ctx.send(out, value["entity_id"], ctx.serde.encode(record, value))
-            ctx.observe_latency(int(msg.timestamp * 1000))
+            ctx.observe_latency(msg.timestamp)
 
         async def process(stream: StreamT[Any]) -> None:
             await ctx.each(stream, handle)

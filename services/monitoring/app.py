@@ -7,12 +7,11 @@ import time
 import uuid
 from typing import Any
 
-from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.monitoring.core import Monitor, OutcomeJoin
 from services.monitoring.drift import Detection
-from shared.app import ServiceContext, build_context, run_worker
+from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.settings import MonitoringSettings
 
 SERVICE = "monitoring"

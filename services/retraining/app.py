@@ -6,11 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-from faust.types import EventT, StreamT
 from prometheus_client import Counter, Gauge
 
 from services.retraining.trainer import ContinuousTrainer
-from shared.app import ServiceContext, build_context, run_worker
+from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.modelspec import build_model
 from shared.registry import ArtifactStore, version_record, with_status
 from shared.registry_client import RegistryClient, code_version
