@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 import traceback
@@ -26,11 +25,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from shared.errors import DriftloopError, InvalidRecord
-from shared.kafka import create_topics, tail_topic
+from shared.errors import DriftloopError, InvalidRecord, ProduceFailed
+from shared.kafka import Partitioner, create_topics, tail_topic
 from shared.log import configure_logging, get_logger
 from shared.metrics import ServiceMetrics
 from shared.serde import FileSchemaRegistry, Serde
@@ -150,6 +150,10 @@ class ServiceContext(Generic[S]):
     _producer: AIOKafkaProducer | None = field(default=None, repr=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, repr=False)
     _failure: BaseException | None = field(default=None, repr=False)
+    #: (topic, key, value, partition or None) owed by the batch in hand, in order.
+    _outbox: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list, repr=False)
+    _partitioner: Partitioner = field(default_factory=Partitioner, repr=False)
+    _partition_counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._latency = self.metrics.event_latency.labels(self.service)
@@ -187,15 +191,9 @@ class ServiceContext(Generic[S]):
             self._latency.observe(max(0.0, time.time() - ingest_time_ms / 1000))
 
     async def send(self, topic: Topic, key: str | bytes | None, value: bytes | None) -> None:
-        """Hand one record to the producer without waiting for its delivery: the batch loop
-        flushes the producer before it commits the input offsets."""
-        assert self._producer is not None, "send() before the service started"
-        name = topic.name
-        await self._producer.send(name, value, key.encode() if isinstance(key, str) else key)
-        counter = self._out_counters.get(name)
-        if counter is None:
-            counter = self._out_counters[name] = self.metrics.records_out.labels(self.service, name)
-        counter.inc()
+        """Queue one record for the batch's output; the batch loop produces the queue in
+        record batches per partition and waits for their delivery before it commits."""
+        self._outbox.append((topic.name, key.encode() if isinstance(key, str) else key, value, None))
 
     async def _handler_for(self, topic: str) -> Handler:
         while topic not in self._handlers:
@@ -222,9 +220,9 @@ class ServiceContext(Generic[S]):
                 counter = self._in_counters[tp.topic] = self.metrics.records_in.labels(self.service, tp.topic)
             counter.inc(len(records))
             offsets[tp] = records[-1].offset + 1
-        await self.flush_state()
-        assert self._producer is not None and self._consumer is not None
-        await self._producer.flush()
+        self.flush_state()
+        await self._produce_outbox()
+        assert self._consumer is not None
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -235,14 +233,58 @@ class ServiceContext(Generic[S]):
             self._processed[tp] = nxt - 1
         self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
-    async def flush_state(self) -> None:
-        """Hand the changelog records of the batch to the producer (before the offsets commit)."""
-        assert self._producer is not None
-        send = self._producer.send
+    def flush_state(self) -> None:
+        """Queue the changelog records of the batch: they are produced with its output,
+        before its offsets commit."""
         for store in self._stores:
             for partition, key, value in store.drain():
-                data = None if value is None else json.dumps(value, separators=(",", ":")).encode()
-                await send(store.name, data, key.encode(), partition=partition)
+                data = None if value is None else orjson.dumps(value)
+                self._outbox.append((store.name, key.encode(), data, partition))
+
+    async def _produce_outbox(self) -> None:
+        """Produce the queued records as one record batch per topic partition (one append
+        each instead of a send() call per record), then wait until every batch is on the
+        broker. A failed delivery stops the service before anything is committed: its
+        input is consumed again after the restart."""
+        outbox, self._outbox = self._outbox, []
+        if not outbox:
+            return
+        producer = self._producer
+        assert producer is not None
+        builders: dict[tuple[str, int], Any] = {}
+        deliveries: list[asyncio.Future[Any]] = []
+        counts: dict[str, int] = {}
+        for topic, key, value, partition in outbox:
+            if partition is None:
+                partition = self._partitioner.partition(key, await self._partitions_of(topic))
+            builder = builders.get((topic, partition))
+            if builder is None:
+                builder = builders[(topic, partition)] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                # Full: ship it, start the next one of this partition.
+                deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[(topic, partition)] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    # Larger than a whole batch: the producer sizes a batch of its own for it.
+                    deliveries.append(await producer.send(topic, value, key, partition=partition))
+            counts[topic] = counts.get(topic, 0) + 1
+        for (topic, partition), builder in builders.items():
+            deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+        for result in await asyncio.gather(*deliveries, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise ProduceFailed(f"output not delivered: {result!r}") from result
+        for topic, n in counts.items():
+            counter = self._out_counters.get(topic)
+            if counter is None:
+                counter = self._out_counters[topic] = self.metrics.records_out.labels(self.service, topic)
+            counter.inc(n)
+
+    async def _partitions_of(self, topic: str) -> int:
+        n = self._partition_counts.get(topic)
+        if n is None:
+            assert self._producer is not None
+            n = self._partition_counts[topic] = len(await self._producer.partitions_for(topic))
+        return n
 
     async def recover_state(self, assigned: set[TopicPartition]) -> None:
         """Own exactly the assigned source partitions' state: drop the others, read the new
@@ -257,7 +299,7 @@ class ServiceContext(Generic[S]):
                     self.common.bootstrap_servers, store.name, stop_at_end=True, max_wait_s=300, partitions=todo
                 ):
                     applied += store.load(
-                        (r.partition, r.key.decode(), None if r.value is None else json.loads(r.value)) for r in batch
+                        (r.partition, r.key.decode(), None if r.value is None else orjson.loads(r.value)) for r in batch
                     )
             self._recovered[store.name] = owned
             self.log.info(

@@ -97,6 +97,13 @@ class BrokerUnavailable(BrokerError):
     code = "broker_unavailable"
 
 
+class ProduceFailed(BrokerError):
+    """Output of a batch was not delivered: nothing of it is committed, the service stops
+    and its input is consumed again after the restart."""
+
+    code = "produce_failed"
+
+
 class PortInUse(DriftloopError):
     code = "port_in_use"
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from shared.errors import BrokerUnavailable
 from shared.topics import TopicSpec
@@ -161,3 +162,25 @@ async def follow(
     """
     async for batch in tail_topic(bootstrap, topic, start=start):
         await on_records(batch)
+
+
+class Partitioner:
+    """The Java client's default partitioning (murmur2 of the key), so that records keyed by
+    entity land where any Kafka producer would put them: joins stay co-partitioned. Keys
+    without a key go round-robin. The hash is pure Python; recent keys are remembered."""
+
+    def __init__(self, cache_size: int = 100_000) -> None:
+        self.cache_size = cache_size
+        self._hashes: dict[bytes, int] = {}
+        self._next = 0
+
+    def partition(self, key: bytes | None, partitions: int) -> int:
+        if key is None:
+            self._next += 1
+            return self._next % partitions
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= self.cache_size:
+                self._hashes.clear()
+            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return h % partitions
