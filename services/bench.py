@@ -23,7 +23,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from services.streams import Dataset, load_dataset, monitoring_stream
 from shared.broker import EmbeddedBroker, free_port
 from shared.kafka import create_topics, produce_all, producer, tail_topic
 from shared.modelspec import build_model, predict, same_class
+from shared.registry import ArtifactStore, registry_key, version_record
+from shared.registry_client import code_version
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings, MonitoringSettings
 from shared.topics import Topics
@@ -117,44 +119,138 @@ def bare_monitor(stream: list[tuple[dict[str, Any], dict[str, Any], dict[str, An
     return len(stream) / (time.perf_counter() - started)
 
 
-def monitoring_service(bootstrap: str, serde: Serde, stream: list, out_dir: Path) -> float:
-    """The monitoring service alone over prepared topics: predictions/s, first record in to last outcome out."""
+Records = Callable[[Topics], Iterator[tuple[str, bytes, bytes]]]
+
+
+def isolated_rate(
+    bootstrap: str,
+    out_dir: Path,
+    services: tuple[str, ...],
+    records: Records,
+    output: str,
+    expected: int,
+    env_extra: dict[str, str] | None = None,
+    before: Callable[[Topics, dict[str, str]], None] | None = None,
+) -> float:
+    """Records/s of ``services`` alone: they start, join and recover first; then ``records``
+    are offered as fast as the producer goes, and the clock runs from the first record
+    offered to the ``expected``-th record on ``output``."""
     env = _phase_env(
-        bootstrap, "mon", DRIFTLOOP_DATA_DIR=str(out_dir / "state"), DRIFTLOOP_MONITORING_METRICS_PORT=str(free_port())
+        bootstrap,
+        "-".join(services),
+        DRIFTLOOP_ARTIFACT_STORE=f"file://{(out_dir / 'artifacts').resolve()}",
+        **{f"DRIFTLOOP_{svc.upper()}_METRICS_PORT": str(free_port()) for svc in services},
+        **(env_extra or {}),
     )
     topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], CommonSettings().partitions)
 
-    def records() -> Iterator[tuple[str, bytes, bytes]]:
+    async def until_done(stack: Stack) -> float:
+        seen, last = 0, 0.0
+        async for batch in tail_topic(bootstrap, topics.name(output), poll_ms=50, max_wait_s=600):
+            stack.check()
+            last = max([last] + [r.timestamp / 1000 for r in batch])
+            seen += len(batch)
+            if seen >= expected:
+                return last
+        raise TimeoutError(f"{', '.join(services)} produced {seen} of {expected} records on {output}")
+
+    asyncio.run(create_topics(bootstrap, topics.catalogue()))
+    if before is not None:
+        before(topics, env)
+    with Stack(env=env, log_dir=out_dir / "logs", services=services) as stack:
+        stack.wait_ready()
+        started = time.time()
+        asyncio.run(produce_all(bootstrap, records(topics)))
+        last = asyncio.run(until_done(stack))
+    return expected / (last - started)
+
+
+def monitoring_records(serde: Serde, stream: list) -> Records:
+    def records(topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
         for vector, prediction, label in stream:
             key = vector["entity_id"].encode()
             yield topics.features, key, serde.encode("FeatureVector", vector)
             yield topics.predictions, key, serde.encode("Prediction", prediction)
             yield topics.labels_clean, key, serde.encode("Label", label)
 
-    async def produce() -> None:
-        await create_topics(bootstrap, topics.catalogue())
-        await produce_all(bootstrap, records())
+    return records
 
-    async def until_all_outcomes(stack: Stack) -> tuple[float, float]:
-        first = last = None
-        seen = 0
-        async for batch in tail_topic(bootstrap, topics.outcomes, poll_ms=50, max_wait_s=600):
-            stack.check()
-            ts = [r.timestamp / 1000 for r in batch]
-            first = min(ts) if first is None else first
-            last = max(ts)
-            seen += len(batch)
-            if seen >= len(stream):
-                return first, last
-        raise TimeoutError(f"monitoring produced {seen} of {len(stream)} outcomes")
 
-    asyncio.run(produce())
-    with Stack(env=env, log_dir=out_dir / "logs", services=("monitoring",)) as stack:
-        started = time.time()
-        _, last = asyncio.run(until_all_outcomes(stack))
-    # From the service's start (it finds all the input waiting) to its last outcome; the
-    # consumer-group join (~3-5 s on the embedded broker) is counted against it.
-    return len(stream) / (last - started)
+def _numeric(fields: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def raw_event_records(serde: Serde, dataset: Dataset) -> Records:
+    def records(topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
+        now = int(time.time() * 1000)
+        for i, (fields, _) in enumerate(dataset.rows):
+            entity = f"e{i % 97}"
+            event = {"event_id": f"b-{i}", "entity_id": entity, "event_time": now, "fields": fields}
+            event["ingest_time"] = None
+            yield topics.events_raw, entity.encode(), serde.encode("RawEvent", event)
+
+    return records
+
+
+def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> Records:
+    def records(topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
+        now = int(time.time() * 1000)
+        for i, (fields, _) in enumerate(dataset.rows):
+            entity = f"e{i % 97}"
+            vector = {
+                "event_id": f"b-{i}",
+                "entity_id": entity,
+                "event_time": now,
+                "features": _numeric(fields),
+                "feature_set_version": feature_set_version,
+                "ingest_time": now,
+            }
+            yield topics.features, entity.encode(), serde.encode("FeatureVector", vector)
+
+    return records
+
+
+def trained_model(dataset: Dataset, spec: str, seed: int) -> Any:
+    model = build_model(spec, seed)
+    for fields, label in dataset.rows:
+        model.learn_one(_numeric(fields), label)
+    return model
+
+
+def bare_predict(dataset: Dataset, model: Any) -> float:
+    """The same model predicting the same vectors in a bare loop: events/s."""
+    xs = [_numeric(fields) for fields, _ in dataset.rows]
+    started = time.perf_counter()
+    for x in xs:
+        predict(model, x)
+    return len(xs) / (time.perf_counter() - started)
+
+
+def register_champion(bootstrap: str, serde: Serde, model: Any, spec: str) -> Callable[[Topics, dict[str, str]], None]:
+    """Before the inference phase: the trained model as the registry's champion (version 1)."""
+    common = CommonSettings()
+
+    def before(topics: Topics, env: dict[str, str]) -> None:
+        store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
+        record = version_record(
+            name=common.model_name,
+            version=1,
+            status="champion",
+            reason="bench: trained on the bench stream",
+            artifact=store.save(common.model_name, 1, model),
+            parent=None,
+            trigger="manual",
+            window={"examples": 0},
+            params={"spec": spec, "seed": "42", "trained": "true"},
+            metrics={},
+            feature_set_version=common.feature_set_version,
+            code_version=code_version(),
+            now_ms=int(time.time() * 1000),
+        )
+        value = serde.encode("ModelVersion", record)
+        asyncio.run(produce_all(bootstrap, [(topics.models_registry, registry_key(common.model_name, 1), value)]))
+
+    return before
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -185,19 +281,30 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
         res.update(bare_river_accuracy=acc, bare_river_events_per_second=rate)
 
         say("saturation: the five services at full speed")
-        usage: dict[str, float] = {}
-
-        def measure(stack: Stack) -> None:
-            usage["cpu"], usage["rss"] = stack.resources()
-
+        at_ready: dict[str, tuple[float, float]] = {}
+        at_end: dict[str, tuple[float, float]] = {}
         sat = run_demo(
             dataset,
             out / "saturation",
             label_delay=label_delay,
             rate=None,
             env_overrides=_phase_env(bootstrap, "sat"),
-            on_stack=measure,
+            # CPU from the moment every service is ready to the last prediction: start-up
+            # (imports, group join, recovery) is not the cost of the events.
+            on_ready=lambda stack: at_ready.update(stack.resources_by_service()),
+            on_stack=lambda stack: at_end.update(stack.resources_by_service()),
         )
+        n = len(dataset.rows)
+        cpu = {svc: at_end[svc][0] - at_ready.get(svc, (0.0, 0.0))[0] for svc in at_end}
+        res["per_service"] = {
+            svc: {
+                "cpu_seconds_per_1k_events": 1000 * c / n,
+                # What one core would sustain for this service alone at this cost.
+                "events_per_core_second": n / c if c > 0 else None,
+                "peak_rss_mb": at_end[svc][1],
+            }
+            for svc, c in sorted(cpu.items())
+        }
         res.update(
             events_per_second=sat["events_per_second"],
             ratio_to_passthrough=sat["events_per_second"] / res["passthrough_events_per_second"],
@@ -209,8 +316,8 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
             promotions=sat["promotions"],
             model_versions=sat["model_versions"],
             events_without_prediction=sat["events_without_prediction"],
-            cpu_seconds_per_1k_events=1000 * usage["cpu"] / len(dataset.rows),
-            peak_rss_mb=usage["rss"],
+            cpu_seconds_per_1k_events=1000 * sum(cpu.values()) / n,
+            peak_rss_mb=sum(rss for _, rss in at_end.values()),
             saturation_p99_latency_ms=sat["p99_latency_ms"],
         )
 
@@ -227,9 +334,44 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
         res.update(
             offered_rate=offered_rate,
             p50_latency_ms=lat["p50_latency_ms"],
+            p95_latency_ms=lat["p95_latency_ms"],
             p99_latency_ms=lat["p99_latency_ms"],
+            max_latency_ms=lat["max_latency_ms"],
+            swap_pause_ms=lat["swap_pause_ms"],
+            swaps_in_latency_run=len(lat["versions_served"]) - 1,
             latency_events=n_lat,
             achieved_rate=lat["events_per_second"],
+        )
+
+        say(f"ingestion + features alone over {len(dataset.rows)} events")
+        res["ingest_features_events_per_second"] = isolated_rate(
+            bootstrap,
+            out / "ingest-features",
+            ("ingestion", "features"),
+            raw_event_records(serde, dataset),
+            "features",
+            len(dataset.rows),
+        )
+        res["ingest_features_ratio_to_passthrough"] = (
+            res["ingest_features_events_per_second"] / res["passthrough_events_per_second"]
+        )
+
+        say(f"inference alone over {len(dataset.rows)} feature vectors, and a bare predict loop")
+        model = trained_model(dataset, "logreg", 42)
+        res["bare_predict_events_per_second"] = bare_predict(dataset, model)
+        res["inference_events_per_second"] = isolated_rate(
+            bootstrap,
+            out / "inference",
+            ("inference",),
+            vector_records(serde, dataset, common.feature_set_version),
+            "predictions",
+            len(dataset.rows),
+            # The champion alone: no frozen baseline predicting in shadow beside it.
+            env_extra={"DRIFTLOOP_INFERENCE_SHADOW_BASELINE": "false"},
+            before=register_champion(bootstrap, serde, model, "logreg"),
+        )
+        res["inference_ratio_to_bare_predict"] = (
+            res["inference_events_per_second"] / res["bare_predict_events_per_second"]
         )
 
         n_mon = min(len(dataset.rows), 5000)
@@ -245,7 +387,9 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
             base_ms=int(time.time() * 1000),
         )
         res["bare_monitoring_predictions_per_second"] = bare_monitor(stream)
-        res["monitoring_predictions_per_second"] = monitoring_service(bootstrap, serde, stream, out / "monitoring")
+        res["monitoring_predictions_per_second"] = isolated_rate(
+            bootstrap, out / "monitoring", ("monitoring",), monitoring_records(serde, stream), "outcomes", n_mon
+        )
         res["monitoring_ratio_to_bare"] = (
             res["monitoring_predictions_per_second"] / res["bare_monitoring_predictions_per_second"]
         )
@@ -266,7 +410,16 @@ ROWS = (
     ("offered_rate", "paced load for the latency run (events/s)"),
     ("achieved_rate", "rate the latency run achieved (events/s)"),
     ("p50_latency_ms", "event in -> prediction out, p50"),
+    ("p95_latency_ms", "event in -> prediction out, p95"),
     ("p99_latency_ms", "event in -> prediction out, p99"),
+    ("max_latency_ms", "event in -> prediction out, max"),
+    ("swap_pause_ms", "longest gap in predictions across a model swap (latency run)"),
+    ("swaps_in_latency_run", "model swaps during the latency run"),
+    ("ingest_features_events_per_second", "ingestion + features alone, 4 partitions"),
+    ("ingest_features_ratio_to_passthrough", "ingestion + features / passthrough"),
+    ("inference_events_per_second", "inference alone, trained logreg champion"),
+    ("bare_predict_events_per_second", "the same model in a bare predict loop"),
+    ("inference_ratio_to_bare_predict", "inference alone / bare predict"),
     ("served_accuracy", "accuracy of what users received (saturation run)"),
     ("static_accuracy", "first trained model, frozen, out of sample"),
     ("served_accuracy_same_window", "served accuracy on the static model's window"),
@@ -322,6 +475,18 @@ def write_bench_report(out: Path, res: dict[str, Any]) -> None:
         "|---|---|---|",
     ]
     lines += [f"| {k} | {_fmt(res.get(k))} | {what} |" for k, what in ROWS]
+    lines += [
+        "",
+        "Per service in the saturation run (CPU from ready to the last prediction):",
+        "",
+        "| service | CPU s per 1k events | events per core-second | peak RSS MB |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {svc} | {_fmt(f['cpu_seconds_per_1k_events'])} | {_fmt(f['events_per_core_second'])} "
+        f"| {_fmt(f['peak_rss_mb'])} |"
+        for svc, f in res.get("per_service", {}).items()
+    ]
     lines += ["", "![throughput and latency](bench.png)", ""]
     (out / "bench.md").write_text("\n".join(lines))
 
@@ -332,5 +497,7 @@ def bench_cli(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in ROWS)
     for k, _ in ROWS:
         print(f"{k:<{width}}  {_fmt(res.get(k))}")
+    for svc, f in res.get("per_service", {}).items():
+        print(f"{svc + ' events_per_core_second':<{width}}  {_fmt(f['events_per_core_second'])}")
     print(f"report: {args.out / 'bench.md'}")
     return 0

@@ -127,10 +127,12 @@ def run_demo(
     version_every: int | None = None,
     env_overrides: dict[str, str] | None = None,
     on_stack: Callable[[Stack], None] | None = None,
+    on_ready: Callable[[Stack], None] | None = None,
 ) -> dict[str, Any]:
     """Run the loop over ``dataset`` and write summary.json, report.md and plots into
     ``out_dir``. ``env_overrides`` reach the services (the bench points them at its broker
-    and a topic prefix per phase); ``on_stack`` sees the running stack before it stops."""
+    and a topic prefix per phase); ``on_ready`` sees the stack once every service is ready,
+    right before the replay, and ``on_stack`` once every event has its prediction."""
     started = time.time()
     common = CommonSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +154,8 @@ def run_demo(
         progress.show("demo: starting the broker and the five services", force=True)
         stack.start()
         stack.wait_ready()
+        if on_ready is not None:
+            on_ready(stack)
         bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
         result = asyncio.run(
             replay(

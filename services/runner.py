@@ -104,18 +104,25 @@ class Stack:
 
     def resources(self) -> tuple[float, float]:
         """(CPU seconds, peak RSS in MB) summed over the running services, from /proc."""
+        per = self.resources_by_service()
+        return sum(c for c, _ in per.values()), sum(r for _, r in per.values())
+
+    def resources_by_service(self) -> dict[str, tuple[float, float]]:
+        """Per running service: (CPU seconds so far, peak RSS in MB), from /proc."""
         tick = os.sysconf("SC_CLK_TCK")
-        cpu = rss = 0.0
-        for proc in self.procs.values():
+        out: dict[str, tuple[float, float]] = {}
+        for name, proc in self.procs.items():
             try:
                 stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu += (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+                cpu = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+                rss = 0.0
                 for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
-                        rss += int(line.split()[1]) / 1024
+                        rss = int(line.split()[1]) / 1024
+                out[name] = (cpu, rss)
             except (OSError, IndexError, ValueError):
                 continue
-        return cpu, rss
+        return out
 
     def stop_services(self, timeout_s: float = 15.0) -> dict[str, int | None]:
         for proc in self.procs.values():

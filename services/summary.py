@@ -6,6 +6,7 @@ replay sent; nothing here is a constant or an estimate.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,14 @@ def static_baseline(
             hits.append((index_of(v["event_id"]), same_class(predicted, labels[v["event_id"]])))
     acc = sum(h for _, h in hits) / len(hits) if hits else None
     return acc, sorted(hits)
+
+
+def swap_pause_ms(predictions: Sequence[Mapping[str, Any]]) -> float | None:
+    """The longest gap between consecutive champion predictions (by the time they were made)
+    that spans a change of served version: what a swap costs the stream."""
+    preds = sorted((p["predicted_at"], p["model_version"]) for p in predictions if p["role"] == "champion")
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(preds) if a[1] != b[1]]
+    return float(max(gaps)) if gaps else None
 
 
 def detection_delays(drift_points: Sequence[int], alert_indices: Sequence[int], n: int) -> list[int | None]:
@@ -125,7 +134,10 @@ def summarize(
         "promotions": len(promotions),
         "versions_served": sorted({p["model_version"] for p in served.values()}),
         "p50_latency_ms": _percentile(latencies, 50),
+        "p95_latency_ms": _percentile(latencies, 95),
         "p99_latency_ms": _percentile(latencies, 99),
+        "max_latency_ms": float(max(latencies)) if latencies else None,
+        "swap_pause_ms": swap_pause_ms(champion_preds),
         "events_per_second": len(served) / span_s if span_s else None,
         "wall_seconds": wall_seconds,
     }
