@@ -21,6 +21,7 @@ import contextlib
 import signal
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -39,6 +40,7 @@ from shared.state import StateStore
 from shared.topics import Topics, TopicSpec
 
 S = TypeVar("S", bound=ServiceSettings)
+MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # Let the batch in hand finish (output produced, offsets committed) before the
         # partitions move: the next owner then starts exactly after it.
         async with self.ctx._batch_lock:
+            await self.ctx.settle_all()
             self.ctx._state_ready.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -154,6 +157,7 @@ class ServiceContext(Generic[S]):
     _outbox: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list, repr=False)
     _partitioner: Partitioner = field(default_factory=Partitioner, repr=False)
     _partition_counts: dict[str, int] = field(default_factory=dict, repr=False)
+    _unsettled: deque[asyncio.Task[None]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
         self._latency = self.metrics.event_latency.labels(self.service)
@@ -221,7 +225,30 @@ class ServiceContext(Generic[S]):
             counter.inc(len(records))
             offsets[tp] = records[-1].offset + 1
         self.flush_state()
-        await self._produce_outbox()
+        deliveries = await self._produce_outbox()
+        # The next batch is handled while this one's output is on its way: its offsets are
+        # committed by a task once every record of it (and of the batches before) is
+        # delivered. At most MAX_UNSETTLED batches are in flight; then we wait.
+        self._unsettled.append(
+            asyncio.create_task(self._settle(self._unsettled[-1] if self._unsettled else None, deliveries, offsets))
+        )
+        self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
+        while len(self._unsettled) > MAX_UNSETTLED or (self._unsettled and self._unsettled[0].done()):
+            await self._unsettled.popleft()
+
+    async def _settle(
+        self,
+        previous: asyncio.Task[None] | None,
+        deliveries: list[asyncio.Future[Any]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        if previous is not None:
+            await previous  # commits go in batch order
+        for result in await asyncio.gather(*deliveries, return_exceptions=True):
+            if isinstance(result, BaseException):
+                exc = ProduceFailed(f"output not delivered: {result!r}")
+                self._fail(exc)
+                raise exc from result
         assert self._consumer is not None
         try:
             await self._consumer.commit(offsets)
@@ -231,7 +258,13 @@ class ServiceContext(Generic[S]):
             self.log.warning("commit_failed", error=str(exc)[:200], partitions=len(offsets))
         for tp, nxt in offsets.items():
             self._processed[tp] = nxt - 1
-        self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
+
+    async def settle_all(self) -> None:
+        """Wait until every handled batch is delivered and committed (before partitions move
+        and before the service stops)."""
+        while self._unsettled:
+            with contextlib.suppress(ProduceFailed):
+                await self._unsettled.popleft()
 
     def flush_state(self) -> None:
         """Queue the changelog records of the batch: they are produced with its output,
@@ -241,14 +274,14 @@ class ServiceContext(Generic[S]):
                 data = None if value is None else orjson.dumps(value)
                 self._outbox.append((store.name, key.encode(), data, partition))
 
-    async def _produce_outbox(self) -> None:
+    async def _produce_outbox(self) -> list[asyncio.Future[Any]]:
         """Produce the queued records as one record batch per topic partition (one append
-        each instead of a send() call per record), then wait until every batch is on the
-        broker. A failed delivery stops the service before anything is committed: its
-        input is consumed again after the restart."""
+        each instead of a send() call per record); returns the delivery futures. A failed
+        delivery stops the service before the batch is committed: its input is consumed
+        again after the restart."""
         outbox, self._outbox = self._outbox, []
         if not outbox:
-            return
+            return []
         producer = self._producer
         assert producer is not None
         builders: dict[tuple[str, int], Any] = {}
@@ -270,14 +303,12 @@ class ServiceContext(Generic[S]):
             counts[topic] = counts.get(topic, 0) + 1
         for (topic, partition), builder in builders.items():
             deliveries.append(await producer.send_batch(builder, topic, partition=partition))
-        for result in await asyncio.gather(*deliveries, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise ProduceFailed(f"output not delivered: {result!r}") from result
         for topic, n in counts.items():
             counter = self._out_counters.get(topic)
             if counter is None:
                 counter = self._out_counters[topic] = self.metrics.records_out.labels(self.service, topic)
             counter.inc(n)
+        return deliveries
 
     async def _partitions_of(self, topic: str) -> int:
         n = self._partition_counts.get(topic)
@@ -456,6 +487,7 @@ class ServiceContext(Generic[S]):
                 batches = {tp: rs for tp, rs in batches.items() if tp in assigned and rs}
                 if batches:
                     await self._process(batches)
+        await self.settle_all()
         self.log.info("service_stopping", processed_partitions=len(self._processed))
 
 
