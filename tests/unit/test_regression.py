@@ -1,5 +1,5 @@
-"""Regression through monitoring: the outcome's absolute error, rolling MAE / RMSE next to the
-classification figures, and concept drift on the absolute error."""
+"""Regression through monitoring and retraining: the outcome's absolute error, rolling MAE / RMSE
+next to the classification figures, concept drift on the absolute error, prequential MAE."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from river.datasets import synth
 
 from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, outcome
+from services.retraining.trainer import ContinuousTrainer
+from shared.modelspec import build_model, predict
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import REPO_ROOT
 
@@ -201,3 +204,25 @@ def test_no_regression_concept_alert_when_stable_falling_or_for_the_baseline() -
     assert regression_alerts(Monitor(concept_detectors=("adwin",)), falling) == []
     rising = error_stream([(2000, 1.0), (2000, 3.0)], 5)
     assert regression_alerts(Monitor(concept_detectors=("adwin",)), rising, role="baseline") == []
+
+
+# --- retraining: prequential MAE -----------------------------------------------------------------
+
+
+def test_a_regressor_version_carries_its_prequential_mae() -> None:
+    rows = [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Friedman(seed=2).take(300)]
+    trainer = ContinuousTrainer(build_model("linreg", 3), version_every=100)
+    shadow = build_model("linreg", 3)
+    errors, maes = [], []
+    for i, (x, y) in enumerate(rows):
+        value, scores = predict(shadow, x)
+        assert scores == {}
+        errors.append(abs(value - y))
+        shadow.learn_one(x, y)
+        trainer.learn({"event_id": f"r-{i}", "event_time": i, "features": x, "label": y, "feature_set_version": "fs1"})
+        if trainer.due():
+            _, metrics, _ = trainer.cut()
+            assert "prequential_accuracy" not in metrics
+            assert metrics["prequential_mae"] == pytest.approx(sum(errors[-100:]) / 100)
+            maes.append(metrics["prequential_mae"])
+    assert len(maes) == 3 and maes[-1] < maes[0]  # it learns: the error falls version to version
