@@ -1,4 +1,9 @@
-"""Model specs: a River pipeline by name, seeded (pure)."""
+"""Model specs: a River pipeline by name, seeded (pure).
+
+Classifiers (``logreg``, ``hat``, ``arf``) predict a class with class scores; regressors
+(``linreg``, ``hatr``, ``arfr``) predict a number with no scores. Everything downstream tells
+them apart by that shape: a Prediction with empty scores and a numeric ``predicted``.
+"""
 
 from __future__ import annotations
 
@@ -22,18 +27,46 @@ def _arf(seed: int) -> base.Classifier:
     return forest.ARFClassifier(n_models=10, seed=seed)
 
 
-SPECS: dict[str, Callable[[int], base.Classifier]] = {"logreg": _logreg, "hat": _hat, "arf": _arf}
+def _linreg(seed: int) -> base.Regressor:
+    return preprocessing.StandardScaler() | linear_model.LinearRegression()
 
 
-def build_model(spec: str, seed: int) -> base.Classifier:
+def _hatr(seed: int) -> base.Regressor:
+    return tree.HoeffdingAdaptiveTreeRegressor(seed=seed)
+
+
+def _arfr(seed: int) -> base.Regressor:
+    return forest.ARFRegressor(n_models=10, seed=seed)
+
+
+Model = base.Classifier | base.Regressor
+SPECS: dict[str, Callable[[int], Model]] = {
+    "logreg": _logreg,
+    "hat": _hat,
+    "arf": _arf,
+    "linreg": _linreg,
+    "hatr": _hatr,
+    "arfr": _arfr,
+}
+
+
+def build_model(spec: str, seed: int) -> Model:
     try:
         return SPECS[spec](seed)
     except KeyError:
         raise UnknownModelSpec(f"unknown model spec {spec!r}; choose one of {', '.join(SPECS)}") from None
 
 
-def predict(model: base.Classifier, x: dict[str, float]) -> tuple[Any, dict[str, float]]:
-    """The predicted class and the class scores (keyed by the class as a string)."""
+def is_regressor(model: Any) -> bool:
+    """A River regressor, or a pipeline ending in one."""
+    return isinstance(model, base.Regressor)
+
+
+def predict(model: Model, x: dict[str, float]) -> tuple[Any, dict[str, float]]:
+    """The predicted class and the class scores (keyed by the class as a string); for a
+    regressor, the predicted value (a float) and no scores."""
+    if is_regressor(model):
+        return float(model.predict_one(x)), {}
     proba = model.predict_proba_one(x)
     if not proba:
         return None, {}

@@ -104,6 +104,7 @@ class MonitoringSettings(ServiceSettings):
     concept_detectors: str = "adwin,ddm"
     alert_cooldown: int = Field(default=300, ge=0)
     max_features: int = Field(default=50, ge=0)
+    regression_tolerance: float = Field(default=0.0, ge=0)
     seed: int = 42
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.monitoring.core import Monitor, OutcomeJoin
+from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker
 from services.monitoring.drift import Detection
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.settings import MonitoringSettings
@@ -32,15 +32,26 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ctx.store(f"{role}-labels-awaiting-prediction"),
             ctx.store(f"{role}-joined-event-ids"),
             ttl_ms,
+            s.regression_tolerance,
         )
         for role in ROLES
     }
+    skipped = sorted(set(monitor.concept_detectors) - set(monitor.regression_concept_detectors))
+    if skipped:
+        ctx.log.info(
+            "regression_concept_detectors",
+            used=list(monitor.regression_concept_detectors),
+            skipped=skipped,
+            reason="these model a 0/1 error stream; a regressor's absolute error is a real value",
+        )
     perf = {
         metric: Gauge(f"driftloop_model_{metric}", help_, ["model", "version", "role"], registry=reg)
         for metric, help_ in (
             ("accuracy_ratio", "Rolling accuracy of the predictions joined with their labels"),
             ("log_loss", "Rolling log loss of the predictions joined with their labels"),
             ("roc_auc", "Rolling ROC AUC of the predictions joined with their labels"),
+            ("mae", "Rolling mean absolute error of a regressor's predictions joined with their labels"),
+            ("rmse", "Rolling root mean squared error of a regressor's predictions joined with their labels"),
         )
     }
     served = {
@@ -49,6 +60,8 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ("accuracy_ratio", "Rolling accuracy of a role's predictions across versions"),
             ("log_loss", "Rolling log loss of a role's predictions across versions"),
             ("roc_auc", "Rolling ROC AUC of a role's predictions across versions"),
+            ("mae", "Rolling mean absolute error of a role's regression predictions across versions"),
+            ("rmse", "Rolling root mean squared error of a role's regression predictions across versions"),
         )
     }
     outcomes_c = Counter(
@@ -88,21 +101,22 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     alerts_out = ctx.raw_topic("alerts")
     state = {"champion_version": 0, "watermark": 0, "records": 0}
 
+    def figures(tracker: PerformanceTracker) -> tuple[tuple[str, float | None], ...]:
+        return (
+            ("accuracy_ratio", tracker.accuracy),
+            ("log_loss", tracker.log_loss),
+            ("roc_auc", tracker.roc_auc),
+            ("mae", tracker.mae),
+            ("rmse", tracker.rmse),
+        )
+
     def refresh_gauges() -> None:
         for (model, version, role), tracker in monitor.trackers.items():
-            for metric, value in (
-                ("accuracy_ratio", tracker.accuracy),
-                ("log_loss", tracker.log_loss),
-                ("roc_auc", tracker.roc_auc),
-            ):
+            for metric, value in figures(tracker):
                 if value is not None:
                     perf[metric].labels(model, str(version), role).set(value)
         for (model, role), tracker in monitor.served.items():
-            for metric, value in (
-                ("accuracy_ratio", tracker.accuracy),
-                ("log_loss", tracker.log_loss),
-                ("roc_auc", tracker.roc_auc),
-            ):
+            for metric, value in figures(tracker):
                 if value is not None:
                     served[metric].labels(model, role).set(value)
         for feature, (mean, std) in monitor.feature_stats().items():

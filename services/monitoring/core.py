@@ -1,14 +1,19 @@
 """Monitoring core (pure): the prediction/label join, prequential performance per model
-version and role, feature statistics, and input / prediction / concept drift detection."""
+version and role, feature statistics, and input / prediction / concept drift detection.
+
+Classification and regression are told apart per outcome: a regressor's prediction is a
+number with no class scores, and its label is a number (:func:`is_regression`)."""
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from river import metrics, stats, utils
 
-from services.monitoring.drift import Debouncer, Detection, SubjectDetectors, parse_detectors
+from services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
 from shared.join import OnceJoin
 from shared.modelspec import same_class
 
@@ -21,8 +26,26 @@ def positive_score(scores: Mapping[str, float]) -> float | None:
     return None
 
 
-def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str, Any]:
-    correct = same_class(prediction["predicted"], label["label"])
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_regression(predicted: Any, scores: Mapping[str, float] | None, label: Any) -> bool:
+    """A regressor's prediction (a number, no class scores) against a numeric label. A
+    classifier always gives scores once trained, and None with none before."""
+    return not scores and _number(predicted) and _number(label)
+
+
+def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any], tolerance: float = 0.0) -> dict[str, Any]:
+    """The Outcome record. Classification: 0/1 loss, ``correct`` when the class matches.
+    Regression: the absolute error as the loss, ``correct`` when it is at most ``tolerance``
+    (0: only an exact hit), so that counting outcomes by ``correct`` keeps a meaning."""
+    if is_regression(prediction["predicted"], prediction.get("scores"), label["label"]):
+        loss = abs(float(prediction["predicted"]) - float(label["label"]))
+        correct = loss <= tolerance
+    else:
+        correct = same_class(prediction["predicted"], label["label"])
+        loss = 0.0 if correct else 1.0
     return {
         "event_id": prediction["event_id"],
         "entity_id": prediction["entity_id"],
@@ -34,13 +57,14 @@ def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str
         "label": label["label"],
         "label_time": label["label_time"],
         "correct": correct,
-        "loss": 0.0 if correct else 1.0,
+        "loss": loss,
         "scores": dict(prediction.get("scores") or {}),
     }
 
 
 class OutcomeJoin(OnceJoin):
-    """Predictions of one role ⨝ labels by event_id, once per event_id."""
+    """Predictions of one role ⨝ labels by event_id, once per event_id (``tolerance``: see
+    :func:`outcome`)."""
 
     def __init__(
         self,
@@ -48,8 +72,10 @@ class OutcomeJoin(OnceJoin):
         labels: MutableMapping[str, Any],
         joined: MutableMapping[str, Any],
         ttl_ms: int | None = None,
+        tolerance: float = 0.0,
     ) -> None:
-        super().__init__(predictions, labels, joined, outcome, ttl_ms)
+        super().__init__(predictions, labels, joined, functools.partial(outcome, tolerance=tolerance), ttl_ms)
+        self.tolerance = tolerance
         self.predictions, self.labels = predictions, labels
 
     def on_prediction(self, prediction: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
@@ -79,8 +105,12 @@ class RollingAccuracy:
 
 
 class PerformanceTracker:
-    """Prequential performance of one model version in one role over a rolling window:
-    accuracy always; log loss and ROC AUC when the scores are binary."""
+    """Prequential performance of one model version in one role over a rolling window.
+
+    Classification outcomes: accuracy always; log loss and ROC AUC when the scores are
+    binary. Regression outcomes: MAE and RMSE over the last ``window`` of them. Each figure
+    is None until an outcome of its kind arrives.
+    """
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -88,8 +118,18 @@ class PerformanceTracker:
         self._log_loss = utils.Rolling(metrics.LogLoss, window_size=window)
         self._roc_auc = utils.Rolling(metrics.ROCAUC, window_size=window)
         self._scored = 0
+        self._mae = utils.Rolling(metrics.MAE, window_size=window)
+        # MSE, rooted on read: RMSE's own square root would go complex on the tiny negative
+        # mean that rolling reverts leave behind after a run of exact hits.
+        self._mse = utils.Rolling(metrics.MSE, window_size=window)
 
     def update(self, out: Mapping[str, Any]) -> None:
+        if is_regression(out.get("predicted"), out.get("scores"), out["label"]):
+            y, y_pred = float(out["label"]), float(out["predicted"])
+            if math.isfinite(y_pred):  # a diverged model's inf/NaN would poison the window for good
+                self._mae.update(y, y_pred)
+                self._mse.update(y, y_pred)
+            return
         self._accuracy.update(out["correct"])
         p = positive_score(out.get("scores") or {})
         if p is not None:
@@ -100,7 +140,12 @@ class PerformanceTracker:
 
     @property
     def n(self) -> int:
-        return self._accuracy.n
+        """Outcomes in the window (classification and regression windows together)."""
+        return self._accuracy.n + self.n_regression
+
+    @property
+    def n_regression(self) -> int:
+        return len(self._mae.window)
 
     @property
     def accuracy(self) -> float | None:
@@ -114,13 +159,24 @@ class PerformanceTracker:
     def roc_auc(self) -> float | None:
         return float(self._roc_auc.get()) if self._scored else None
 
+    @property
+    def mae(self) -> float | None:
+        return max(float(self._mae.get()), 0.0) if self.n_regression else None
+
+    @property
+    def rmse(self) -> float | None:
+        return max(float(self._mse.get()), 0.0) ** 0.5 if self.n_regression else None
+
 
 class Monitor:
     """Everything monitoring watches, fed one record at a time.
 
     Input drift: every configured detector on each of the first ``max_features`` features.
     Prediction drift: on the champion's positive-class score. Concept drift: on the
-    champion's 0/1 error stream. Each detection is de-bounced per subject and detector.
+    champion's 0/1 error stream (subject ``error_rate``) and, for a regressor, on its
+    absolute error (subject ``absolute_error``) with the concept detectors that take real
+    values: DDM and EDDM model a 0/1 stream and are left out there
+    (``regression_concept_detectors``). Each detection is de-bounced per subject and detector.
     """
 
     def __init__(
@@ -147,6 +203,10 @@ class Monitor:
         self._prediction = SubjectDetectors("prediction", "score", prediction_detectors, seed, self._debouncer)
         self._concept = SubjectDetectors(
             "concept", "error_rate", concept_detectors, seed, self._debouncer, increase_only=True
+        )
+        self.regression_concept_detectors = tuple(d for d in self.concept_detectors if d not in BINARY_ONLY)
+        self._concept_abs = SubjectDetectors(
+            "concept", "absolute_error", self.regression_concept_detectors, seed, self._debouncer, increase_only=True
         )
         self._score_mean = stats.EWMean(fading_factor=2 / (window + 1))
         self.trackers: dict[tuple[str, int, str], PerformanceTracker] = {}
@@ -209,6 +269,8 @@ class Monitor:
         served.update(out)
         if out["role"] != "champion":
             return []
+        if is_regression(out.get("predicted"), out.get("scores"), out["label"]):
+            return self._concept_abs.update(out["loss"])
         return self._concept.update(out["loss"])
 
     def feature_stats(self) -> dict[str, tuple[float, float]]:

@@ -1,7 +1,8 @@
 """Continuous training (pure): learn from every labelled example, say when a version is due.
 
 The trainer scores each example before learning from it (prequential), so every version
-it cuts carries an honest accuracy over the examples it learned since the last one.
+it cuts carries an honest accuracy (a regressor: mean absolute error) over the examples it
+learned since the last one.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.modelspec import predict, same_class
+from shared.modelspec import is_regressor, predict, same_class
 
 
 class ContinuousTrainer:
@@ -24,6 +25,7 @@ class ContinuousTrainer:
         self._versions_cut = 0
         self._since = 0
         self._hits = 0
+        self._abs_error = 0.0
         self._total = 0
         self._window: dict[str, Any] = {}
         self._feature_set_version: str | None = None
@@ -31,7 +33,10 @@ class ContinuousTrainer:
 
     def learn(self, example: Mapping[str, Any]) -> None:
         predicted, _ = predict(self.model, example["features"])
-        self._hits += same_class(predicted, example["label"])
+        if is_regressor(self.model):
+            self._abs_error += abs(predicted - float(example["label"]))
+        else:
+            self._hits += same_class(predicted, example["label"])
         self.model.learn_one(dict(example["features"]), example["label"])
         self._since += 1
         self._total += 1
@@ -60,12 +65,17 @@ class ContinuousTrainer:
     def cut(self) -> tuple[dict[str, Any], dict[str, float], str | None]:
         """The training window and metrics of the version being cut; resets the counters."""
         window = dict(self._window)
+        if is_regressor(self.model):
+            score = {"prequential_mae": self._abs_error / self._since if self._since else 0.0}
+        else:
+            score = {"prequential_accuracy": self._hits / self._since if self._since else 0.0}
         metrics = {
-            "prequential_accuracy": self._hits / self._since if self._since else 0.0,
+            **score,
             "examples_since_last_version": float(self._since),
             "examples_total": float(self._total),
         }
         self._since = self._hits = 0
+        self._abs_error = 0.0
         self._versions_cut += 1
         self._window = {}
         self._drift_trigger = None

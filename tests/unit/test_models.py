@@ -25,12 +25,24 @@ from shared.errors import (
     FeatureSetMismatch,
     UnknownModelSpec,
 )
-from shared.modelspec import SPECS, build_model, predict, same_class
+from shared.modelspec import SPECS, build_model, is_regressor, predict, same_class
 from shared.registry import ArtifactStore, ChampionChange, Registry, registry_key, version_record, with_status
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import REPO_ROOT
 
 SEA = sea_stream(900, seed=11)
+CLASSIFIERS = ("logreg", "hat", "arf")
+REGRESSORS = ("linreg", "hatr", "arfr")
+
+
+def friedman(n: int, seed: int = 3) -> list[tuple[dict[str, float], float]]:
+    """River's Friedman regression stream: y = 10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4 + noise."""
+    from river.datasets import synth
+
+    return [({f"x{k}": float(v) for k, v in x.items()}, float(y)) for x, y in synth.Friedman(seed=seed).take(n)]
+
+
+FRIEDMAN = friedman(1200)
 
 
 def record(version: int, status: str, name: str = "default", now_ms: int = 1_000) -> dict[str, Any]:
@@ -254,9 +266,10 @@ def test_missing_artifact_is_an_artifact_error(tmp_path: Path) -> None:
 # --- model specs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", sorted(SPECS))
-def test_every_spec_builds_learns_and_predicts(spec: str) -> None:
+@pytest.mark.parametrize("spec", CLASSIFIERS)
+def test_every_classifier_spec_builds_learns_and_predicts(spec: str) -> None:
     model = build_model(spec, 7)
+    assert not is_regressor(model)
     for x, y in SEA.rows[:200]:
         model.learn_one(x, y)
     predicted, scores = predict(model, SEA.rows[250][0])
@@ -267,7 +280,40 @@ def test_every_spec_builds_learns_and_predicts(spec: str) -> None:
 
 
 def test_spec_names() -> None:
-    assert set(SPECS) == {"logreg", "hat", "arf"}
+    assert set(SPECS) == {*CLASSIFIERS, *REGRESSORS}
+
+
+def _regression_run(spec: str, seed: int, rows: list[tuple[dict[str, float], float]]) -> list[Any]:
+    model = build_model(spec, seed)
+    out = []
+    for x, y in rows:
+        out.append(predict(model, x))
+        model.learn_one(x, y)
+    return out
+
+
+@pytest.mark.parametrize("spec", REGRESSORS)
+def test_every_regressor_spec_predicts_a_value_without_scores_and_learns(spec: str) -> None:
+    assert is_regressor(build_model(spec, 7))
+    runs = _regression_run(spec, 7, FRIEDMAN)
+    assert all(type(value) is float and scores == {} for value, scores in runs)
+    errors = [abs(value - y) for (value, _), (_, y) in zip(runs, FRIEDMAN, strict=True)]
+    # Learning, not a constant: on the last 200 examples it beats the best constant (the mean).
+    ys = [y for _, y in FRIEDMAN]
+    mean = sum(ys) / len(ys)
+    assert sum(errors[-200:]) < 0.7 * sum(abs(y - mean) for y in ys[-200:])
+    assert len({value for value, _ in runs[-200:]}) > 100
+
+
+@pytest.mark.parametrize("spec", ["hatr", "arfr"])
+def test_same_seed_same_data_same_predictions_for_randomised_regressors(spec: str) -> None:
+    first, second = _regression_run(spec, 5, FRIEDMAN[:600]), _regression_run(spec, 5, FRIEDMAN[:600])
+    assert first == second
+    assert len({value for value, _ in first}) > 300  # the model really predicted
+
+
+def test_the_forest_regressor_seed_matters() -> None:
+    assert _regression_run("arfr", 5, FRIEDMAN[:600]) != _regression_run("arfr", 6, FRIEDMAN[:600])
 
 
 @pytest.mark.parametrize("spec", ["", "LOGREG", "xgboost"])
@@ -379,6 +425,21 @@ def test_server_prediction_fits_the_prediction_schema() -> None:
     p = server.predict(vec, 1_000)
     assert isinstance(p["predicted"], bool)
     assert serde.decode("Prediction", serde.encode("Prediction", p)) == p
+
+
+def test_a_regressor_serves_its_value_with_no_scores() -> None:
+    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    model = build_model("linreg", 1)
+    for x, y in FRIEDMAN[:300]:
+        model.learn_one(x, y)
+    server = Server()
+    server.swap(model, record(1, "champion"))
+    x = FRIEDMAN[400][0]
+    p = server.predict({**fvector("e1"), "features": x}, 1_000)
+    assert p["predicted"] == model.predict_one(x) and type(p["predicted"]) is float
+    assert p["scores"] == {}
+    decoded = serde.decode("Prediction", serde.encode("Prediction", p))
+    assert decoded == p and type(decoded["predicted"]) is float  # the double branch, not long
 
 
 # --- ContinuousTrainer ---------------------------------------------------------------------------
