@@ -110,12 +110,25 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ("rmse", tracker.rmse),
         )
 
+    refreshed_at: dict[int, int] = {}  # id(tracker) -> its updates at the last refresh
+
+    def changed(tracker: PerformanceTracker) -> bool:
+        # The figures are computed on read: only trackers with new outcomes are worth it.
+        if refreshed_at.get(id(tracker)) == tracker.updates:
+            return False
+        refreshed_at[id(tracker)] = tracker.updates
+        return True
+
     def refresh_gauges() -> None:
         for (model, version, role), tracker in monitor.trackers.items():
+            if not changed(tracker):
+                continue
             for metric, value in figures(tracker):
                 if value is not None:
                     perf[metric].labels(model, str(version), role).set(value)
         for (model, role), tracker in monitor.served.items():
+            if not changed(tracker):
+                continue
             for metric, value in figures(tracker):
                 if value is not None:
                     served[metric].labels(model, role).set(value)

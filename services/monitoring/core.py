@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from river import metrics, stats, utils
+from river import stats
 
 from services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
 from shared.join import OnceJoin
@@ -90,53 +91,78 @@ class RollingAccuracy:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self._metric = utils.Rolling(metrics.Accuracy, window_size=window)
+        self._hits: deque[bool] = deque(maxlen=window)
+        self._sum = 0
 
     def update(self, correct: bool) -> None:
-        self._metric.update(True, bool(correct))
+        if len(self._hits) == self.window:
+            self._sum -= self._hits[0]
+        self._hits.append(bool(correct))
+        self._sum += bool(correct)
 
     @property
     def value(self) -> float | None:
-        return float(self._metric.get()) if self.n else None
+        return self._sum / len(self._hits) if self._hits else None
 
     @property
     def n(self) -> int:
-        return len(self._metric.window)
+        return len(self._hits)
+
+
+def roc_auc(ys: Sequence[bool], ps: Sequence[float]) -> float | None:
+    """Exact ROC AUC (the probability that a positive outranks a negative, ties counting
+    half), from the ranks of the scores; None without both classes."""
+    positives = sum(ys)
+    negatives = len(ys) - positives
+    if not positives or not negatives:
+        return None
+    order = sorted(range(len(ps)), key=ps.__getitem__)
+    rank_sum = 0.0
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and ps[order[j + 1]] == ps[order[i]]:
+            j += 1
+        mid_rank = (i + j) / 2 + 1  # tied scores share their mean rank
+        rank_sum += mid_rank * sum(ys[order[k]] for k in range(i, j + 1))
+        i = j + 1
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 class PerformanceTracker:
     """Prequential performance of one model version in one role over a rolling window.
 
-    Classification outcomes: accuracy always; log loss and ROC AUC when the scores are
-    binary. Regression outcomes: MAE and RMSE over the last ``window`` of them. Each figure
-    is None until an outcome of its kind arrives.
+    Classification outcomes: accuracy always; log loss and (exact) ROC AUC when the scores
+    are binary. Regression outcomes: MAE and RMSE over the last ``window`` of them. Each
+    figure is None until an outcome of its kind arrives.
+
+    An update only appends to the windows (it runs for every outcome); the figures are
+    computed when read, which the service does every few hundred records.
     """
 
     def __init__(self, window: int) -> None:
         self.window = window
         self._accuracy = RollingAccuracy(window)
-        self._log_loss = utils.Rolling(metrics.LogLoss, window_size=window)
-        self._roc_auc = utils.Rolling(metrics.ROCAUC, window_size=window)
-        self._scored = 0
-        self._mae = utils.Rolling(metrics.MAE, window_size=window)
-        # MSE, rooted on read: RMSE's own square root would go complex on the tiny negative
-        # mean that rolling reverts leave behind after a run of exact hits.
-        self._mse = utils.Rolling(metrics.MSE, window_size=window)
+        self._scored: deque[tuple[bool, float]] = deque(maxlen=window)  # (label is positive, score)
+        self._errors: deque[float] = deque(maxlen=window)  # regression: prediction - label
+        self._updates = 0
+
+    @property
+    def updates(self) -> int:
+        """Outcomes seen so far: tells a reader whether the figures can have changed."""
+        return self._updates
 
     def update(self, out: Mapping[str, Any]) -> None:
+        self._updates += 1
         if is_regression(out.get("predicted"), out.get("scores"), out["label"]):
-            y, y_pred = float(out["label"]), float(out["predicted"])
-            if math.isfinite(y_pred):  # a diverged model's inf/NaN would poison the window for good
-                self._mae.update(y, y_pred)
-                self._mse.update(y, y_pred)
+            error = float(out["predicted"]) - float(out["label"])
+            if math.isfinite(error):  # a diverged model's inf/NaN would poison the window for good
+                self._errors.append(error)
             return
         self._accuracy.update(out["correct"])
         p = positive_score(out.get("scores") or {})
         if p is not None:
-            y = same_class(True, out["label"])
-            self._log_loss.update(y, min(max(p, 1e-15), 1 - 1e-15))
-            self._roc_auc.update(y, p)
-            self._scored += 1
+            self._scored.append((same_class(True, out["label"]), p))
 
     @property
     def n(self) -> int:
@@ -145,7 +171,7 @@ class PerformanceTracker:
 
     @property
     def n_regression(self) -> int:
-        return len(self._mae.window)
+        return len(self._errors)
 
     @property
     def accuracy(self) -> float | None:
@@ -153,19 +179,28 @@ class PerformanceTracker:
 
     @property
     def log_loss(self) -> float | None:
-        return float(self._log_loss.get()) if self._scored else None
+        if not self._scored:
+            return None
+        total = 0.0
+        for y, p in self._scored:
+            p = min(max(p, 1e-15), 1 - 1e-15)
+            total -= math.log(p if y else 1 - p)
+        return total / len(self._scored)
 
     @property
     def roc_auc(self) -> float | None:
-        return float(self._roc_auc.get()) if self._scored else None
+        if not self._scored:
+            return None
+        ys, ps = zip(*self._scored, strict=True)
+        return roc_auc(ys, ps)
 
     @property
     def mae(self) -> float | None:
-        return max(float(self._mae.get()), 0.0) if self.n_regression else None
+        return sum(abs(e) for e in self._errors) / len(self._errors) if self._errors else None
 
     @property
     def rmse(self) -> float | None:
-        return max(float(self._mse.get()), 0.0) ** 0.5 if self.n_regression else None
+        return (sum(e * e for e in self._errors) / len(self._errors)) ** 0.5 if self._errors else None
 
 
 class Monitor:
