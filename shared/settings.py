@@ -8,6 +8,7 @@ embedded broker.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
@@ -40,6 +41,13 @@ class CommonSettings(BaseSettings):
     metrics_addr: str = "127.0.0.1"
     model_name: str = "default"
     feature_set_version: str = "fs1"
+    # Windowed aggregates (services/features/windows.py syntax); empty = passthrough only.
+    # Common, not the features service's own: inference stamps its bootstrap model with
+    # the effective feature set version, which depends on it.
+    features_windows: str = ""
+    # Where the features service appends FeatureVectors and LabeledExamples (Avro files),
+    # and where `driftloop features export` reads them; empty disables the offline store.
+    offline_store: str = "./offline-store"
     # Consumer-group timeouts short enough for the embedded broker to assign a Faust
     # worker within ~3 s; real Kafka is fine with them too.
     session_timeout_s: float = Field(default=6.0, gt=0)
@@ -61,6 +69,16 @@ class CommonSettings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def effective_feature_set_version(self) -> str:
+        """``feature_set_version``, suffixed with a hash of the window spec when one is set,
+        so a changed spec can never carry the version of another."""
+        items = [i.replace(" ", "") for i in self.features_windows.split(",") if i.strip()]
+        if not items:
+            return self.feature_set_version
+        digest = hashlib.sha256(",".join(items).encode()).hexdigest()[:8]
+        return f"{self.feature_set_version}-w{digest}"
 
 
 class ServiceSettings(BaseSettings):
@@ -84,6 +102,12 @@ class FeaturesSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_FEATURES_", extra="ignore")
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     join_ttl_s: float = Field(default=3600.0, gt=0)
+    # How far behind an entity's newest event an event may be and still update its
+    # windows (state is kept for this plus the largest window).
+    windows_lateness_s: float = Field(default=3600.0, ge=0)
+    windows_max_events: int = Field(default=10_000, ge=1)
+    offline_flush_records: int = Field(default=5000, ge=1)
+    offline_flush_s: float = Field(default=5.0, gt=0)
 
 
 class InferenceSettings(ServiceSettings):
