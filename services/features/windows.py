@@ -237,9 +237,7 @@ class WindowedFeatures:
     def lateness(self) -> int:
         return self.largest_window_ms if self.lateness_ms is None else self.lateness_ms
 
-    def update(
-        self, state: Mapping[str, Any] | None, event_id: str, t: int, fields: Mapping[str, Any]
-    ) -> Outcome:
+    def update(self, state: Mapping[str, Any] | None, event_id: str, t: int, fields: Mapping[str, Any]) -> Outcome:
         """The windowed features of the event at ``t`` and the entity's state after it."""
         ev: list[list[Any]] = list(state["ev"]) if state else []
         w: int | None = state["w"] if state else None
