@@ -17,7 +17,23 @@ SERVICE = "features"
 
 def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
     app = ctx.app
-    spec = FeatureSpec(ctx.common.feature_set_version)
+    s = ctx.settings
+    # ConfigError on a malformed DRIFTLOOP_FEATURES_WINDOWS, before any record is read.
+    spec = FeatureSpec.parse(
+        ctx.common.effective_feature_set_version,
+        ctx.common.features_windows,
+        lateness_ms=int(s.windows_lateness_s * 1000),
+        max_events=s.windows_max_events,
+    )
+    # Per-entity window state, keyed by entity_id: events are keyed by entity, so co-partitioned.
+    windows_state = ctx.store("entity-windows") if spec.windowed else None
+    if spec.windowed:
+        ctx.log.info(
+            "feature_windows",
+            feature_set_version=spec.version,
+            aggregates=[a.name for a in spec.aggregates],
+            ratios=[r.name for r in spec.ratios],
+        )
     # The stores are keyed by event_id but written while processing a record keyed by its
     # entity, so each entry lives in the partition of its entity: co-partitioned.
     join = LabelJoin(
@@ -32,6 +48,13 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         "driftloop_join_expired_total",
         "Join entries that waited past the TTL unmatched",
         ["side", "role"],
+        registry=ctx.metrics.registry,
+    )
+    window_events = Counter(
+        "driftloop_features_window_events_total",
+        "Events by how they met their entity's windows: in_order, out_of_order (accepted), "
+        "too_late (passthrough features only, state untouched), duplicate",
+        ["status"],
         registry=ctx.metrics.registry,
     )
     watermark = {"ms": 0}
@@ -49,7 +72,13 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
     async def on_event(event: EventT) -> None:
         clean = ctx.serde.decode("RawEvent", event.message.value)
         ctx.event_id = clean["event_id"]
-        vector = spec.vector(clean)
+        if windows_state is None:
+            vector = spec.vector(clean)
+        else:
+            vector, outcome = spec.update(clean, windows_state.get(clean["entity_id"]))
+            if outcome.status != "too_late":
+                windows_state[clean["entity_id"]] = outcome.state
+            window_events.labels(outcome.status).inc()
         await ctx.send(features_out, vector["entity_id"], ctx.serde.encode("FeatureVector", vector))
         ctx.observe_latency(vector["ingest_time"])
         await emit_example(join.on_vector(vector, vector["event_time"], event.message.partition))
