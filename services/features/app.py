@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 from faust.types import EventT, StreamT
 from prometheus_client import Counter
 
 from services.features.join import LabelJoin
+from services.features.offline import OfflineWriter
 from services.features.spec import FeatureSpec
 from shared.app import ServiceContext, build_context, run_worker
 from shared.settings import FeaturesSettings
 
 SERVICE = "features"
+OFFLINE_RECORDS = {"features": "FeatureVector", "examples": "LabeledExample"}
 
 
 def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
@@ -58,11 +63,48 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         registry=ctx.metrics.registry,
     )
     watermark = {"ms": 0}
+    offline: OfflineWriter | None = None
+    if ctx.common.offline_store:
+        offline = OfflineWriter(
+            Path(ctx.common.offline_store),
+            {kind: ctx.serde.registry.latest(record)[1] for kind, record in OFFLINE_RECORDS.items()},
+        )
+    offline_c = Counter(
+        "driftloop_offline_records_total",
+        "Records appended to the offline store (written at the next flush)",
+        ["record"],
+        registry=ctx.metrics.registry,
+    )
+
+    async def flush_offline() -> None:
+        if offline is None or not offline.pending:
+            return
+        n, batch = offline.pending, offline.take()
+        # File writes run off the event loop; only the batch taken above is touched there.
+        parts = await asyncio.get_running_loop().run_in_executor(None, offline.write, batch, int(time.time() * 1000))
+        ctx.log.debug("offline_flushed", records=n, parts=len(parts))
+
+    async def to_offline(kind: str, value: dict[str, Any]) -> None:
+        if offline is not None:
+            offline.append(kind, value)
+            offline_c.labels(kind).inc()
+            if offline.pending >= s.offline_flush_records:
+                await flush_offline()
+
+    @app.timer(ctx.settings.offline_flush_s)
+    async def offline_timer() -> None:
+        await flush_offline()
+
+    async def flush_at_stop(_app: Any, **_: Any) -> None:
+        await flush_offline()
+
+    app.on_before_shutdown.connect(flush_at_stop)
     ctx.recovered_callbacks.append(join.reindex)  # entries recovered from the changelogs must expire too
 
     async def emit_example(example: dict[str, Any] | None) -> None:
         if example is not None:
             await ctx.send(examples_out, example["entity_id"], ctx.serde.encode("LabeledExample", example))
+            await to_offline("examples", example)
 
     def expire(event: EventT, time_ms: int) -> None:
         watermark["ms"] = max(watermark["ms"], time_ms)
@@ -80,6 +122,7 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
                 windows_state[clean["entity_id"]] = outcome.state
             window_events.labels(outcome.status).inc()
         await ctx.send(features_out, vector["entity_id"], ctx.serde.encode("FeatureVector", vector))
+        await to_offline("features", vector)
         ctx.observe_latency(vector["ingest_time"])
         await emit_example(join.on_vector(vector, vector["event_time"], event.message.partition))
         expire(event, vector["event_time"])
