@@ -10,7 +10,7 @@ from typing import Any
 from faust.types import EventT, StreamT
 from prometheus_client import Counter
 
-from services.features.join import LabelJoin
+from services.features.join import OFFSET, LabelJoin, expired_label_letter
 from services.features.offline import OfflineWriter
 from services.features.spec import FeatureSpec
 from shared.app import ServiceContext, build_context, run_worker
@@ -48,6 +48,8 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         ttl_ms=int(ctx.settings.join_ttl_s * 1000),
     )
     features_out = ctx.raw_topic("features")
+    deadletter = ctx.raw_topic("deadletter")
+    labels_in = ctx.source("labels.clean")
     examples_out = ctx.raw_topic("examples")
     expired_c = Counter(
         "driftloop_join_expired_total",
@@ -106,10 +108,20 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
             await ctx.send(examples_out, example["entity_id"], ctx.serde.encode("LabeledExample", example))
             await to_offline("examples", example)
 
-    def expire(event: EventT, time_ms: int) -> None:
+    async def dead_letter_label(label: dict[str, Any], partition: int) -> None:
+        value = ctx.serde.encode("Label", {k: v for k, v in label.items() if k != OFFSET})
+        letter = expired_label_letter(
+            label, value, labels_in.get_topic_name(), partition, join.ttl_ms or 0, int(time.time() * 1000)
+        )
+        await ctx.send(deadletter, letter["original_key"], ctx.serde.encode("DeadLetter", letter))
+        ctx.metrics.dead_letters.labels(SERVICE, letter["error_code"]).inc()
+
+    async def expire(event: EventT, time_ms: int) -> None:
         watermark["ms"] = max(watermark["ms"], time_ms)
-        for side, _ in join.expire(watermark["ms"], event.message.partition):
+        for side, record in join.expire(watermark["ms"], event.message.partition):
             expired_c.labels("vector" if side == "left" else "label", "features").inc()
+            if side == "right":
+                await dead_letter_label(dict(record), event.message.partition)
 
     async def on_event(event: EventT) -> None:
         clean = ctx.serde.decode("RawEvent", event.message.value)
@@ -125,19 +137,20 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         await to_offline("features", vector)
         ctx.observe_latency(vector["ingest_time"])
         await emit_example(join.on_vector(vector, vector["event_time"], event.message.partition))
-        expire(event, vector["event_time"])
+        await expire(event, vector["event_time"])
 
     async def on_label(event: EventT) -> None:
         label = ctx.serde.decode("Label", event.message.value)
         ctx.event_id = label["event_id"]
-        await emit_example(join.on_label(label, label["label_time"], event.message.partition))
-        expire(event, label["label_time"])
+        waiting = {**label, OFFSET: event.message.offset}  # for its dead letter, should it expire
+        await emit_example(join.on_label(waiting, label["label_time"], event.message.partition))
+        await expire(event, label["label_time"])
 
     @app.agent(ctx.source("events.clean"), name=f"{SERVICE}.events")
     async def on_events(stream: StreamT[Any]) -> None:
         await ctx.each(stream, on_event)
 
-    @app.agent(ctx.source("labels.clean"), name=f"{SERVICE}.labels")
+    @app.agent(labels_in, name=f"{SERVICE}.labels")
     async def on_labels(stream: StreamT[Any]) -> None:
         await ctx.each(stream, on_label)
 
