@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import importlib
 import signal
 import sys
@@ -60,6 +61,13 @@ def _existing_csv(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
     return path
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="alert de-bouncing, as DRIFTLOOP_MONITORING_ALERT_COOLDOWN (default 300)",
     )
     e.add_argument("--out", type=Path, default=Path("out/drift"), metavar="DIR")
+
+    f = sub.add_parser("features", help="the offline feature store")
+    fsub = f.add_subparsers(dest="features_command", required=True, parser_class=_Parser, metavar="ACTION")
+    fx = fsub.add_parser("export", help="write stored FeatureVectors or LabeledExamples as JSON lines or CSV")
+    fx.add_argument("--record", choices=("features", "examples"), default="features", help="default: features")
+    fx.add_argument("--feature-set", default=None, metavar="V", help="only this feature_set_version")
+    fx.add_argument("--since", type=_date, default=None, metavar="DATE", help="first UTC event date, YYYY-MM-DD")
+    fx.add_argument("--until", type=_date, default=None, metavar="DATE", help="last UTC event date, inclusive")
+    fx.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="default: jsonl")
+    fx.add_argument("--out", type=Path, default=None, metavar="FILE", help="default: standard output")
     return p
 
 
@@ -224,7 +242,10 @@ def _cmd_run(service: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "features" and args.since and args.until and args.since > args.until:
+        parser.error(f"--since {args.since} is after --until {args.until}")
     try:
         if args.command == "broker":
             return _cmd_broker(args.port)
@@ -252,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.demo import demo_cli
 
             return demo_cli(args)
+        if args.command == "features":
+            from services.features.export import features_cli
+
+            return features_cli(args)
         if args.command == "evaluate-drift":
             from services.monitoring.evaluation import evaluate_drift_cli
 

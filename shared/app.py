@@ -86,6 +86,7 @@ class ServiceApp:
         self.agents: list[tuple[Topic, Callable[[Stream], Coroutine[Any, Any, None]]]] = []
         self.tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.timers: list[tuple[float, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.shutdown_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     def agent(self, topic: Topic, name: str | None = None) -> Callable[[Any], Any]:
         def register(fn: Callable[[Stream], Coroutine[Any, Any, None]]) -> Any:
@@ -96,6 +97,11 @@ class ServiceApp:
 
     def task(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], Coroutine[Any, Any, None]]:
         self.tasks.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Run ``fn`` once the last batch is handled, before its output settles and the service stops."""
+        self.shutdown_hooks.append(fn)
         return fn
 
     def timer(self, interval_s: float) -> Callable[[Any], Any]:
@@ -487,6 +493,8 @@ class ServiceContext(Generic[S]):
                 batches = {tp: rs for tp, rs in batches.items() if tp in assigned and rs}
                 if batches:
                     await self._process(batches)
+        for hook in self.app.shutdown_hooks:
+            await hook()
         await self.settle_all()
         self.log.info("service_stopping", processed_partitions=len(self._processed))
 

@@ -64,6 +64,18 @@ class FeatureSetMismatch(InvalidRecord):
     code = "feature_set_mismatch"
 
 
+class ContractViolation(InvalidRecord):
+    """A record that breaks a rule of its stream's data contract (DRIFTLOOP_INGESTION_CONTRACT)."""
+
+    code = "contract_violation"
+
+
+class LabelExpired(InvalidRecord):
+    """A label that waited past the join TTL for a FeatureVector that never came."""
+
+    code = "label_expired"
+
+
 # --- models and artifacts -----------------------------------------------------------------------
 
 
@@ -126,5 +138,7 @@ DEAD_LETTER_CODES: tuple[str, ...] = tuple(
         TooOld,
         DuplicateEvent,
         FeatureSetMismatch,
+        ContractViolation,
+        LabelExpired,
     )
 ) + ("internal_error",)

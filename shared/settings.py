@@ -8,9 +8,10 @@ embedded broker.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +41,28 @@ class CommonSettings(BaseSettings):
     metrics_addr: str = "127.0.0.1"
     model_name: str = "default"
     feature_set_version: str = "fs1"
-    # Consumer-group timeouts short enough for the embedded broker to assign a Faust
-    # worker within ~3 s; real Kafka is fine with them too.
+    # Windowed aggregates (services/features/windows.py syntax); empty = passthrough only.
+    # Common, not the features service's own: inference stamps its bootstrap model with
+    # the effective feature set version, which depends on it.
+    features_windows: str = ""
+    # Where the features service appends FeatureVectors and LabeledExamples (Avro files),
+    # and where `driftloop features export` reads them; unset means <data_dir>/offline-store,
+    # empty disables the offline store.
+    offline_store: str | None = None
+    # Consumer-group timeouts short enough for the embedded broker to assign a worker
+    # within ~3 s; real Kafka is fine with them too.
     session_timeout_s: float = Field(default=6.0, gt=0)
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     # The embedded broker holds a fetch for its whole max wait even when records arrive
     # meanwhile (measured: ~615 ms per hop at Faust's fixed 1500 ms, ~17 ms at 100 ms).
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=1500)
+
+    @model_validator(mode="after")
+    def _offline_store_under_data_dir(self) -> CommonSettings:
+        if self.offline_store is None:
+            self.offline_store = str(self.data_dir / "offline-store")
+        return self
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -61,6 +76,16 @@ class CommonSettings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def effective_feature_set_version(self) -> str:
+        """``feature_set_version``, suffixed with a hash of the window spec when one is set,
+        so a changed spec can never carry the version of another."""
+        items = [i.replace(" ", "") for i in self.features_windows.split(",") if i.strip()]
+        if not items:
+            return self.feature_set_version
+        digest = hashlib.sha256(",".join(items).encode()).hexdigest()[:8]
+        return f"{self.feature_set_version}-w{digest}"
 
 
 class ServiceSettings(BaseSettings):
@@ -78,12 +103,20 @@ class IngestionSettings(ServiceSettings):
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     max_lateness_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     max_record_bytes: int = Field(default=1_000_000, gt=0)
+    # A data contract file (YAML or JSON, services/ingestion/contract.py); unset = none.
+    contract: str = ""
 
 
 class FeaturesSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_FEATURES_", extra="ignore")
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     join_ttl_s: float = Field(default=3600.0, gt=0)
+    # How far behind an entity's newest event an event may be and still update its
+    # windows (state is kept for this plus the largest window).
+    windows_lateness_s: float = Field(default=3600.0, ge=0)
+    windows_max_events: int = Field(default=10_000, ge=1)
+    offline_flush_records: int = Field(default=5000, ge=1)
+    offline_flush_s: float = Field(default=5.0, gt=0)
 
 
 class InferenceSettings(ServiceSettings):

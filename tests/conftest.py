@@ -51,4 +51,5 @@ def service_env(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> dict[
         "DRIFTLOOP_PARTITIONS": str(topics.partitions),
         "DRIFTLOOP_ARTIFACT_STORE": f"file://{tmp_path / 'artifacts'}",
         "DRIFTLOOP_DATA_DIR": str(tmp_path / "state"),
+        "DRIFTLOOP_OFFLINE_STORE": str(tmp_path / "offline-store"),
     }

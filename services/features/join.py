@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from shared.errors import LabelExpired
 from shared.join import OnceJoin
+
+#: Where a waiting label keeps its source offset, for its dead letter if it expires.
+OFFSET = "_offset"
 
 
 def labeled_example(vector: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,3 +46,26 @@ class LabelJoin(OnceJoin):
 
     def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
         return self.on_right(label["event_id"], label, now_ms, shard)
+
+
+def expired_label_letter(
+    label: Mapping[str, Any], original_value: bytes, topic: str, partition: int, ttl_ms: int, now_ms: int
+) -> dict[str, Any]:
+    """The DeadLetter record of a label that waited past the TTL for its FeatureVector (an
+    unknown event_id, or one whose vector expired first). ``original_value`` is the label
+    re-encoded, since the join keeps the decoded record, not the consumed bytes."""
+    return {
+        "original_key": str(label["entity_id"]).encode(),
+        "original_value": original_value,
+        "source_topic": topic,
+        "source_partition": int(partition),
+        "source_offset": int(label.get(OFFSET, -1)),
+        "service": "features",
+        "error_code": LabelExpired.code,
+        "error_message": (
+            f"label for event {label['event_id']} waited {ttl_ms / 1000:g} s without its FeatureVector "
+            "(an unknown event, or one older than the join TTL)"
+        ),
+        "event_id": label["event_id"],
+        "time": now_ms,
+    }

@@ -108,7 +108,7 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             window={"examples": 0},
             params={"spec": spec, "seed": str(seed), "trained": "false"},
             metrics={},
-            feature_set_version=ctx.common.feature_set_version,
+            feature_set_version=ctx.common.effective_feature_set_version,
             code_version=code_version(),
             now_ms=now,
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+from services.ingestion.contract import Contract
 from services.ingestion.dedup import Deduplicator
 from services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
@@ -18,16 +20,21 @@ DEDUP_TTL_MS = 24 * 3600 * 1000
 def wire(ctx: ServiceContext[IngestionSettings]) -> None:
     app = ctx.app
     limits = Limits(ctx.settings.max_record_bytes, int(ctx.settings.max_lateness_s * 1000))
+    # ConfigError on a missing or malformed contract, before any record is read.
+    contract = Contract.load(Path(ctx.settings.contract)) if ctx.settings.contract else None
 
     def pipeline(source: str, sink: str, record: str, validate: Validator) -> None:
         dedup = Deduplicator(ctx.store(f"seen-{record.lower()}"), DEDUP_TTL_MS)
         out = ctx.raw_topic(sink)
+        check = None if contract is None else contract.check_event if record == "RawEvent" else contract.check_label
 
         async def handle(event: EventT) -> None:
             msg = event.message
             obj = decode(msg.value, record, ctx.serde, limits)
             value = validate(obj, int(time.time() * 1000), limits)
             ctx.event_id = value["event_id"]
+            if check is not None:
+                check(value)
             if dedup.seen(value["event_id"], msg.timestamp):
                 raise DuplicateEvent(f"{record} {value['event_id']} was already ingested")
             if record == "RawEvent":

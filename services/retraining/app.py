@@ -80,7 +80,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             window=window,
             params={"spec": s.model_spec, "seed": str(s.seed), "trained": "true"},
             metrics=metrics,
-            feature_set_version=fsv or ctx.common.feature_set_version,
+            feature_set_version=fsv or ctx.common.effective_feature_set_version,
             code_version=code_version(),
             now_ms=now,
         )

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.features.join import LabelJoin, labeled_example
+from services.features.join import OFFSET, LabelJoin, expired_label_letter, labeled_example
 from services.features.spec import FeatureSpec
 from services.monitoring.core import OutcomeJoin, outcome
+from shared.errors import LabelExpired
+from shared.serde import Serde
 
 
 def vector(eid: str, features: dict[str, float] | None = None) -> dict[str, Any]:
@@ -288,3 +290,30 @@ def test_outcome_correct_and_loss(predicted: Any, actual: Any, correct: bool) ->
     assert out["loss"] == (0.0 if correct else 1.0)
     assert out["predicted"] == predicted
     assert out["label"] == actual
+
+
+# --- expired labels ------------------------------------------------------------------------------
+
+
+def test_an_expired_label_becomes_a_label_expired_dead_letter(serde: Serde) -> None:
+    join = LabelJoin({}, {}, {}, ttl_ms=1_000)
+    lab = {**label("ghost", 1), OFFSET: 41}
+    assert join.on_label(lab, now_ms=9_000, shard=2) is None
+    assert join.expire(10_000, shard=2) == []  # not past the TTL yet
+    ((side, waited),) = join.expire(10_001, shard=2)
+    assert side == "right" and waited == lab
+    original = serde.encode("Label", {k: v for k, v in waited.items() if k != OFFSET})
+    letter = expired_label_letter(waited, original, "t.labels.clean", 2, 1_000, now_ms=123)
+    decoded = serde.decode("DeadLetter", serde.encode("DeadLetter", letter))
+    assert decoded["error_code"] == "label_expired" == LabelExpired.code
+    assert (decoded["source_topic"], decoded["source_partition"], decoded["source_offset"]) == ("t.labels.clean", 2, 41)
+    assert decoded["event_id"] == "ghost" and decoded["original_key"] == b"ent-ghost"
+    assert serde.decode("Label", decoded["original_value"]) == label("ghost", 1)
+    assert "ghost" in decoded["error_message"] and "1 s" in decoded["error_message"]
+
+
+def test_a_label_that_met_its_vector_never_expires_into_a_dead_letter() -> None:
+    join = LabelJoin({}, {}, {}, ttl_ms=1_000)
+    assert join.on_vector(vector("e1", {"x0": 1.0}), now_ms=0) is None
+    assert join.on_label({**label("e1", 0), OFFSET: 3}, now_ms=10) is not None
+    assert join.expire(100_000) == []
