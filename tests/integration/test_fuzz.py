@@ -50,7 +50,7 @@ def expected_code(kind: str, data: bytes | None, serde: Serde, now_ms: int) -> s
 def hypothesis_inputs(kind: str, now_ms: int, n: int) -> list[bytes]:
     drawn: list[bytes] = []
 
-    @settings(max_examples=n, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=n, database=None, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
     @given(hypothesis_objects(kind, now_ms) | st.binary(min_size=1, max_size=300))
     def collect(value: bytes) -> None:
         drawn.append(value)
