@@ -4,12 +4,15 @@ RegistryClient configured with an HMAC key, at load and while following the topi
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from shared.kafka import produce_all
-from shared.registry import ChampionChange, registry_key, version_record
+from shared.kafka import produce_all, read_topic
+from shared.registry import ChampionChange, Registry, registry_key, version_record
 from shared.registry_client import RegistryClient
 from shared.serde import Serde
 from shared.signing import sign
@@ -98,3 +101,38 @@ def test_forged_champion_is_refused_at_load_and_while_following(broker: Any, top
     assert len(refusals) == 3
     assert all(kw["error_code"] == "registry_signature_invalid" for kw in refusals)
     assert KEY.decode() not in repr(keyed.log.events)
+
+
+def test_models_cli_signs_what_it_publishes(broker: Any, topics: Topics, serde: Serde) -> None:
+    bootstrap = broker.bootstrap_servers
+    topic = topics.name("models.registry")
+    candidate = {**_record(2), "status": "candidate"}
+    asyncio.run(
+        produce_all(
+            bootstrap,
+            [
+                (topic, registry_key("default", v), serde.encode("ModelVersion", sign(r, KEY)))
+                for v, r in ((1, _record(1)), (2, candidate))
+            ],
+        )
+    )
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DRIFTLOOP_TOPIC_PREFIX": topics.prefix,
+        "DRIFTLOOP_REGISTRY_HMAC_KEY": KEY.decode(),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "models", "promote", "2", "--reason", "test"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    records = [serde.decode("ModelVersion", r.value) for r in asyncio.run(read_topic(bootstrap, topic))]
+    assert len(records) == 4
+    registry = Registry(KEY)
+    for r in records:
+        registry.apply(r)  # raises if any record is not signed with KEY
+    assert registry.champion("default")["version"] == 2
+    assert registry.get("default", 1)["status"] == "archived"
