@@ -223,12 +223,14 @@ def _cmd_broker(port: int | None) -> int:
 
 
 def _cmd_topics() -> int:
-    from shared.kafka import create_topics
+    from shared.kafka import client_options, create_topics
     from shared.topics import Topics
 
     common = CommonSettings()
     specs = Topics(common.topic_prefix, common.partitions).catalogue()
-    created = asyncio.run(create_topics(common.bootstrap_servers, specs, common.replication_factor))
+    created = asyncio.run(
+        create_topics(common.bootstrap_servers, specs, common.replication_factor, options=client_options(common))
+    )
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name:<40} partitions={spec.partitions:<3} {spec.config.get('cleanup.policy', '')}  {state}")

@@ -17,7 +17,7 @@ from services.replay import replay
 from services.runner import Stack, demo_env
 from services.streams import Dataset, index_of, load_dataset
 from services.summary import summarize
-from shared.kafka import read_topic, tail_topic
+from shared.kafka import ClientOptions, client_options, read_topic, tail_topic
 from shared.registry import ArtifactStore, Registry
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
@@ -63,6 +63,7 @@ async def _wait_for_predictions(
     progress: Progress,
     deadline: float,
     labels_expected: int,
+    options: ClientOptions,
 ) -> None:
     """Until every sent event has a prediction or a dead letter, then until the outcomes
     stop growing (every label that can be joined has been)."""
@@ -70,7 +71,7 @@ async def _wait_for_predictions(
     outcomes: set[str] = set()
 
     async def watch(short: str, record: str, into: set[str]) -> None:
-        async for batch in tail_topic(bootstrap, topics.name(short)):
+        async for batch in tail_topic(bootstrap, topics.name(short), options=options):
             for r in batch:
                 try:
                     rec = serde.decode(record, r.value)
@@ -109,10 +110,12 @@ async def _wait_for_predictions(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _read_all(bootstrap: str, topics: Topics, serde: Serde) -> dict[str, list[dict[str, Any]]]:
+async def _read_all(
+    bootstrap: str, topics: Topics, serde: Serde, options: ClientOptions
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for short, record in TOPIC_RECORDS.items():
-        records = await read_topic(bootstrap, topics.name(short))
+        records = await read_topic(bootstrap, topics.name(short), options=options)
         out[short] = [serde.decode(record, r.value) for r in records]
     return out
 
@@ -166,20 +169,29 @@ def run_demo(
                 run_id=run_id,
                 label_delay=label_delay,
                 rate=rate,
+                options=client_options(common),
                 on_progress=lambda d, t: progress.show(f"demo: replaying {d}/{t} events"),
             )
         )
         sent = {f"{run_id}-{i}" for i in range(result.events_sent)}
         asyncio.run(
             _wait_for_predictions(
-                bootstrap, topics, serde, sent, stack, progress, time.monotonic() + timeout_s, result.labels_sent
+                bootstrap,
+                topics,
+                serde,
+                sent,
+                stack,
+                progress,
+                time.monotonic() + timeout_s,
+                result.labels_sent,
+                client_options(common),
             )
         )
         progress.done()
         if on_stack is not None:
             on_stack(stack)
         stack.stop_services()
-        data = asyncio.run(_read_all(bootstrap, topics, serde))
+        data = asyncio.run(_read_all(bootstrap, topics, serde, client_options(common)))
     finally:
         progress.done()
         stack.stop()

@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import ConfigError
-from shared.kafka import load_registry_records, producer
+from shared.errors import ConfigError, RegistrySignatureInvalid
+from shared.kafka import client_options, load_registry_records, producer
 from shared.registry import Registry, registry_key, with_status
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
+from shared.signing import sign
 from shared.topics import Topics
 
 
@@ -93,17 +95,22 @@ def archive(registry: Registry, name: str, version: int, reason: str, now_ms: in
 
 
 async def _load(common: CommonSettings, serde: Serde, topic: str) -> Registry:
-    registry = Registry()
-    for rec in await load_registry_records(common.bootstrap_servers, topic):
-        registry.apply(serde.decode("ModelVersion", rec.value))
+    registry = Registry(common.hmac_key)
+    for rec in await load_registry_records(common.bootstrap_servers, topic, options=client_options(common)):
+        try:
+            registry.apply(serde.decode("ModelVersion", rec.value))
+        except RegistrySignatureInvalid as exc:
+            print(f"driftloop models: ignored record at offset {rec.offset}: {exc}", file=sys.stderr)
     return registry
 
 
 async def _publish(common: CommonSettings, serde: Serde, topic: str, records: list[dict[str, Any]]) -> None:
-    prod = producer(common.bootstrap_servers)
+    prod = producer(common.bootstrap_servers, options=client_options(common))
+    key = common.hmac_key
     await prod.start()
     try:
         for r in records:
+            r = sign(r, key) if key is not None else r
             await prod.send_and_wait(
                 topic, key=registry_key(r["name"], r["version"]), value=serde.encode("ModelVersion", r)
             )

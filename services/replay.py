@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.streams import Dataset, read_csv, schedule
-from shared.kafka import producer
+from shared.kafka import ClientOptions, client_options, producer
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -36,11 +36,12 @@ async def replay(
     label_delay: int,
     rate: float | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    options: ClientOptions | None = None,
 ) -> ReplayResult:
     """Send every row as a Confluent-framed Avro RawEvent and its label ``label_delay``
     events later; pace events at ``rate`` per second when given. Returns once every
     record is acknowledged by the broker."""
-    prod = producer(bootstrap)
+    prod = producer(bootstrap, options=options)
     await prod.start()
     events = labels = 0
     started = time.time()
@@ -90,6 +91,7 @@ def replay_cli(args: argparse.Namespace) -> int:
             label_delay=args.label_delay,
             rate=args.rate,
             on_progress=progress,
+            options=client_options(common),
         )
     )
     secs = result.finished - result.started

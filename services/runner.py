@@ -15,7 +15,7 @@ from typing import IO
 
 from shared.broker import EmbeddedBroker, free_port
 from shared.errors import DriftloopError
-from shared.kafka import create_topics
+from shared.kafka import client_options, create_topics
 from shared.log import configure_logging, get_logger
 from shared.settings import SERVICES, CommonSettings
 from shared.topics import Topics
@@ -61,9 +61,13 @@ class Stack:
         prefix = base_env.get("DRIFTLOOP_TOPIC_PREFIX", common.topic_prefix)
         partitions = int(base_env.get("DRIFTLOOP_PARTITIONS", common.partitions))
         # Source topics must exist before the workers start, or the broker auto-creates them
-        # with its own partition count and Faust refuses the mismatch with its changelogs.
+        # with its own partition count, which the changelogs (one partition per input partition) must match.
         replication = int(base_env.get("DRIFTLOOP_REPLICATION_FACTOR", common.replication_factor))
-        asyncio.run(create_topics(bootstrap, Topics(prefix, partitions).catalogue(), replication))
+        asyncio.run(
+            create_topics(
+                bootstrap, Topics(prefix, partitions).catalogue(), replication, options=client_options(common)
+            )
+        )
         for name in self.services:
             self.start_service(name)
         return self

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.errors import DriftloopError, InvalidRecord, ProduceFailed
-from shared.kafka import Partitioner, create_topics, tail_topic
+from shared.kafka import Partitioner, client_options, create_topics, tail_topic
 from shared.log import configure_logging, get_logger
 from shared.metrics import ServiceMetrics
 from shared.serde import FileSchemaRegistry, Serde
@@ -141,6 +141,8 @@ class ServiceContext(Generic[S]):
     topics: Topics
     metrics: ServiceMetrics
     log: Any
+    #: Security options of every Kafka client of the service (client_options(common)).
+    kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
     #: Set by handlers once they know the record's event_id (dead letters carry it).
     event_id: str | None = field(default=None, repr=False)
     #: Called after every recovery, e.g. to rebuild in-memory indexes over the stores.
@@ -333,7 +335,12 @@ class ServiceContext(Generic[S]):
             applied = 0
             if todo:
                 async for batch in tail_topic(
-                    self.common.bootstrap_servers, store.name, stop_at_end=True, max_wait_s=300, partitions=todo
+                    self.common.bootstrap_servers,
+                    store.name,
+                    stop_at_end=True,
+                    max_wait_s=300,
+                    partitions=todo,
+                    options=self.kafka_options,
                 ):
                     applied += store.load(
                         (r.partition, r.key.decode(), None if r.value is None else orjson.loads(r.value)) for r in batch
@@ -433,6 +440,7 @@ class ServiceContext(Generic[S]):
             "session_timeout_ms": int(c.session_timeout_s * 1000),
             "heartbeat_interval_ms": int(c.heartbeat_interval_s * 1000),
             "rebalance_timeout_ms": int(c.rebalance_timeout_s * 1000),
+            **self.kafka_options,
         }
 
     async def run(self) -> None:
@@ -443,7 +451,9 @@ class ServiceContext(Generic[S]):
         if self._stores:
             # Changelogs are compacted: only the last write of each key matters on recovery.
             specs = [TopicSpec(s.name, self.common.partitions, {"cleanup.policy": "compact"}) for s in self._stores]
-            await create_topics(self.common.bootstrap_servers, specs, self.common.replication_factor)
+            await create_topics(
+                self.common.bootstrap_servers, specs, self.common.replication_factor, options=self.kafka_options
+            )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.common.bootstrap_servers,
             client_id=self.app.id,
@@ -451,6 +461,7 @@ class ServiceContext(Generic[S]):
             # The batch loop flushes before it commits; a linger would only add latency.
             linger_ms=0,
             max_batch_size=256 * 1024,
+            **self.kafka_options,
         )
         self._consumer = AIOKafkaConsumer(**self._consumer_options())
         await self._producer.start()
@@ -514,6 +525,7 @@ def build_context(service: str, settings_cls: type[S]) -> ServiceContext[S]:
         topics=topics,
         metrics=ServiceMetrics(service),
         log=log,
+        kafka_options=client_options(common),
     )
 
 

@@ -93,6 +93,12 @@ class ArtifactOutsideStore(ArtifactError):
     code = "artifact_outside_store"
 
 
+class RegistrySignatureInvalid(DriftloopError):
+    """A registry record that is unsigned or wrongly signed while an HMAC key is configured."""
+
+    code = "registry_signature_invalid"
+
+
 class UnknownModelSpec(DriftloopError):
     code = "unknown_model_spec"
 

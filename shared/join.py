@@ -3,7 +3,7 @@
 Either side may arrive first and waits in its mapping until the other comes. Joined keys
 are remembered, so an at-least-once redelivery of either side after the join neither
 emits a second result nor leaves an orphan waiting forever. The mappings are provided by
-the caller: dicts in tests, changelog-backed Faust tables in a service.
+the caller: dicts in tests, changelog-backed state stores (shared/state.py) in a service.
 
 Time is the caller's watermark (the newest record time it has seen), passed in: entries
 older than ``ttl_ms`` behind it expire. A waiting entry that expires is returned to the
@@ -37,7 +37,7 @@ class OnceJoin:
         self.combine = combine
         self.ttl_ms = ttl_ms
         # Per shard (the caller's partition), (arrival time, side, key), oldest first. Expiry
-        # runs per shard because a Faust table records a deletion in the changelog partition
+        # runs per shard because a store records a deletion in the changelog partition
         # of the record being processed: an entry may only be dropped from its own partition.
         self._index: dict[int, deque[tuple[int, str, str]]] = {}
 

@@ -1,4 +1,5 @@
-"""Plain aiokafka helpers: topic creation, and reading topics to their end.
+"""Plain aiokafka helpers: topic creation, and reading topics to their end; the security
+options every Kafka client is built with.
 
 "The end" is taken from the high watermark that fetch responses carry, never from
 ListOffsets: the embedded broker answers ListOffsets with the base offset of the last
@@ -8,21 +9,56 @@ batch plus one, not the log end.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, ConfigError
+from shared.settings import CommonSettings
 from shared.topics import TopicSpec
 
+#: Keyword arguments for an aiokafka client: security_protocol, ssl_context, sasl_*.
+ClientOptions = Mapping[str, Any]
 
-async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_factor: int = 1) -> list[str]:
+
+def _ssl_context(common: CommonSettings) -> ssl.SSLContext:
+    try:
+        return create_ssl_context(cafile=common.ssl_cafile, certfile=common.ssl_certfile, keyfile=common.ssl_keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        # The reason only (e.g. "PEM lib"), never file contents or key material.
+        raise ConfigError(f"cannot build the TLS context from DRIFTLOOP_SSL_*: {type(exc).__name__}") from None
+
+
+def client_options(common: CommonSettings) -> dict[str, Any]:
+    """The security keyword arguments of every aiokafka client (producer, consumer, admin).
+
+    SASL settings are passed only when the protocol asks for SASL, the TLS context only
+    for SSL and SASL_SSL; PLAINTEXT gets nothing but the protocol.
+    """
+    opts: dict[str, Any] = {"security_protocol": common.security_protocol}
+    if common.uses_tls:
+        opts["ssl_context"] = _ssl_context(common)
+    if common.uses_sasl:
+        assert common.sasl_password is not None  # the settings validator guarantees it
+        # aiokafka takes the SCRAM credentials under the same sasl_plain_* names.
+        opts["sasl_mechanism"] = common.sasl_mechanism
+        opts["sasl_plain_username"] = common.sasl_username
+        opts["sasl_plain_password"] = common.sasl_password.get_secret_value()
+    return opts
+
+
+async def create_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], replication_factor: int = 1, *, options: ClientOptions | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="driftloop-topics")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="driftloop-topics", **(options or {}))
     try:
         await admin.start()
     except KafkaConnectionError as exc:
@@ -45,15 +81,17 @@ async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], replication_
         await admin.close()
 
 
-def producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
-    opts: dict[str, object] = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": "all"}
+def producer(bootstrap: str, *, options: ClientOptions | None = None, **kwargs: object) -> AIOKafkaProducer:
+    opts: dict[str, object] = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": "all", **(options or {})}
     opts.update(kwargs)
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **opts)
 
 
-async def produce_all(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+async def produce_all(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]], *, options: ClientOptions | None = None
+) -> int:
     """Produce (topic, key, value) records in order and wait until the broker has them all."""
-    prod = producer(bootstrap)
+    prod = producer(bootstrap, options=options)
     await prod.start()
     n = 0
     try:
@@ -67,11 +105,16 @@ async def produce_all(bootstrap: str, records: Iterable[tuple[str, bytes | None,
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, idle_timeout_s: float = 2.0, max_wait_s: float = 60.0
+    bootstrap: str,
+    topic: str,
+    *,
+    idle_timeout_s: float = 2.0,
+    max_wait_s: float = 60.0,
+    options: ClientOptions | None = None,
 ) -> list[ConsumerRecord]:
     """Every record of ``topic`` from the beginning to its current high watermark."""
     out: list[ConsumerRecord] = []
-    async for batch in tail_topic(bootstrap, topic, stop_at_end=True, max_wait_s=max_wait_s):
+    async for batch in tail_topic(bootstrap, topic, stop_at_end=True, max_wait_s=max_wait_s, options=options):
         out.extend(batch)
     return out
 
@@ -85,6 +128,7 @@ async def tail_topic(
     poll_ms: int = 200,
     start: dict[int, int] | None = None,
     partitions: Iterable[int] | None = None,
+    options: ClientOptions | None = None,
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of ``topic`` from the beginning, without a consumer group.
 
@@ -93,7 +137,11 @@ async def tail_topic(
     """
     # A short fetch wait: the embedded broker holds a fetch for its whole max wait.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        **(options or {}),
     )
     await consumer.start()
     try:
@@ -143,9 +191,11 @@ async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool
     return True
 
 
-async def load_registry_records(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+async def load_registry_records(
+    bootstrap: str, topic: str, *, options: ClientOptions | None = None
+) -> list[ConsumerRecord]:
     """The registry topic as it stands now, oldest first."""
-    return await read_topic(bootstrap, topic, max_wait_s=30.0)
+    return await read_topic(bootstrap, topic, max_wait_s=30.0, options=options)
 
 
 async def follow(
@@ -153,6 +203,8 @@ async def follow(
     topic: str,
     on_records: Callable[[list[ConsumerRecord]], Awaitable[None]],
     start: dict[int, int] | None = None,
+    *,
+    options: ClientOptions | None = None,
 ) -> None:
     """Call ``on_records`` with every batch of ``topic`` from ``start`` (default: the
     beginning), forever.
@@ -160,7 +212,7 @@ async def follow(
     Every instance reads the whole topic (no consumer group): this is how each service
     keeps its own copy of the event-sourced registry.
     """
-    async for batch in tail_topic(bootstrap, topic, start=start):
+    async for batch in tail_topic(bootstrap, topic, start=start, options=options):
         await on_records(batch)
 
 

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, ConfigError
+from shared.errors import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactOutsideStore,
+    ConfigError,
+    RegistrySignatureInvalid,
+)
+from shared.signing import SIGNATURE_FIELD, verify
 
 STATUSES = ("candidate", "champion", "archived", "rejected")
 
@@ -32,9 +39,15 @@ class ChampionChange:
 
 
 class Registry:
-    """Every known version of every model, and which one is champion."""
+    """Every known version of every model, and which one is champion.
 
-    def __init__(self) -> None:
+    With an ``hmac_key``, a record that is unsigned or wrongly signed is refused
+    (RegistrySignatureInvalid) before it changes anything: a forged record on the topic
+    can never become champion.
+    """
+
+    def __init__(self, hmac_key: bytes | str | None = None) -> None:
+        self.hmac_key = hmac_key
         self._versions: dict[tuple[str, int], dict[str, Any]] = {}
         self._champion: dict[str, int] = {}
         self.records_applied = 0
@@ -42,6 +55,9 @@ class Registry:
     def apply(self, record: dict[str, Any]) -> ChampionChange | None:
         """Take one ModelVersion record; return the champion change it causes, if any."""
         name, version = record["name"], int(record["version"])
+        if self.hmac_key is not None and not verify(record, self.hmac_key):
+            what = "carries no signature" if not record.get(SIGNATURE_FIELD) else "has a signature that does not match"
+            raise RegistrySignatureInvalid(f"{name} v{version} ({record.get('status')}) {what}; refused")
         self._versions[(name, version)] = record
         self.records_applied += 1
         old = self._champion.get(name)
@@ -172,10 +188,12 @@ def version_record(
         "code_version": code_version,
         "created_at": now_ms,
         "updated_at": now_ms,
+        SIGNATURE_FIELD: None,
     }
 
 
 def with_status(record: dict[str, Any], status: str, reason: str, now_ms: int) -> dict[str, Any]:
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
-    return {**record, "status": status, "status_reason": reason, "updated_at": now_ms}
+    # The old signature no longer covers the record; the publisher signs the new one.
+    return {**record, "status": status, "status_reason": reason, "updated_at": now_ms, SIGNATURE_FIELD: None}

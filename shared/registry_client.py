@@ -7,10 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter
 
-from shared.kafka import follow, load_registry_records
+from shared.errors import RegistrySignatureInvalid
+from shared.kafka import ClientOptions, client_options, follow, load_registry_records
 from shared.registry import ChampionChange, Registry, registry_key
 from shared.serde import Serde
+from shared.settings import CommonSettings
+from shared.signing import sign
 
 Send = Callable[[bytes, bytes], Awaitable[None]]
 
@@ -23,13 +27,49 @@ def code_version() -> str:
 
 
 class RegistryClient:
-    def __init__(self, bootstrap: str, topic: str, serde: Serde, log: Any) -> None:
+    """A registry copy fed from the topic. With ``hmac_key`` it signs what it publishes and
+    refuses (counts, logs, skips) records that are unsigned or wrongly signed."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        serde: Serde,
+        log: Any,
+        *,
+        options: ClientOptions | None = None,
+        hmac_key: bytes | None = None,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.serde = serde
         self.log = log
-        self.registry = Registry()
+        self.options = options
+        self.hmac_key = hmac_key
+        self.registry = Registry(hmac_key)
+        self.refused = 0
+        self._refused_c = Counter(
+            "driftloop_registry_records_refused_total",
+            "Registry records refused (unsigned or wrongly signed while an HMAC key is set)",
+            ["code"],
+            registry=metrics,
+        )
         self._next: dict[int, int] = {}
+
+    @classmethod
+    def from_settings(
+        cls, common: CommonSettings, topic: str, serde: Serde, log: Any, metrics: CollectorRegistry | None = None
+    ) -> RegistryClient:
+        return cls(
+            common.bootstrap_servers,
+            topic,
+            serde,
+            log,
+            options=client_options(common),
+            hmac_key=common.hmac_key,
+            metrics=metrics,
+        )
 
     def _apply(self, records: list[ConsumerRecord]) -> list[ChampionChange]:
         changes = []
@@ -37,6 +77,11 @@ class RegistryClient:
             self._next[rec.partition] = rec.offset + 1
             try:
                 change = self.registry.apply(self.serde.decode("ModelVersion", rec.value))
+            except RegistrySignatureInvalid as exc:
+                self.refused += 1
+                self._refused_c.labels(exc.code).inc()
+                self.log.error("registry_record_refused", offset=rec.offset, error=str(exc), error_code=exc.code)
+                continue
             except Exception as exc:  # noqa: BLE001 - a bad registry record must not stop serving
                 self.log.error("registry_record_unreadable", offset=rec.offset, error=str(exc)[:200])
                 continue
@@ -45,7 +90,7 @@ class RegistryClient:
         return changes
 
     async def load(self) -> None:
-        self._apply(await load_registry_records(self.bootstrap, self.topic))
+        self._apply(await load_registry_records(self.bootstrap, self.topic, options=self.options))
 
     async def follow(
         self,
@@ -59,7 +104,14 @@ class RegistryClient:
                 await on_batch()
 
         # Carry on where load() stopped: replaying history would replay old champion changes.
-        await follow(self.bootstrap, self.topic, on_records, start=dict(self._next))
+        await follow(self.bootstrap, self.topic, on_records, start=dict(self._next), options=self.options)
 
-    async def publish(self, send: Send, record: dict[str, Any]) -> None:
+    def signed(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record as this client publishes it: signed when a key is configured."""
+        return sign(record, self.hmac_key) if self.hmac_key is not None else record
+
+    async def publish(self, send: Send, record: dict[str, Any]) -> dict[str, Any]:
+        """Send ``record`` (signed when a key is set); return what was sent, to apply locally."""
+        record = self.signed(record)
         await send(registry_key(record["name"], record["version"]), self.serde.encode("ModelVersion", record))
+        return record

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_BROKER_DEFAULT = "127.0.0.1:9092"
@@ -55,8 +58,20 @@ class CommonSettings(BaseSettings):
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     # The embedded broker holds a fetch for its whole max wait even when records arrive
-    # meanwhile (measured: ~615 ms per hop at Faust's fixed 1500 ms, ~17 ms at 100 ms).
+    # meanwhile (measured: ~615 ms per hop at 1500 ms, ~17 ms at 100 ms).
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=1500)
+    # Secured Kafka: passed through to every Kafka client (shared/kafka.py client_options).
+    # SASL settings apply only when the protocol asks for SASL, TLS files only for SSL.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    # When set, registry records are signed by every publisher and unsigned or wrongly
+    # signed ones are refused by every reader (shared/signing.py).
+    registry_hmac_key: SecretStr | None = None
 
     @model_validator(mode="after")
     def _offline_store_under_data_dir(self) -> CommonSettings:
@@ -68,6 +83,42 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, v: str | None) -> str | None:
         return (v.strip() or None) if v is not None else None
+
+    @field_validator("sasl_username", "sasl_password", "registry_hmac_key", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        if isinstance(v, SecretStr):
+            return v if v.get_secret_value() else None
+        return v if v is not None and str(v).strip() else None
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> CommonSettings:
+        # ConfigError, not ValueError: pydantic would wrap a ValueError with the input values.
+        if self.security_protocol.startswith("SASL") and (not self.sasl_username or self.sasl_password is None):
+            raise ConfigError(
+                f"DRIFTLOOP_SECURITY_PROTOCOL={self.security_protocol} with DRIFTLOOP_SASL_MECHANISM="
+                f"{self.sasl_mechanism} needs DRIFTLOOP_SASL_USERNAME and DRIFTLOOP_SASL_PASSWORD"
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"DRIFTLOOP_{name.upper()}={path} is not a readable file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("DRIFTLOOP_SSL_CERTFILE and DRIFTLOOP_SSL_KEYFILE go together: set both or neither")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def hmac_key(self) -> bytes | None:
+        """The registry HMAC key as bytes, for the pure signing code; None when unset."""
+        return None if self.registry_hmac_key is None else self.registry_hmac_key.get_secret_value().encode()
 
     @property
     def bootstrap_servers(self) -> str:
@@ -158,6 +209,13 @@ SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
     "retraining": RetrainingSettings,
 }
 SERVICES: tuple[str, ...] = tuple(SERVICE_SETTINGS)
+
+
+def secret_env_names() -> set[str]:
+    """Variables holding secrets: on Kubernetes they come from a Secret, never a ConfigMap."""
+    prefix = CommonSettings.model_config.get("env_prefix", "")
+    secret = {n for n, f in CommonSettings.model_fields.items() if f.annotation in (SecretStr, SecretStr | None)}
+    return {f"{prefix}{n}".upper() for n in secret | {"sasl_username"}}
 
 
 def _env_names(cls: type[BaseSettings]) -> set[str]:

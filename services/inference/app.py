@@ -22,7 +22,9 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     app = ctx.app
     name = ctx.common.model_name
     store = ArtifactStore(ctx.common.artifact_store)
-    client = RegistryClient(ctx.common.bootstrap_servers, ctx.topics.name("models.registry"), ctx.serde, ctx.log)
+    client = RegistryClient.from_settings(
+        ctx.common, ctx.topics.name("models.registry"), ctx.serde, ctx.log, ctx.metrics.registry
+    )
     server = Server()
     ready = asyncio.Event()
     registry_out = ctx.raw_topic("models.registry")
@@ -112,7 +114,7 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             code_version=code_version(),
             now_ms=now,
         )
-        await client.publish(send_registry, record)
+        record = await client.publish(send_registry, record)
         client.registry.apply(record)
         ctx.log.info("model_bootstrapped", model_name=name, model_version=1)
 

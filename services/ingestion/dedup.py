@@ -1,5 +1,5 @@
 """De-duplication by event_id over a store the caller provides (a dict in tests, a
-changelog-backed Faust table in the service). Pure: the time is passed in."""
+changelog-backed state store in the service). Pure: the time is passed in."""
 
 from __future__ import annotations
 

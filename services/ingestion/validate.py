@@ -57,6 +57,16 @@ def decode(data: bytes | None, record: str, serde: Serde, limits: Limits) -> dic
     return parse_json_object(data)
 
 
+def _check_utf8(what: str, value: str) -> str:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 (and no Avro string)
+    # can carry: refused here, or encoding the clean record (or its dead letter) would fail.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise WrongType(f"{what} contains a lone surrogate, which is not valid Unicode text") from None
+    return value
+
+
 def _require_str(obj: dict[str, Any], name: str) -> str:
     if name not in obj or obj[name] is None:
         raise MissingField(f"{name} is missing")
@@ -65,7 +75,7 @@ def _require_str(obj: dict[str, Any], name: str) -> str:
         raise WrongType(f"{name} must be a string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_CHARS:
         raise WrongType(f"{name} must be 1..{MAX_ID_CHARS} characters")
-    return value
+    return _check_utf8(name, value)
 
 
 def _require_time(obj: dict[str, Any], name: str) -> int:
@@ -90,7 +100,15 @@ def _check_value(name: str, value: object) -> object:
         raise WrongType(f"field {name!r} does not fit a 64-bit integer")
     if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
         raise WrongType(f"field {name!r} is longer than {MAX_STRING_CHARS} characters")
+    if isinstance(value, str):
+        _check_utf8(f"field {name!r}", value)
     return value
+
+
+def _field_name(name: str) -> str:
+    if not name or len(name) > MAX_ID_CHARS:
+        raise WrongType(f"field names must be 1..{MAX_ID_CHARS} characters")
+    return _check_utf8("a field name", name)
 
 
 def _check_lateness(event_time: int, now_ms: int, limits: Limits, name: str) -> None:
@@ -113,7 +131,7 @@ def validate_event(obj: dict[str, Any], now_ms: int, limits: Limits) -> dict[str
         raise WrongType(f"fields must be an object, got {type(fields).__name__}")
     if len(fields) > MAX_FIELDS:
         raise WrongType(f"{len(fields)} fields, the limit is {MAX_FIELDS}")
-    clean = {str(k): _check_value(str(k), v) for k, v in fields.items()}
+    clean = {_field_name(str(k)): _check_value(str(k), v) for k, v in fields.items()}
     return {
         "event_id": event_id,
         "entity_id": entity_id,

@@ -23,7 +23,9 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
     name = ctx.common.model_name
     s = ctx.settings
     store = ArtifactStore(ctx.common.artifact_store)
-    client = RegistryClient(ctx.common.bootstrap_servers, ctx.topics.name("models.registry"), ctx.serde, ctx.log)
+    client = RegistryClient.from_settings(
+        ctx.common, ctx.topics.name("models.registry"), ctx.serde, ctx.log, ctx.metrics.registry
+    )
     registry_out = ctx.raw_topic("models.registry")
     versions_c = Counter(
         "driftloop_model_versions_registered_total",
@@ -84,11 +86,11 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             code_version=code_version(),
             now_ms=now,
         )
-        await client.publish(send_registry, record)
+        record = await client.publish(send_registry, record)
         client.registry.apply(record)
         if parent is not None:
             archived = with_status(parent, "archived", f"superseded by version {version}", now)
-            await client.publish(send_registry, archived)
+            archived = await client.publish(send_registry, archived)
             client.registry.apply(archived)
         versions_c.labels(name, trigger.split(":")[0]).inc()
         ctx.log.info(

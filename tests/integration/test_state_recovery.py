@@ -35,7 +35,7 @@ def _log_lines(path: Path, start: int = 0) -> list[dict[str, Any]]:
             try:
                 out.append(json.loads(raw))
             except ValueError:
-                continue  # not one of our JSON lines (Faust/aiokafka output)
+                continue  # not one of our JSON lines (aiokafka output)
     return out
 
 

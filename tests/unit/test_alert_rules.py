@@ -33,6 +33,7 @@ EXPECTED_ALERTS = {
     "DeadLetterRateHigh",
     "ConsumerStalled",
     "ServiceDown",
+    "ModelLoadRefused",
 }
 SEVERITIES = {"critical", "warning", "info"}
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import SERVICE_SETTINGS, SERVICES, env_var_names
+from shared.settings import SERVICE_SETTINGS, SERVICES, env_var_names, secret_env_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -421,6 +421,50 @@ def test_k8s_topics_job(k8s):
     assert container.get("image") == IMAGE, f"{path}: Job {name!r} must use {IMAGE!r}"
     unknown = set(k8s_env(k8s, path, container)) - COMMON_ENV
     assert not unknown, f"{path}: Job {name!r} sets {sorted(unknown)}, which `driftloop topics` does not read"
+
+
+def secret_sources(k8s, container: dict[str, Any]) -> dict[str, str]:
+    """Secret variable -> where the container gets it ('Secret', 'ConfigMap' or 'literal')."""
+    configmaps, secrets = k8s_by_kind(k8s, "ConfigMap"), k8s_by_kind(k8s, "Secret")
+    found: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            obj, kind = configmaps.get(source["configMapRef"]["name"]), "ConfigMap"
+        else:
+            obj, kind = secrets.get(source["secretRef"]["name"]), "Secret"
+        data = obj[1] if obj else {}
+        for key in {**(data.get("data") or {}), **(data.get("stringData") or {})}:
+            found[source.get("prefix", "") + key] = kind
+    for item in container.get("env") or []:
+        ref = item.get("valueFrom") or {}
+        found[item["name"]] = (
+            "Secret" if "secretKeyRef" in ref else "ConfigMap" if "configMapKeyRef" in ref else "literal"
+        )
+    return {k: v for k, v in found.items() if k in secret_env_names()}
+
+
+def test_k8s_configmaps_hold_no_secrets(k8s):
+    for name, (path, cm) in k8s_by_kind(k8s, "ConfigMap").items():
+        leaked = set(cm.get("data") or {}) & secret_env_names()
+        assert not leaked, f"{path}: ConfigMap {name!r} holds {sorted(leaked)}; secrets belong in a Secret"
+
+
+def test_k8s_secret_is_defined_with_every_secret_variable(k8s):
+    secrets = k8s_by_kind(k8s, "Secret")
+    assert secrets, f"{rel(K8S_DIR)}: no Secret"
+    keys = {k for _, s in secrets.values() for k in {**(s.get("data") or {}), **(s.get("stringData") or {})}}
+    assert secret_env_names() <= keys, f"{rel(K8S_DIR)}: no Secret provides {sorted(secret_env_names() - keys)}"
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_k8s_every_workload_gets_its_secrets_from_a_secret(k8s, kind):
+    for name, (path, obj) in k8s_by_kind(k8s, kind).items():
+        sources = secret_sources(k8s, only_container(path, obj))
+        assert set(sources) == secret_env_names(), (
+            f"{path}: {kind} {name!r} gets {sorted(sources)} of the secret variables {sorted(secret_env_names())}"
+        )
+        wrong = {k: v for k, v in sources.items() if v != "Secret"}
+        assert not wrong, f"{path}: {kind} {name!r} takes secrets from elsewhere than a Secret: {wrong}"
 
 
 # --------------------------------------------------------------------------- CLI

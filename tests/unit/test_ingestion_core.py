@@ -342,3 +342,20 @@ def test_dedup_uses_the_injected_store() -> None:
     store = {"e1": 5_000}  # e.g. restored from a changelog
     assert Deduplicator(store, ttl_ms=100).seen("e1", 5_050) is True
     assert Deduplicator(store, ttl_ms=100).seen("e1", 5_200) is False
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"event_id": "\ud800", "entity_id": "a", "event_time": NOW, "fields": {}},
+        {"event_id": "e", "entity_id": "a", "event_time": NOW, "fields": {"s": "a\udfffb"}},
+        {"event_id": "e", "entity_id": "a", "event_time": NOW, "fields": {"\udc80": 1}},
+        {"event_id": "e", "entity_id": "a", "event_time": NOW, "fields": {"x" * (MAX_ID_CHARS + 1): 1}},
+    ],
+    ids=["id", "value", "field-name", "long-field-name"],
+)
+def test_lone_surrogates_and_long_field_names_are_wrong_types(obj: dict[str, Any], serde: Serde) -> None:
+    # Found by fuzzing: a JSON \ud800 escape passed validation, then failed to encode as Avro.
+    data = json.dumps(obj).encode()
+    with pytest.raises(WrongType):
+        validate_event(decode(data, "RawEvent", serde, LIMITS), NOW, LIMITS)

@@ -240,7 +240,7 @@ def test_unknown_record_and_id_in_the_registry() -> None:
         registry.latest("Invoice")
     with pytest.raises(UnknownSchema):
         registry.schema_by_id(0)
-    assert registry.ids() == {i: f"driftloop.{r}" for r, i in SCHEMA_IDS.items()}
+    assert registry.ids() == {e["id"]: f"driftloop.{e['record']}" for e in REGISTRY_INDEX["schemas"]}
 
 
 # --- schema evolution ----------------------------------------------------------------------------
@@ -260,12 +260,12 @@ V1_EVENT = {
 
 @pytest.fixture
 def evolved_dir(tmp_path: Path) -> Path:
-    """The real schemas plus RawEvent v2 (id 10), listed before v1 on purpose."""
+    """The real schemas plus RawEvent v2 (id 99), listed before v1 on purpose."""
     out = tmp_path / "schemas"
     shutil.copytree(SCHEMA_DIR, out)
     (out / "RawEvent.v2.avsc").write_text(json.dumps(RAW_V2))
     index = json.loads((out / "registry.json").read_text())
-    index["schemas"].insert(0, {"id": 10, "record": "RawEvent", "version": 2, "file": "RawEvent.v2.avsc"})
+    index["schemas"].insert(0, {"id": 99, "record": "RawEvent", "version": 2, "file": "RawEvent.v2.avsc"})
     (out / "registry.json").write_text(json.dumps(index))
     return out
 
@@ -282,7 +282,7 @@ class V1ReaderRegistry(FileSchemaRegistry):
 def test_newest_version_is_the_writer_whatever_the_order(evolved_dir: Path) -> None:
     registry = FileSchemaRegistry(evolved_dir)
     schema_id, schema = registry.latest("RawEvent")
-    assert schema_id == 10
+    assert schema_id == 99
     assert [f["name"] for f in schema["fields"]][-1] == "source"
     assert registry.latest("Label")[0] == 2
 
@@ -297,7 +297,7 @@ def test_old_record_is_read_by_new_reader_with_the_default(serde: Serde, evolved
 def test_new_record_is_read_by_old_reader_without_the_new_field(evolved_dir: Path) -> None:
     new = Serde(FileSchemaRegistry(evolved_dir))
     new_bytes = new.encode("RawEvent", {**V1_EVENT, "source": "sensor-7"})
-    assert struct.unpack(">I", new_bytes[1:5])[0] == 10
+    assert struct.unpack(">I", new_bytes[1:5])[0] == 99
     assert new.decode("RawEvent", new_bytes)["source"] == "sensor-7"
     old = Serde(V1ReaderRegistry(evolved_dir))
     decoded = old.decode("RawEvent", new_bytes)
@@ -313,9 +313,60 @@ def test_a_reader_without_the_new_id_refuses_it(serde: Serde, evolved_dir: Path)
 
 def test_two_versions_of_one_record_parse_independently(evolved_dir: Path) -> None:
     registry = FileSchemaRegistry(evolved_dir)
-    v1, v2 = registry.schema_by_id(1), registry.schema_by_id(10)
+    v1, v2 = registry.schema_by_id(1), registry.schema_by_id(99)
     assert len(v2["fields"]) == len(v1["fields"]) + 1
-    assert registry.ids()[1] == registry.ids()[10] == "driftloop.RawEvent"
+    assert registry.ids()[1] == registry.ids()[99] == "driftloop.RawEvent"
+
+
+# --- ModelVersion v2 (signature) against v1, both real files in schemas/ ------------------------
+
+
+class ModelVersionV1Registry(FileSchemaRegistry):
+    """A consumer not upgraded yet: it still reads and writes ModelVersion as v1."""
+
+    def latest(self, record: str) -> tuple[int, Any]:
+        if record == "ModelVersion":
+            return SCHEMA_IDS_V1["ModelVersion"], self.schema_by_id(SCHEMA_IDS_V1["ModelVersion"])
+        return super().latest(record)
+
+
+SCHEMA_IDS_V1 = {e["record"]: e["id"] for e in REGISTRY_INDEX["schemas"] if e["version"] == 1}
+
+
+def _model_version(serde_schema: dict[str, Any]) -> dict[str, Any]:
+    value = _example(serde_schema, "ModelVersion")
+    value.pop("signature", None)
+    return value
+
+
+def test_model_version_v2_adds_only_an_optional_signature() -> None:
+    v1 = next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == 1)
+    v1_fields = json.loads((SCHEMA_DIR / v1["file"]).read_text())["fields"]
+    v2_fields = AVSC["ModelVersion"]["fields"]
+    assert v2_fields[: len(v1_fields)] == v1_fields
+    (added,) = v2_fields[len(v1_fields) :]
+    assert added["name"] == "signature" and added["default"] is None and added["type"][0] == "null"
+
+
+def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> None:
+    old = Serde(ModelVersionV1Registry(SCHEMA_DIR))
+    value = _model_version(AVSC["ModelVersion"])
+    old_bytes = old.encode("ModelVersion", value)
+    assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
+    assert same_typed(serde.decode("ModelVersion", old_bytes), {**value, "signature": None})
+
+
+def test_signed_model_version_is_read_by_old_reader_without_the_signature(serde: Serde) -> None:
+    from shared.signing import sign, verify
+
+    value = sign(_model_version(AVSC["ModelVersion"]), b"k")
+    new_bytes = serde.encode("ModelVersion", value)
+    assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_IDS_V1["ModelVersion"]
+    decoded = Serde(ModelVersionV1Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
+    assert "signature" not in decoded
+    assert same_typed(decoded, {k: v for k, v in value.items() if k != "signature"})
+    # The new reader gets the signature back, still valid after the Avro round trip.
+    assert verify(serde.decode("ModelVersion", new_bytes), b"k")
 
 
 # --- property: RawEvent field maps survive a round trip with their types -------------------------

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shared.settings import (
     EMBEDDED_BROKER_DEFAULT,
@@ -257,6 +257,18 @@ def _sample(default: object) -> tuple[str, object]:
     return "sentinel-value", "sentinel-value"
 
 
+# Fields whose values are constrained (a choice, an existing file) or secret.
+SAMPLES: dict[str, tuple[str, object]] = {
+    "security_protocol": ("SSL", "SSL"),
+    "sasl_mechanism": ("SCRAM-SHA-512", "SCRAM-SHA-512"),
+    "ssl_cafile": (str(REPO_ROOT / "pyproject.toml"), REPO_ROOT / "pyproject.toml"),
+}
+
+
+def _value(v: object) -> object:
+    return v.get_secret_value() if isinstance(v, SecretStr) else v
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_listed_name_is_really_read(monkeypatch: pytest.MonkeyPatch, service: str) -> None:
     """A deployment file that sets a name from env_var_names() must change a setting."""
@@ -266,7 +278,9 @@ def test_every_listed_name_is_really_read(monkeypatch: pytest.MonkeyPatch, servi
         for field_name, field in settings_cls.model_fields.items():
             var = "KAFKA_BOOTSTRAP_SERVERS" if field.validation_alias else f"{prefix}{field_name}".upper()
             assert var in env_var_names(service)
-            raw, parsed = _sample(field.default)
+            if field_name in ("ssl_certfile", "ssl_keyfile"):
+                continue  # only valid as a pair: test_settings_security covers them
+            raw, parsed = SAMPLES.get(field_name) or _sample(field.default)
             with monkeypatch.context() as m:
                 m.setenv(var, raw)
-                assert getattr(settings_cls(), field_name) == parsed, var
+                assert _value(getattr(settings_cls(), field_name)) == parsed, var
