@@ -172,10 +172,14 @@ def version_record(
         "code_version": code_version,
         "created_at": now_ms,
         "updated_at": now_ms,
+        "status_history": [],
     }
 
 
 def with_status(record: dict[str, Any], status: str, reason: str, now_ms: int) -> dict[str, Any]:
+    """The record with a new status; the one it had moves to ``status_history``."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
-    return {**record, "status": status, "status_reason": reason, "updated_at": now_ms}
+    was = {"status": record["status"], "reason": record["status_reason"], "at": record["updated_at"]}
+    history = [*record.get("status_history", []), was]
+    return {**record, "status": status, "status_reason": reason, "updated_at": now_ms, "status_history": history}
