@@ -92,6 +92,7 @@ class InferenceSettings(ServiceSettings):
     model_spec: str = "logreg"
     seed: int = 42
     shadow_baseline: bool = True
+    shadow_challengers: bool = True
 
 
 class MonitoringSettings(ServiceSettings):

@@ -371,6 +371,43 @@ def test_server_feature_set_mismatch() -> None:
     assert model.seen == []  # the model was not asked
 
 
+def test_server_challengers_predict_in_shadow_until_unloaded() -> None:
+    server = Server()
+    server.swap(Constant("champ"), record(1, "champion"))
+    assert server.predict_challengers(fvector("e0"), 1) == []
+    c3, c2 = Constant("three"), Constant("two")
+    server.add_challenger(c3, record(3, "candidate"))
+    server.add_challenger(c2, record(2, "candidate"))
+    assert server.challengers == [2, 3]
+    shadows = server.predict_challengers(fvector("e1"), now_ms=50)
+    assert [(p["model_version"], p["role"], p["predicted"]) for p in shadows] == [
+        (2, "challenger", "two"),
+        (3, "challenger", "three"),
+    ]
+    assert all(p["event_id"] == "e1" and p["predicted_at"] == 50 for p in shadows)
+    assert server.predict(fvector("e1"), 50)["predicted"] == "champ"  # the champion is untouched
+    assert server.remove_challenger(2) and not server.remove_challenger(2)
+    assert [p["model_version"] for p in server.predict_challengers(fvector("e2"), 60)] == [3]
+    assert c2.seen == [{"x0": 1.5}] and len(c3.seen) == 2
+
+
+def test_a_challenger_of_another_feature_set_abstains() -> None:
+    server = Server()
+    other = Constant("x")
+    server.add_challenger(other, {**record(4, "candidate"), "feature_set_version": "fs2"})
+    server.add_challenger(Constant("y"), record(5, "candidate"))
+    assert [p["model_version"] for p in server.predict_challengers(fvector("e1"), 1)] == [5]
+    assert other.seen == []
+
+
+def test_challenger_prediction_fits_the_prediction_schema() -> None:
+    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    server = Server()
+    server.add_challenger(Constant(True), record(2, "candidate"))
+    (p,) = server.predict_challengers(fvector("e1"), 1_000)
+    assert serde.decode("Prediction", serde.encode("Prediction", p)) == p
+
+
 def test_server_prediction_fits_the_prediction_schema() -> None:
     serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
     model = build_model("logreg", 1)
