@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.inference.serving import Server
+from services.models_cli import list_rows
 from services.monitoring.core import Monitor, RollingAccuracy
 from services.streams import sea_stream
 from shared.errors import (
@@ -560,3 +561,13 @@ def test_served_performance_spans_versions_per_role() -> None:
         )
     assert set(monitor.served) == {("m", "champion")}
     assert monitor.served[("m", "champion")].accuracy == 0.75 and monitor.served[("m", "champion")].n == 4
+
+
+def test_models_list_shows_the_gain_over_the_champion_when_judged() -> None:
+    reg = Registry()
+    reg.apply(record(1, "champion"))
+    judged = with_status(record(2, "candidate"), "rejected", "rejected against champion v1", 2_000)
+    reg.apply({**judged, "metrics": {"prequential_accuracy": 0.5, "champion_accuracy": 0.75}})
+    rows = list_rows(reg, "default")
+    assert [r[6] for r in rows] == ["-", "-0.250"]
+    assert rows[1][1] == "rejected" and rows[1][-1] == "rejected against champion v1"
