@@ -163,7 +163,7 @@ class Verdict:
     reason: str
 
 
-def _figures(c: Comparison, name: str, reference: str) -> str:
+def _figures(c: Comparison, reference: str) -> str:
     return (
         f"accuracy {c.accuracy:.3f} vs {reference} {c.reference_accuracy:.3f} ({c.gain:+.3f}), "
         f"log loss {c.log_loss:.3f} vs {c.reference_log_loss:.3f}, over the same {c.examples} examples"
@@ -185,7 +185,7 @@ class PromotionRule:
     def decide(self, c: Comparison) -> Verdict:
         if c.examples < self.min_examples:
             return Verdict("wait", f"{c.examples} of {self.min_examples} examples")
-        figures = _figures(c, "contender", "champion")
+        figures = _figures(c, "champion")
         if c.gain > 0 and c.gain >= self.margin - _EPS:
             return Verdict("promote", f"{figures}: better by at least the margin {self.margin:.3f}")
         return Verdict("reject", f"{figures}: not better than the champion by the margin {self.margin:.3f}")
@@ -206,7 +206,7 @@ class RollbackRule:
     def decide(self, c: Comparison) -> Verdict:
         if c.examples < self.window:
             return Verdict("wait", f"{c.examples} of {self.window} examples")
-        figures = _figures(c, "champion", "parent")
+        figures = _figures(c, "parent")
         if -c.gain > self.margin + _EPS:
             return Verdict("rollback", f"{figures}: worse than its parent by more than {self.margin:.3f}")
         return Verdict("keep", f"{figures}: not worse than its parent by more than {self.margin:.3f}")
