@@ -7,7 +7,6 @@ with its reason, to the registry topic.
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from typing import Any
 
@@ -84,7 +83,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             model if model is not None else build_model(s.model_spec, s.seed),
             build=lambda: build_model(s.model_spec, s.seed),
             next_version=lambda: client.registry.latest_version(name) + 1,
-            champion=copy.deepcopy(model),  # its own copy: the continuous learner diverges from it
+            champion=model,  # the lifecycle keeps its own copy, as registered
             champion_version=champion["version"] if model is not None and champion is not None else None,
             promotion=PromotionRule(s.promotion_margin, s.promotion_min_examples),
             rollback=RollbackRule(s.rollback_window, s.rollback_margin),

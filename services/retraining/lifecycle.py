@@ -1,19 +1,21 @@
 """The model lifecycle (pure): contenders scored side by side, promotion, rollback, triggers.
 
-Every labelled example is scored by every contender before any of them learns from it
-(test-then-train), so all comparisons are on the same examples:
+Every labelled example is scored by every model on the scoreboard before any of them learns
+from it (test-then-train), so all comparisons are on the same examples:
 
-- ``champion``: a copy of the champion version's model, learning too;
-- ``continuous``: the continuous learner, which learns from every example and is cut into
-  a candidate version on label volume or on schedule;
+- ``continuous``: the continuous learner, which learns from every example and is cut into a
+  candidate version on label volume or on schedule;
 - ``challenger:<alert_id>``: a fresh model built on a drift alert, trained on the recent
-  examples (the post-drift window) and then online;
-- ``parent``: after an automatic promotion, the champion it replaced, kept scoring until the
-  rollback rule has judged the new champion.
+  examples (the post-drift window) and then online, registered as a candidate at once;
+- for each candidate, a copy of the champion's model as registered (what users get),
+  learning too from the candidate's registration on: the yardstick;
+- after a promotion, copies of the new champion and of its parent, both learning, until
+  the rollback rule has judged the new champion over its first ``window`` examples.
 
-A candidate version is judged once, on the examples after its registration, as soon as
-there are ``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote
-a lucky streak. The service shell turns the returned actions into registry records.
+A candidate is judged once, on the examples after its registration, as soon as there are
+``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote a lucky
+streak. When the champion changes, pending candidates start over against the new one. The
+service shell turns the returned actions into registry records.
 """
 
 from __future__ import annotations
@@ -309,13 +311,15 @@ class _Window:
 @dataclass(frozen=True)
 class _Pending:
     version: int
-    since: int  # the first example seq of its evidence
+    since: int  # the seq of the first example of its evidence
+    snapshot: Any  # the model as registered: what inference would serve
 
 
 @dataclass(frozen=True)
 class _Watch:
     version: int
     parent: int
+    parent_model: Any
     since: int
 
 
@@ -325,10 +329,16 @@ class _Watch:
 class Lifecycle:
     """Continuous learning, drift challengers, promotion and automatic rollback.
 
-    ``continuous`` is the continuous learner; ``champion`` the trained champion's model and
-    ``champion_version`` its version (None while the champion is an untrained bootstrap:
-    then the first cut is registered as the champion directly). ``build()`` makes a fresh
-    challenger; ``next_version()`` says the next free version number in the registry.
+    ``continuous`` is the continuous learner; ``champion`` the trained champion's model as
+    registered and ``champion_version`` its version (None while the champion is an untrained
+    bootstrap: then the first cut is registered as the champion directly). ``build()`` makes
+    a fresh challenger; ``next_version()`` says the next free version number in the registry.
+
+    Each candidate is scored against its own copy of the champion's model, added when the
+    candidate is registered: both learn from the same examples from then on, so a candidate
+    cut from the champion's lineage wins only by what it learned since the champion was
+    registered (what users have not got yet), and a fresh challenger only if its fresh start
+    is worth more than the champion's history.
     """
 
     def __init__(
@@ -365,9 +375,8 @@ class Lifecycle:
         self._board = Scoreboard(window)
         self._board.add(CONTINUOUS, continuous)
         self._champion_version = champion_version if champion is not None else None
-        if self._champion_version is not None:
-            self._board.add(CHAMPION, champion)
-        self._windows: dict[str, _Window] = {CONTINUOUS: _Window()}
+        self._champion_model = copy.deepcopy(champion) if self._champion_version is not None else None
+        self._continuous_window = _Window()
         self._pending: dict[str, _Pending] = {}
         self._watch: _Watch | None = None
         self._buffer: deque[Mapping[str, Any]] = deque(maxlen=max(challenger_buffer, 1))
@@ -382,6 +391,7 @@ class Lifecycle:
 
     @property
     def contenders(self) -> list[str]:
+        """The models being scored: learners, and copies of the champion and of its parent."""
         return self._board.keys
 
     @property
@@ -403,14 +413,13 @@ class Lifecycle:
         return self._board
 
     def learn(self, example: Mapping[str, Any]) -> list[Action]:
-        """Score then train every contender on ``example``; the actions it leads to."""
+        """Score then train every model on ``example``; the actions it leads to."""
         self._board.learn_one(dict(example["features"]), example["label"])
         self._total += 1
         t = int(example["event_time"])
         self._latest_time = t if self._latest_time is None else max(self._latest_time, t)
         self._buffer.append(example)
-        for w in self._windows.values():
-            w.add(example)
+        self._continuous_window.add(example)
         actions: list[Action] = []
         self._judge_rollback(actions)
         self._judge_candidates(actions)
@@ -422,7 +431,7 @@ class Lifecycle:
     def on_drift(self, alert_id: str) -> list[Action]:
         """A fresh challenger trained on the recent examples, registered as a candidate."""
         key = f"challenger:{alert_id}"
-        challengers = [k for k in self._board.keys if k.startswith("challenger:")]
+        challengers = [k for k in self._pending if k.startswith("challenger:")]
         if (
             self.challenger_buffer == 0
             or self._champion_version is None  # nothing trained to challenge yet
@@ -437,14 +446,13 @@ class Lifecycle:
             model.learn_one(dict(ex["features"]), ex["label"])
             window.add(ex)
         self._board.add(key, model)
-        version = self._allocate()
-        self._pending[key] = _Pending(version, self._board.seq + 1)
+        version = self._open(key)
         return [
             Register(
                 version=version,
                 contender=key,
                 trigger=f"drift:{alert_id}",
-                model=copy.deepcopy(model),
+                model=self._pending[key].snapshot,
                 window=window.as_dict(),
                 metrics={"buffer_examples": float(window.examples)},
                 feature_set_version=window.feature_set_version,
@@ -455,26 +463,42 @@ class Lifecycle:
         ]
 
     def champion_changed(self, version: int | None, model: Any) -> None:
-        """The champion was changed outside the lifecycle (an operator): score its model from now."""
-        for key in (CHAMPION, PARENT):
-            if key in self._board:
-                self._board.remove(key)
-        self._watch = None
+        """The champion was changed outside the lifecycle (an operator): judge against it from now."""
+        self._drop_watch()
         self._champion_version = version if model is not None else None
-        if self._champion_version is not None:
-            self._board.add(CHAMPION, model)
+        self._champion_model = copy.deepcopy(model) if self._champion_version is not None else None
+        self._rebase()
 
     def withdraw(self, version: int) -> None:
         """Stop evaluating a candidate whose status was changed outside the lifecycle."""
         for key, p in list(self._pending.items()):
             if p.version == version:
                 del self._pending[key]
+                self._board.remove(_ref(version))
                 self._drop(key)
 
     # internals
     def _allocate(self) -> int:
         self._last_version = max(self.next_version(), self._last_version + 1)
         return self._last_version
+
+    def _rebase(self) -> None:
+        """Pending candidates start over against the new champion: users get that one now."""
+        for key, p in list(self._pending.items()):
+            self._board.remove(_ref(p.version))
+            if self._champion_model is None:
+                del self._pending[key]
+                self._drop(key)
+                continue
+            self._board.add(_ref(p.version), copy.deepcopy(self._champion_model))
+            self._pending[key] = _Pending(p.version, self._board.seq + 1, p.snapshot)
+
+    def _open(self, key: str) -> int:
+        """A candidate version of ``key``'s model as it is now, scored from the next example."""
+        version = self._allocate()
+        self._board.add(_ref(version), copy.deepcopy(self._champion_model))
+        self._pending[key] = _Pending(version, self._board.seq + 1, copy.deepcopy(self._board.model(key)))
+        return version
 
     def _terms(self) -> str:
         return (
@@ -485,7 +509,7 @@ class Lifecycle:
     def _due(self, now_ms: int) -> str | None:
         if CONTINUOUS in self._pending:
             return None  # one candidate of the continuous learner at a time; the count carries on
-        since = self._windows[CONTINUOUS].examples
+        since = self._continuous_window.examples
         if self._champion_version is None:
             return "label_volume" if since >= self.first_version_after else None
         if since >= self.version_every:
@@ -495,8 +519,8 @@ class Lifecycle:
         return None
 
     def _cut_continuous(self, trigger: str) -> Register:
-        window = self._windows[CONTINUOUS]
-        self._windows[CONTINUOUS] = _Window()
+        window = self._continuous_window
+        self._continuous_window = _Window()
         if self._latest_time is not None:
             self.schedule.reset(self._latest_time)
         score = self._board.score(CONTINUOUS)
@@ -507,20 +531,21 @@ class Lifecycle:
                 "log_loss": score.log_loss,
                 "evaluation_examples": float(score.examples),
             }
-        version = self._allocate()
         direct = self._champion_version is None
         if direct:
-            self._board.fork(CONTINUOUS, CHAMPION)
-            self._champion_version = version
+            version = self._allocate()
+            snapshot = copy.deepcopy(self._board.model(CONTINUOUS))
+            self._champion_version, self._champion_model = version, copy.deepcopy(snapshot)
             reason = "champion: first trained version, promoted directly (an untrained model is no yardstick)"
         else:
-            self._pending[CONTINUOUS] = _Pending(version, self._board.seq + 1)
+            version = self._open(CONTINUOUS)
+            snapshot = self._pending[CONTINUOUS].snapshot
             reason = f"candidate: continuous learner ({trigger}); {self._terms()}"
         return Register(
             version=version,
             contender=CONTINUOUS,
             trigger=trigger,
-            model=copy.deepcopy(self._board.model(CONTINUOUS)),
+            model=snapshot,
             window=window.as_dict(),
             metrics=metrics,
             feature_set_version=window.feature_set_version,
@@ -530,15 +555,17 @@ class Lifecycle:
 
     def _judge_candidates(self, actions: list[Action]) -> None:
         for key, p in list(self._pending.items()):
-            if self._board.common(key, CHAMPION, p.since) < self.promotion.min_examples:
+            ref = _ref(p.version)
+            if self._board.common(key, ref, p.since) < self.promotion.min_examples:
                 continue
-            c = self._board.compare(key, CHAMPION, p.since)
+            c = self._board.compare(key, ref, p.since)
             verdict = self.promotion.decide(c)
             if verdict.action == "wait":
                 continue
             del self._pending[key]
+            self._board.remove(ref)
             if verdict.action == "promote":
-                actions.append(self._promote(key, p.version, verdict, c))
+                actions.append(self._promote(key, p, verdict, c))
             else:
                 actions.append(
                     Reject(
@@ -549,19 +576,22 @@ class Lifecycle:
                 )
                 self._drop(key)
 
-    def _promote(self, key: str, version: int, verdict: Verdict, c: Comparison) -> Promote:
-        old = self._champion_version
-        if PARENT in self._board:
-            self._board.remove(PARENT)
-        self._board.rename(CHAMPION, PARENT)  # kept scoring until the rollback rule has judged
-        if key == CONTINUOUS:
-            self._board.fork(CONTINUOUS, CHAMPION)
-        else:
-            self._board.rename(key, CHAMPION)
-        assert old is not None
-        self._champion_version = version
-        self._watch = _Watch(version, old, self._board.seq + 1)
-        return Promote(version, old, f"promoted over v{old}: {verdict.reason}", _metrics(c, CHAMPION))
+    def _promote(self, key: str, p: _Pending, verdict: Verdict, c: Comparison) -> Promote:
+        old, old_model = self._champion_version, self._champion_model
+        assert old is not None and old_model is not None
+        self._champion_version, self._champion_model = p.version, p.snapshot
+        if key != CONTINUOUS:
+            # The continuous learner carries on from the new champion's lineage.
+            self._board.remove(CONTINUOUS)
+            self._board.rename(key, CONTINUOUS)
+            self._continuous_window = _Window()
+        # The new champion and its parent, both as registered, learn side by side from now.
+        self._drop_watch()
+        self._board.add(CHAMPION, copy.deepcopy(p.snapshot))
+        self._board.add(PARENT, copy.deepcopy(old_model))
+        self._watch = _Watch(p.version, old, old_model, self._board.seq + 1)
+        self._rebase()
+        return Promote(p.version, old, f"promoted over v{old}: {verdict.reason}", _metrics(c, CHAMPION))
 
     def _judge_rollback(self, actions: list[Action]) -> None:
         w = self._watch
@@ -571,19 +601,28 @@ class Lifecycle:
         verdict = self.rollback.decide(c)
         if verdict.action == "wait":
             return
-        self._watch = None
+        self._drop_watch()
         if verdict.action == "keep":
-            self._board.remove(PARENT)
             return
-        self._board.remove(CHAMPION)
-        self._board.rename(PARENT, CHAMPION)
-        self._champion_version = w.parent
+        self._champion_version, self._champion_model = w.parent, w.parent_model
+        self._rebase()
         actions.append(
             Rollback(
                 w.version, w.parent, f"rolled back to v{w.parent} automatically: {verdict.reason}", _metrics(c, PARENT)
             )
         )
 
+    def _drop_watch(self) -> None:
+        self._watch = None
+        for key in (CHAMPION, PARENT):
+            if key in self._board:
+                self._board.remove(key)
+
     def _drop(self, key: str) -> None:
         if key != CONTINUOUS and key in self._board:
             self._board.remove(key)
+
+
+def _ref(version: int) -> str:
+    """The scoreboard key of the champion copy a candidate is judged against."""
+    return f"champion-for-v{version}"

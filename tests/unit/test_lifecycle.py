@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from services.retraining.lifecycle import (
-    CHAMPION,
     CONTINUOUS,
     PARENT,
     Comparison,
@@ -24,7 +23,7 @@ from services.retraining.lifecycle import (
 )
 from services.streams import sea_stream
 from shared.errors import ConfigError
-from shared.modelspec import build_model
+from shared.modelspec import build_model, predict, same_class
 
 
 class Rule:
@@ -254,7 +253,7 @@ def test_first_trained_version_is_registered_as_champion_directly() -> None:
         "e4",
     )
     assert "first trained version" in first.reason
-    assert lc.champion_version == 2 and set(lc.contenders) == {CONTINUOUS, CHAMPION}
+    assert lc.champion_version == 2 and lc.contenders == [CONTINUOUS]  # nothing pending, nothing to compare
     # Drift alerts before a trained champion exists spawn nothing.
     nv2, _ = counter()
     assert Lifecycle(Rule(), next_version=nv2, build=Rule).on_drift("a1") == []
@@ -403,7 +402,9 @@ def test_window_must_hold_the_rules() -> None:
         Lifecycle(Rule(), next_version=nv, build=Rule, rollback=RollbackRule(600), window=500)
 
 
-def _sea_run(seed: int) -> list[tuple[int, str, int, str]]:
+def _sea_run(seed: int) -> tuple[list[tuple[int, str, int, str]], list[bool], dict[int, Any]]:
+    """The lifecycle over SEA with a concept alert 150 examples after each drift; also what a
+    user got: the registered snapshot of the champion of the moment, frozen, as inference serves."""
     rows = sea_stream(6000, seed=seed).rows
     nv, seen = counter()
     lc = Lifecycle(
@@ -413,24 +414,87 @@ def _sea_run(seed: int) -> list[tuple[int, str, int, str]]:
         version_every=300,
         first_version_after=200,
     )
-    out = []
+    out, served_hits = [], []
+    registered: dict[int, Any] = {}
+    served: Any = None
+    champion_at: dict[int, Any] = {}
     for i, (x, y) in enumerate(rows):
+        if served is not None:
+            served_hits.append(same_class(predict(served, x)[0], y))
+        if i in (2000, 4000):
+            champion_at[i] = served
         actions = lc.learn(
             {"event_id": f"e{i}", "event_time": i, "features": x, "label": y, "feature_set_version": "fs1"}
         )
-        if i in (2150, 4150):  # a concept alert 150 examples after each drift
+        if i in (2150, 4150):
             actions += lc.on_drift(f"a{i}")
         seen(actions)
-        out += [(i, type(a).__name__, a.version, a.reason) for a in actions]
-    return out
+        for a in actions:
+            if isinstance(a, Register):
+                registered[a.version] = a.model
+            if isinstance(a, Register) and a.direct:
+                served = a.model
+            elif isinstance(a, Promote):
+                served = registered[a.version]
+            elif isinstance(a, Rollback):
+                served = registered[a.to]
+        out.append((i, [(type(a).__name__, a.version, a.reason) for a in actions]))
+    flat = [(i, kind, v, reason) for i, acts in out for kind, v, reason in acts]
+    return flat, served_hits, champion_at
 
 
-def test_on_sea_a_drift_challenger_is_promoted_after_each_drift_deterministically() -> None:
-    first = _sea_run(7)
-    assert first == _sea_run(7)
-    promotions = [(i, v) for i, kind, v, _ in first if kind == "Promote"]
-    challengers = {v for i, kind, v, reason in first if kind == "Register" and "drift alert" in reason}
+def test_on_sea_the_served_model_recovers_after_each_drift_deterministically() -> None:
+    flat, served_hits, champion_at = _sea_run(7)
+    again, _, _ = _sea_run(7)
+    assert flat == again
+    rows = sea_stream(6000, seed=7).rows
+    offset = 6000 - len(served_hits)  # nothing is served before the first trained version
+    challengers = {v for _, kind, v, reason in flat if kind == "Register" and "drift alert" in reason}
+    assert {v for _, kind, v, _ in flat if kind == "Promote"} & challengers  # a challenger won somewhere
     for drift in (2000, 4000):
-        after = [v for i, v in promotions if drift < i <= drift + 600]
-        assert after and after[0] in challengers, (drift, promotions)
-    assert not [i for i, kind, _, _ in first if kind == "Rollback"]
+        assert [i for i, kind, _, _ in flat if kind == "Promote" and drift < i <= drift + 600], drift
+        # After the drift, users got better answers than from the champion the drift caught out.
+        lo, hi = drift + 600, drift + 2000
+        stale = champion_at[drift]
+        stale_acc = sum(same_class(predict(stale, x)[0], y) for x, y in rows[lo:hi]) / (hi - lo)
+        served_acc = sum(served_hits[lo - offset : hi - offset]) / (hi - lo)
+        assert served_acc > stale_acc + 0.02, (drift, served_acc, stale_acc)
+
+
+class Slow(Rule):
+    """Wrong until it has learned ``need`` examples, then right."""
+
+    def __init__(self, need: int) -> None:
+        super().__init__()
+        self.need = need
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        y = bool(x["y"]) if self.learned >= self.need else not bool(x["y"])
+        return {y: 0.8, not y: 0.2}
+
+
+def test_a_candidate_is_judged_against_the_champion_as_registered() -> None:
+    # The champion was registered untaught; the continuous learner has learned since. Users get
+    # the champion as registered, so that is the yardstick (a copy of it, learning from now on),
+    # not the champion's own continuation, which would tie with the continuous learner.
+    lc, seen = lifecycle(Slow(need=15), Slow(need=15))
+    actions = run(lc, seen, 0, 30)
+    (promote,) = [a for _, a in actions if isinstance(a, Promote)]
+    # Examples 10..29: the candidate is right from 15 on (15 of 20), the champion's copy,
+    # which starts learning at 10, from 25 on (5 of 20).
+    assert promote.metrics["prequential_accuracy"] == 0.75 and promote.metrics["champion_accuracy"] == 0.25
+
+
+def test_pending_candidates_start_over_against_a_new_champion() -> None:
+    lc, seen = lifecycle(Rule(wrong=set(range(0, 200, 2))), Rule())
+    run(lc, seen, 0, 16)
+    (challenger,) = lc.on_drift("a1")
+    seen([challenger])
+    actions = run(lc, seen, 16, 60)
+    decided = [(i, type(a).__name__, a.version) for i, a in actions if isinstance(a, Promote | Reject)]
+    # The continuous candidate (cut at 9) wins at 29; the challenger, which would have been
+    # judged at 35 against the old champion, is judged against the new one 20 examples later.
+    assert (29, "Promote", 2) in decided
+    assert (49, "Reject", challenger.version) in decided
+    reason = next(a.reason for _, a in actions if isinstance(a, Reject) and a.version == challenger.version)
+    assert "against champion v2" in reason
