@@ -37,6 +37,7 @@ def list_rows(registry: Registry, name: str) -> list[list[str]]:
     rows = []
     for r in registry.versions(name):
         acc = r["metrics"].get("prequential_accuracy")
+        champ = r["metrics"].get("champion_accuracy")  # set when the evaluation gate judged it
         rows.append(
             [
                 str(r["version"]),
@@ -45,6 +46,7 @@ def list_rows(registry: Registry, name: str) -> list[list[str]]:
                 "-" if r["parent_version"] is None else str(r["parent_version"]),
                 str(r["training_window"]["examples"]),
                 "-" if acc is None else f"{acc:.3f}",
+                "-" if acc is None or champ is None else f"{acc - champ:+.3f}",
                 _ts(r["created_at"]),
                 r["status_reason"][:60],
             ]
@@ -132,7 +134,20 @@ def models_cli(args: argparse.Namespace) -> int:
             print(f"model {name}: no versions registered")
             return 0
         print(
-            table(rows, ["version", "status", "trigger", "parent", "examples", "accuracy", "created (UTC)", "reason"])
+            table(
+                rows,
+                [
+                    "version",
+                    "status",
+                    "trigger",
+                    "parent",
+                    "examples",
+                    "accuracy",
+                    "vs champion",
+                    "created (UTC)",
+                    "reason",
+                ],
+            )
         )
         return 0
     if args.models_command == "show":

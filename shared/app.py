@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import signal
 import time
 import traceback
@@ -41,6 +42,8 @@ from shared.topics import Topics, TopicSpec
 
 S = TypeVar("S", bound=ServiceSettings)
 MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
+# True in the batch loop's task only: tasks and timers run in contexts copied before it is set.
+_IN_BATCH: contextvars.ContextVar[bool] = contextvars.ContextVar("driftloop_in_batch", default=False)
 
 
 @dataclass(frozen=True)
@@ -203,9 +206,22 @@ class ServiceContext(Generic[S]):
             self._latency.observe(max(0.0, time.time() - ingest_time_ms / 1000))
 
     async def send(self, topic: Topic, key: str | bytes | None, value: bytes | None) -> None:
-        """Queue one record for the batch's output; the batch loop produces the queue in
-        record batches per partition and waits for their delivery before it commits."""
-        self._outbox.append((topic.name, key.encode() if isinstance(key, str) else key, value, None))
+        """From a handler: queue one record for the batch's output (the batch loop produces
+        the queue in record batches per partition and commits once they are delivered).
+        From a task or timer (no batch to ride on): produce it now and wait for delivery."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        if _IN_BATCH.get():
+            self._outbox.append((topic.name, raw_key, value, None))
+            return
+        assert self._producer is not None, "send() before the service started"
+        await self._producer.send_and_wait(topic.name, value, raw_key)
+        self._count_out(topic.name, 1)
+
+    def _count_out(self, topic: str, n: int) -> None:
+        counter = self._out_counters.get(topic)
+        if counter is None:
+            counter = self._out_counters[topic] = self.metrics.records_out.labels(self.service, topic)
+        counter.inc(n)
 
     async def _handler_for(self, topic: str) -> Handler:
         while topic not in self._handlers:
@@ -312,10 +328,7 @@ class ServiceContext(Generic[S]):
         for (topic, partition), builder in builders.items():
             deliveries.append(await producer.send_batch(builder, topic, partition=partition))
         for topic, n in counts.items():
-            counter = self._out_counters.get(topic)
-            if counter is None:
-                counter = self._out_counters[topic] = self.metrics.records_out.labels(self.service, topic)
-            counter.inc(n)
+            self._count_out(topic, n)
         return deliveries
 
     async def _partitions_of(self, topic: str) -> int:
@@ -492,6 +505,7 @@ class ServiceContext(Generic[S]):
 
     async def _consume(self) -> None:
         assert self._consumer is not None
+        _IN_BATCH.set(True)  # this task's sends ride on its batches; tasks spawned before it keep False
         window_ms = int(self.settings.batch_window_s * 1000)
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_size)

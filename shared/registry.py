@@ -188,12 +188,23 @@ def version_record(
         "code_version": code_version,
         "created_at": now_ms,
         "updated_at": now_ms,
+        "status_history": [],
         SIGNATURE_FIELD: None,
     }
 
 
 def with_status(record: dict[str, Any], status: str, reason: str, now_ms: int) -> dict[str, Any]:
+    """The record with a new status; the one it had moves to ``status_history``."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
+    was = {"status": record["status"], "reason": record["status_reason"], "at": record["updated_at"]}
+    history = [*record.get("status_history", []), was]
     # The old signature no longer covers the record; the publisher signs the new one.
-    return {**record, "status": status, "status_reason": reason, "updated_at": now_ms, SIGNATURE_FIELD: None}
+    return {
+        **record,
+        "status": status,
+        "status_reason": reason,
+        "updated_at": now_ms,
+        "status_history": history,
+        SIGNATURE_FIELD: None,
+    }

@@ -176,6 +176,7 @@ class InferenceSettings(ServiceSettings):
     model_spec: str = "logreg"
     seed: int = 42
     shadow_baseline: bool = True
+    shadow_challengers: bool = True
 
 
 class MonitoringSettings(ServiceSettings):
@@ -199,6 +200,17 @@ class RetrainingSettings(ServiceSettings):
     seed: int = 42
     version_every: int = Field(default=1000, ge=1)
     first_version_after: int = Field(default=200, ge=1)
+    # A candidate becomes champion when its accuracy beats the champion's by this margin
+    # over this many labelled examples after its registration; otherwise it is rejected.
+    promotion_margin: float = Field(default=0.01, ge=0)
+    promotion_min_examples: int = Field(default=200, ge=1)
+    # A new champion worse than its parent by more than the margin over its first window
+    # of examples is rolled back.
+    rollback_window: int = Field(default=300, ge=1)
+    rollback_margin: float = Field(default=0.02, ge=0)
+    schedule_s: float = Field(default=0.0, ge=0)
+    challenger_buffer: int = Field(default=200, ge=0)
+    evaluation_window: int = Field(default=1000, ge=1)
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

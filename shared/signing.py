@@ -2,8 +2,8 @@
 
 A publisher signs the canonical encoding of every field but ``signature``; a reader with
 the same key verifies it before the record can touch its registry. The canonical form
-must survive an Avro round trip, so it drops nulls (null and absent are the same to an
-Avro reader with a null default, which is how a field added later stays verifiable) and
+must survive an Avro round trip, so it drops nulls and empty lists (the default and the
+absence are the same to an Avro reader, which is how a field added later stays verifiable) and
 writes an integral float as an int (a map<double> written from ints reads back as floats).
 """
 
@@ -24,7 +24,9 @@ _DOMAIN = b"driftloop.ModelVersion\n"
 
 def _normalise(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in value.items() if v is not None}
+        # A field added later reads back as its default (null, or [] for status_history)
+        # from an older writer: the default and the absence must sign alike.
+        return {str(k): _normalise(v) for k, v in value.items() if v is not None and v != []}
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]
     if isinstance(value, float):

@@ -93,6 +93,35 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             info_g.labels(name, str(record["version"]), "baseline").set(1)
             ctx.log.info("baseline_loaded", model_name=name, model_version=record["version"])
 
+    refused: set[int] = set()  # candidates whose artifact was refused: not retried on every batch
+
+    def sync_challengers() -> None:
+        """Every candidate version predicts in shadow; one that leaves candidate is unloaded."""
+        wanted = {
+            r["version"]: r
+            for r in client.registry.versions(name)
+            if r["status"] == "candidate" and ctx.settings.shadow_challengers
+        }
+        for version in server.challengers:
+            if version not in wanted:
+                server.remove_challenger(version)
+                info_g.labels(name, str(version), "challenger").set(0)
+                ctx.log.info("challenger_unloaded", model_name=name, model_version=version)
+        for version, record in wanted.items():
+            if version in server.challengers or version in refused:
+                continue
+            model = load_artifact(record)
+            if model is None:
+                refused.add(version)
+                continue
+            server.add_challenger(model, record)
+            info_g.labels(name, str(version), "challenger").set(1)
+            ctx.log.info("challenger_loaded", model_name=name, model_version=version, trigger=record["trigger"])
+
+    async def on_batch() -> None:
+        await ensure_baseline()
+        sync_challengers()
+
     async def bootstrap() -> None:
         """Register version 1, untrained, when the registry has no champion at all."""
         spec, seed = ctx.settings.model_spec, ctx.settings.seed
@@ -127,14 +156,14 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             champion = client.registry.champion(name)
         assert champion is not None
         load(champion["version"])
-        await ensure_baseline()
+        await on_batch()
         ready.set()
 
         async def on_change(change: ChampionChange) -> None:
             if change.name == name:
                 load(change.new)
 
-        await client.follow(on_change, ensure_baseline)
+        await client.follow(on_change, on_batch)
 
     async def send_prediction(prediction: dict[str, Any]) -> None:
         await ctx.send(predictions_out, prediction["entity_id"], ctx.serde.encode("Prediction", prediction))
@@ -157,6 +186,8 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
         shadow = server.predict_baseline(vector, now)
         if shadow is not None:
             await send_prediction(shadow)
+        for challenger in server.predict_challengers(vector, now):
+            await send_prediction(challenger)
 
 
 def main() -> None:

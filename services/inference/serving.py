@@ -23,11 +23,12 @@ class Served:
 
 
 class Server:
-    """The champion, and optionally a frozen baseline predicting in shadow."""
+    """The champion, and in shadow a frozen baseline and the candidate versions (challengers)."""
 
     def __init__(self) -> None:
         self._served: Served | None = None
         self._baseline: Served | None = None
+        self._challengers: dict[int, Served] = {}
         self.swaps = 0
 
     @property
@@ -45,6 +46,21 @@ class Server:
     def set_baseline(self, model: Any, record: Mapping[str, Any]) -> None:
         self._baseline = _served(model, record)
 
+    @property
+    def challengers(self) -> list[int]:
+        """Versions predicting in shadow as challengers, in version order."""
+        return sorted(self._challengers)
+
+    def add_challenger(self, model: Any, record: Mapping[str, Any]) -> None:
+        # A new dict, not a mutation: a batch in flight keeps iterating the one it started with.
+        self._challengers = {**self._challengers, int(record["version"]): _served(model, record)}
+
+    def remove_challenger(self, version: int) -> bool:
+        if version not in self._challengers:
+            return False
+        self._challengers = {v: c for v, c in self._challengers.items() if v != version}
+        return True
+
     def predict(self, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
         served = self._served
         if served is None:
@@ -57,6 +73,14 @@ class Server:
         if base is None or vector["feature_set_version"] != base.feature_set_version:
             return None
         return _predict(base, "baseline", vector, now_ms)
+
+    def predict_challengers(self, vector: Mapping[str, Any], now_ms: int) -> list[dict[str, Any]]:
+        """Each challenger's shadow prediction, in version order; those of another feature set abstain."""
+        return [
+            _predict(c, "challenger", vector, now_ms)
+            for _, c in sorted(self._challengers.items())
+            if c.feature_set_version == vector["feature_set_version"]
+        ]
 
 
 def _served(model: Any, record: Mapping[str, Any]) -> Served:

@@ -1,4 +1,8 @@
-"""Retraining service shell: LabeledExamples and drift alerts in, model versions out."""
+"""Retraining service shell: LabeledExamples and drift alerts in, model versions out.
+
+The lifecycle core decides; this shell saves artifacts and writes every status change,
+with its reason, to the registry topic.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.retraining.trainer import ContinuousTrainer
+from services.retraining.lifecycle import Action, Lifecycle, Promote, PromotionRule, Register, Reject, RollbackRule
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.modelspec import build_model
-from shared.registry import ArtifactStore, version_record, with_status
+from shared.registry import ArtifactStore, ChampionChange, version_record, with_status
 from shared.registry_client import RegistryClient, code_version
 from shared.settings import RetrainingSettings
 
@@ -33,6 +37,12 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         ["model", "trigger"],
         registry=ctx.metrics.registry,
     )
+    decisions_c = Counter(
+        "driftloop_model_decisions_total",
+        "Lifecycle decisions on model versions (promote, reject, rollback)",
+        ["model", "decision"],
+        registry=ctx.metrics.registry,
+    )
     examples_g = Gauge(
         "driftloop_training_examples",
         "Examples the continuous learner has learned from",
@@ -45,62 +55,125 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
     async def send_registry(key: bytes, value: bytes) -> None:
         await ctx.send(registry_out, key, value)
 
+    async def write(record: dict[str, Any]) -> None:
+        await client.publish(send_registry, record)
+        client.registry.apply(record)
+
+    def load_trained(record: dict[str, Any] | None) -> Any | None:
+        if record is None or record["params"].get("trained") != "true":
+            return None
+        try:
+            return store.load(record["artifact_uri"], record["artifact_sha256"])
+        except Exception as exc:  # noqa: BLE001 - fall back to a fresh model, loudly
+            ctx.log.error("champion_artifact_refused", model_name=name, model_version=record["version"], error=str(exc))
+            return None
+
     @app.task
     async def registry_follower() -> None:
         await client.load()
+        now = int(time.time() * 1000)
+        # A candidate left by an earlier run lost its evaluation with that process.
+        for r in client.registry.versions(name):
+            if r["status"] == "candidate":
+                await write(with_status(r, "rejected", "retraining restarted: its evaluation was lost", now))
         champion = client.registry.champion(name)
-        model = None
-        if champion is not None:
-            try:
-                model = store.load(champion["artifact_uri"], champion["artifact_sha256"])
-                ctx.log.info("training_resumed_from_champion", model_name=name, model_version=champion["version"])
-            except Exception as exc:  # noqa: BLE001 - fall back to a fresh model, loudly
-                ctx.log.error("champion_artifact_refused", model_name=name, error=str(exc))
-        if model is None:
-            model = build_model(s.model_spec, s.seed)
-        state["trainer"] = ContinuousTrainer(model, s.version_every, first_version_after=s.first_version_after)
+        model = load_trained(champion)
+        if model is not None and champion is not None:
+            ctx.log.info("training_resumed_from_champion", model_name=name, model_version=champion["version"])
+        state["lc"] = Lifecycle(
+            model if model is not None else build_model(s.model_spec, s.seed),
+            build=lambda: build_model(s.model_spec, s.seed),
+            next_version=lambda: client.registry.latest_version(name) + 1,
+            champion=model,  # the lifecycle keeps its own copy, as registered
+            champion_version=champion["version"] if model is not None and champion is not None else None,
+            promotion=PromotionRule(s.promotion_margin, s.promotion_min_examples),
+            rollback=RollbackRule(s.rollback_window, s.rollback_margin),
+            version_every=s.version_every,
+            first_version_after=s.first_version_after,
+            schedule_s=s.schedule_s,
+            challenger_buffer=s.challenger_buffer,
+            window=s.evaluation_window,
+        )
         ready.set()
 
-        async def ignore(_: object) -> None:
-            return None
+        async def on_change(change: ChampionChange) -> None:
+            # Our own records are applied before they come back, so a change seen here
+            # was made by someone else (an operator): score that champion from now on.
+            lc: Lifecycle = state["lc"]
+            if change.name == name and change.new != lc.champion_version:
+                lc.champion_changed(change.new, load_trained(client.registry.get(name, change.new)))
+                ctx.log.info("champion_changed_externally", model_name=name, model_version=change.new)
 
-        await client.follow(ignore)  # keeps the registry current: version numbers and parent
+        async def on_batch() -> None:
+            lc: Lifecycle = state["lc"]
+            for version in lc.pending.values():
+                record = client.registry.get(name, version)
+                if record is not None and record["status"] != "candidate":
+                    lc.withdraw(version)
+                    ctx.log.info("candidate_withdrawn", model_name=name, model_version=version)
 
-    async def register(trainer: ContinuousTrainer, trigger: str) -> None:
-        window, metrics, fsv = trainer.cut()
-        version = client.registry.latest_version(name) + 1
+        await client.follow(on_change, on_batch)
+
+    async def register(a: Register, now: int) -> None:
         parent = client.registry.champion(name)
-        now = int(time.time() * 1000)
         record = version_record(
             name=name,
-            version=version,
-            status="champion",
-            reason="promoted on registration: continuous learner (no evaluation gate yet)",
-            artifact=store.save(name, version, trainer.model),
+            version=a.version,
+            status="champion" if a.direct else "candidate",
+            reason=a.reason,
+            artifact=store.save(name, a.version, a.model),
             parent=parent["version"] if parent else None,
-            trigger=trigger,
-            window=window,
-            params={"spec": s.model_spec, "seed": str(s.seed), "trained": "true"},
-            metrics=metrics,
-            feature_set_version=fsv or ctx.common.effective_feature_set_version,
+            trigger=a.trigger,
+            window=a.window,
+            params={"spec": s.model_spec, "seed": str(s.seed), "trained": "true", "contender": a.contender},
+            metrics=a.metrics,
+            feature_set_version=a.feature_set_version or ctx.common.effective_feature_set_version,
             code_version=code_version(),
             now_ms=now,
         )
-        record = await client.publish(send_registry, record)
-        client.registry.apply(record)
-        if parent is not None:
-            archived = with_status(parent, "archived", f"superseded by version {version}", now)
-            archived = await client.publish(send_registry, archived)
-            client.registry.apply(archived)
-        versions_c.labels(name, trigger.split(":")[0]).inc()
+        await write(record)
+        if a.direct and parent is not None:
+            await write(with_status(parent, "archived", f"superseded by v{a.version}", now))
+        versions_c.labels(name, a.trigger.split(":")[0]).inc()
         ctx.log.info(
             "model_version_registered",
             model_name=name,
-            model_version=version,
-            trigger=trigger,
+            model_version=a.version,
+            status=record["status"],
+            trigger=a.trigger,
+            contender=a.contender,
             parent_version=record["parent_version"],
-            examples=window.get("examples"),
+            examples=a.window.get("examples"),
         )
+
+    async def change(version: int, status: str, reason: str, metrics: dict[str, float], now: int, **extra: Any) -> None:
+        record = client.registry.get(name, version)
+        if record is None:
+            ctx.log.error("model_version_unknown", model_name=name, model_version=version)
+            return
+        await write({**with_status(record, status, reason, now), "metrics": {**record["metrics"], **metrics}, **extra})
+
+    async def execute(actions: list[Action]) -> None:
+        now = int(time.time() * 1000)
+        for a in actions:
+            if isinstance(a, Register):
+                await register(a, now)
+                continue
+            if isinstance(a, Promote):
+                # The lineage is what it replaced, which may differ from the champion at registration.
+                await change(a.version, "champion", a.reason, a.metrics, now, parent_version=a.replaces)
+                if a.replaces is not None:
+                    await change(a.replaces, "archived", f"superseded by v{a.version}", {}, now)
+                decision = "promote"
+            elif isinstance(a, Reject):
+                await change(a.version, "rejected", a.reason, a.metrics, now)
+                decision = "reject"
+            else:
+                await change(a.to, "champion", f"re-promoted: {a.reason}", {}, now)
+                await change(a.version, "rejected", a.reason, a.metrics, now)
+                decision = "rollback"
+            decisions_c.labels(name, decision).inc()
+            ctx.log.info("model_lifecycle_decision", model_name=name, model_version=a.version, decision=decision)
 
     @app.agent(ctx.source("examples"), name=f"{SERVICE}.examples")
     async def on_examples(stream: StreamT[Any]) -> None:
@@ -108,20 +181,19 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         await ctx.each(stream, on_example)
 
     async def on_example(event: EventT) -> None:
-        trainer: ContinuousTrainer = state["trainer"]
+        lc: Lifecycle = state["lc"]
         example = ctx.serde.decode("LabeledExample", event.message.value)
         ctx.event_id = example["event_id"]
-        trainer.learn(example)
-        examples_g.labels(name).set(trainer.examples_seen)
-        trigger = trainer.due()
-        if trigger is not None:
-            await register(trainer, trigger)
+        actions = lc.learn(example)
+        examples_g.labels(name).set(lc.examples_seen)
+        if actions:
+            await execute(actions)
 
     async def on_alert(event: EventT) -> None:
         alert = ctx.serde.decode("DriftAlert", event.message.value)
         if alert["model_name"] == name and alert["kind"] in ("concept", "performance"):
-            state["trainer"].on_drift(alert["alert_id"])
             ctx.log.info("drift_alert_received", alert_id=alert["alert_id"], detector=alert["detector"])
+            await execute(state["lc"].on_drift(alert["alert_id"]))
 
     @app.agent(ctx.source("alerts"), name=f"{SERVICE}.alerts")
     async def on_alerts(stream: StreamT[Any]) -> None:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.inference.serving import Server
+from services.models_cli import list_rows
 from services.monitoring.core import Monitor, RollingAccuracy
-from services.retraining.trainer import ContinuousTrainer
 from services.streams import sea_stream
 from shared.errors import (
     ArtifactError,
@@ -153,6 +153,10 @@ def test_version_record_and_with_status() -> None:
     changed = with_status(rec, "archived", "superseded", 99)
     assert (changed["status"], changed["status_reason"], changed["updated_at"]) == ("archived", "superseded", 99)
     assert rec["status"] == "candidate"  # the original is not mutated
+    assert changed["status_history"] == [{"status": "candidate", "reason": "test candidate", "at": 42}]
+    again = with_status(changed, "champion", "re-promoted", 120)
+    assert [h["status"] for h in again["status_history"]] == ["candidate", "archived"]
+    assert again["status_history"][-1] == {"status": "archived", "reason": "superseded", "at": 99}
     with pytest.raises(ValueError):
         with_status(rec, "retired", "x", 1)
     with pytest.raises(ValueError):
@@ -414,6 +418,43 @@ def test_server_feature_set_mismatch() -> None:
     assert model.seen == []  # the model was not asked
 
 
+def test_server_challengers_predict_in_shadow_until_unloaded() -> None:
+    server = Server()
+    server.swap(Constant("champ"), record(1, "champion"))
+    assert server.predict_challengers(fvector("e0"), 1) == []
+    c3, c2 = Constant("three"), Constant("two")
+    server.add_challenger(c3, record(3, "candidate"))
+    server.add_challenger(c2, record(2, "candidate"))
+    assert server.challengers == [2, 3]
+    shadows = server.predict_challengers(fvector("e1"), now_ms=50)
+    assert [(p["model_version"], p["role"], p["predicted"]) for p in shadows] == [
+        (2, "challenger", "two"),
+        (3, "challenger", "three"),
+    ]
+    assert all(p["event_id"] == "e1" and p["predicted_at"] == 50 for p in shadows)
+    assert server.predict(fvector("e1"), 50)["predicted"] == "champ"  # the champion is untouched
+    assert server.remove_challenger(2) and not server.remove_challenger(2)
+    assert [p["model_version"] for p in server.predict_challengers(fvector("e2"), 60)] == [3]
+    assert c2.seen == [{"x0": 1.5}] and len(c3.seen) == 2
+
+
+def test_a_challenger_of_another_feature_set_abstains() -> None:
+    server = Server()
+    other = Constant("x")
+    server.add_challenger(other, {**record(4, "candidate"), "feature_set_version": "fs2"})
+    server.add_challenger(Constant("y"), record(5, "candidate"))
+    assert [p["model_version"] for p in server.predict_challengers(fvector("e1"), 1)] == [5]
+    assert other.seen == []
+
+
+def test_challenger_prediction_fits_the_prediction_schema() -> None:
+    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    server = Server()
+    server.add_challenger(Constant(True), record(2, "candidate"))
+    (p,) = server.predict_challengers(fvector("e1"), 1_000)
+    assert serde.decode("Prediction", serde.encode("Prediction", p)) == p
+
+
 def test_server_prediction_fits_the_prediction_schema() -> None:
     serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
     model = build_model("logreg", 1)
@@ -440,106 +481,6 @@ def test_a_regressor_serves_its_value_with_no_scores() -> None:
     assert p["scores"] == {}
     decoded = serde.decode("Prediction", serde.encode("Prediction", p))
     assert decoded == p and type(decoded["predicted"]) is float  # the double branch, not long
-
-
-# --- ContinuousTrainer ---------------------------------------------------------------------------
-
-
-def example(i: int, event_time: int | None = None) -> dict[str, Any]:
-    x, y = SEA.rows[i % len(SEA.rows)]
-    return {
-        "event_id": f"r-{i}",
-        "entity_id": "u",
-        "event_time": 1_000 + i if event_time is None else event_time,
-        "features": x,
-        "feature_set_version": "fs7",
-        "label": y,
-        "label_time": 5_000 + i,
-    }
-
-
-def test_label_volume_trigger() -> None:
-    trainer = ContinuousTrainer(build_model("logreg", 1), version_every=50)
-    for i in range(49):
-        trainer.learn(example(i))
-        assert trainer.due() is None
-    trainer.learn(example(49))
-    assert trainer.due() == "label_volume"
-    window, metrics, fs = trainer.cut()
-    assert trainer.due() is None
-    assert window == {
-        "first_event_id": "r-0",
-        "last_event_id": "r-49",
-        "examples": 50,
-        "start_time": 1_000,
-        "end_time": 1_049,
-    }
-    assert metrics["examples_since_last_version"] == 50.0
-    assert metrics["examples_total"] == 50.0
-    assert 0.0 <= metrics["prequential_accuracy"] <= 1.0
-    assert fs == "fs7"
-
-
-def test_drift_trigger_waits_for_min_examples() -> None:
-    trainer = ContinuousTrainer(build_model("logreg", 1), version_every=1_000, min_examples_on_drift=20)
-    for i in range(5):
-        trainer.learn(example(i))
-    trainer.on_drift("alert-9")
-    for i in range(5, 19):
-        trainer.learn(example(i))
-        assert trainer.due() is None
-    trainer.learn(example(19))
-    assert trainer.due() == "drift:alert-9"
-    trainer.cut()
-    assert trainer.due() is None  # the drift trigger is consumed by the cut
-    for i in range(20, 60):
-        trainer.learn(example(i))
-    assert trainer.due() is None
-
-
-def test_drift_trigger_wins_over_label_volume() -> None:
-    trainer = ContinuousTrainer(build_model("logreg", 1), version_every=10, min_examples_on_drift=10)
-    trainer.on_drift("a1")
-    for i in range(10):
-        trainer.learn(example(i))
-    assert trainer.due() == "drift:a1"
-
-
-def test_cut_reports_the_prequential_accuracy_of_its_window() -> None:
-    trainer = ContinuousTrainer(build_model("logreg", 3), version_every=100)
-    shadow = build_model("logreg", 3)
-    hits = []
-    for i in range(300):
-        ex = example(i)
-        predicted, _ = predict(shadow, ex["features"])
-        hits.append(same_class(predicted, ex["label"]))
-        shadow.learn_one(ex["features"], ex["label"])
-        trainer.learn(ex)
-        if trainer.due():
-            window, metrics, _ = trainer.cut()
-            lo = i + 1 - 100
-            assert metrics["prequential_accuracy"] == pytest.approx(sum(hits[lo:]) / 100)
-            assert 0.0 <= metrics["prequential_accuracy"] <= 1.0
-            assert (window["first_event_id"], window["last_event_id"]) == (f"r-{lo}", f"r-{i}")
-            assert window["examples"] == 100
-            assert metrics["examples_total"] == i + 1
-    assert trainer.examples_seen == 300
-    assert sum(hits[200:]) / 100 > 0.7  # SEA is learnable: the accuracy is not a constant
-
-
-def test_cut_with_nothing_learnt() -> None:
-    window, metrics, fs = ContinuousTrainer(build_model("logreg", 1), version_every=5).cut()
-    assert window == {}
-    assert metrics["prequential_accuracy"] == 0.0
-    assert fs is None
-
-
-def test_training_window_times_with_out_of_order_examples() -> None:
-    trainer = ContinuousTrainer(build_model("logreg", 1), version_every=100)
-    for i, t in enumerate([2_000, 3_000, 2_500, 1_500]):
-        trainer.learn(example(i, event_time=t))
-    window, _, _ = trainer.cut()
-    assert (window["start_time"], window["end_time"]) == (1_500, 3_000)
 
 
 # --- Monitor: performance and drift -------------------------------------------------------------
@@ -656,25 +597,6 @@ def test_rolling_accuracy_matches_brute_force(window: int, hits: list[bool]) -> 
         assert acc.value == pytest.approx(sum(last) / len(last))
 
 
-def test_the_first_version_is_cut_early_then_every_n() -> None:
-    trainer = ContinuousTrainer(build_model("logreg", 1), version_every=50, first_version_after=10)
-    triggers = []
-    for i in range(120):
-        trainer.learn(
-            {
-                "event_id": f"e{i}",
-                "event_time": i,
-                "features": {"x": float(i % 7)},
-                "label": i % 2 == 0,
-                "feature_set_version": "fs1",
-            }
-        )
-        if trainer.due():
-            triggers.append(i)
-            trainer.cut()
-    assert triggers == [9, 59, 109]
-
-
 def test_a_falling_error_rate_is_not_a_concept_drift() -> None:
     rising = concept_alerts(Monitor(concept_detectors=("adwin",)), loss_stream([(2000, 0.1), (2000, 0.6)], 7))
     falling = concept_alerts(Monitor(concept_detectors=("adwin",)), loss_stream([(2000, 0.6), (2000, 0.1)], 7))
@@ -700,3 +622,13 @@ def test_served_performance_spans_versions_per_role() -> None:
         )
     assert set(monitor.served) == {("m", "champion")}
     assert monitor.served[("m", "champion")].accuracy == 0.75 and monitor.served[("m", "champion")].n == 4
+
+
+def test_models_list_shows_the_gain_over_the_champion_when_judged() -> None:
+    reg = Registry()
+    reg.apply(record(1, "champion"))
+    judged = with_status(record(2, "candidate"), "rejected", "rejected against champion v1", 2_000)
+    reg.apply({**judged, "metrics": {"prequential_accuracy": 0.5, "champion_accuracy": 0.75}})
+    rows = list_rows(reg, "default")
+    assert [r[6] for r in rows] == ["-", "-0.250"]
+    assert rows[1][1] == "rejected" and rows[1][-1] == "rejected against champion v1"

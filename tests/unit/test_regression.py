@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from river.datasets import synth
 
 from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, outcome
-from services.retraining.trainer import ContinuousTrainer
+from services.retraining.lifecycle import Scoreboard
 from shared.modelspec import build_model, predict
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import REPO_ROOT
@@ -206,23 +206,27 @@ def test_no_regression_concept_alert_when_stable_falling_or_for_the_baseline() -
     assert regression_alerts(Monitor(concept_detectors=("adwin",)), rising, role="baseline") == []
 
 
-# --- retraining: prequential MAE -----------------------------------------------------------------
+# --- retraining: the lifecycle scores regressors by their errors ---------------------------------
 
 
-def test_a_regressor_version_carries_its_prequential_mae() -> None:
+def test_the_scoreboard_scores_a_regressor_by_its_absolute_and_squared_errors() -> None:
     rows = [({f"x{k}": v for k, v in x.items()}, y) for x, y in synth.Friedman(seed=2).take(300)]
-    trainer = ContinuousTrainer(build_model("linreg", 3), version_every=100)
+    board = Scoreboard(window=100)
+    board.add("trained", build_model("linreg", 3))
+    board.add("fresh", build_model("linreg", 3))
     shadow = build_model("linreg", 3)
-    errors, maes = [], []
+    errors = []
     for i, (x, y) in enumerate(rows):
         value, scores = predict(shadow, x)
         assert scores == {}
-        errors.append(abs(value - y))
+        errors.append(value - y)
         shadow.learn_one(x, y)
-        trainer.learn({"event_id": f"r-{i}", "event_time": i, "features": x, "label": y, "feature_set_version": "fs1"})
-        if trainer.due():
-            _, metrics, _ = trainer.cut()
-            assert "prequential_accuracy" not in metrics
-            assert metrics["prequential_mae"] == pytest.approx(sum(errors[-100:]) / 100)
-            maes.append(metrics["prequential_mae"])
-    assert len(maes) == 3 and maes[-1] < maes[0]  # it learns: the error falls version to version
+        if i == 150:
+            board.remove("fresh")
+            board.add("fresh", build_model("linreg", 3))  # starts over: it has learned nothing
+        board.learn_one(x, y)
+    trained = board.score("trained")
+    assert trained.accuracy == pytest.approx(-sum(abs(e) for e in errors[-100:]) / 100)
+    assert trained.log_loss == pytest.approx(sum(e * e for e in errors[-100:]) / 100)
+    # On their common examples the model that learned longer has the smaller error: a gain.
+    assert board.compare("trained", "fresh").gain > 0

@@ -18,8 +18,11 @@ from shared.settings import REPO_ROOT
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 REGISTRY_INDEX = json.loads((SCHEMA_DIR / "registry.json").read_text())
-SCHEMA_IDS = {e["record"]: e["id"] for e in REGISTRY_INDEX["schemas"]}
-AVSC = {e["record"]: json.loads((SCHEMA_DIR / e["file"]).read_text()) for e in REGISTRY_INDEX["schemas"]}
+# The newest version of each record (what writers use).
+_NEWEST = sorted(REGISTRY_INDEX["schemas"], key=lambda e: e["version"])
+SCHEMA_IDS = {e["record"]: e["id"] for e in _NEWEST}
+AVSC = {e["record"]: json.loads((SCHEMA_DIR / e["file"]).read_text()) for e in _NEWEST}
+_NAMED: dict[str, Any] = {}  # named types seen so far, for references such as "ModelStatus"
 
 INT64 = 2**63
 
@@ -39,6 +42,8 @@ def _example(schema: Any, field: str, branch: int = 0) -> Any:
         return _example(options[branch % len(options)], field, branch)
     if isinstance(schema, dict):
         kind = schema["type"]
+        if "name" in schema:
+            _NAMED[schema["name"]] = schema
         if kind == "record":
             return {f["name"]: _example(f["type"], f["name"], branch) for f in schema["fields"]}
         if kind == "map":
@@ -57,6 +62,8 @@ def _example(schema: Any, field: str, branch: int = 0) -> Any:
         "boolean": True,
         "bytes": b"\x00\x01raw\xff",
     }
+    if schema not in primitives:
+        return _example(_NAMED[schema], field, branch)
     return primitives[schema]
 
 
@@ -258,14 +265,17 @@ V1_EVENT = {
 }
 
 
+RAW_V2_ID = 1 + max(e["id"] for e in REGISTRY_INDEX["schemas"])
+
+
 @pytest.fixture
 def evolved_dir(tmp_path: Path) -> Path:
-    """The real schemas plus RawEvent v2 (id 99), listed before v1 on purpose."""
+    """The real schemas plus RawEvent v2 (a new id), listed before v1 on purpose."""
     out = tmp_path / "schemas"
     shutil.copytree(SCHEMA_DIR, out)
     (out / "RawEvent.v2.avsc").write_text(json.dumps(RAW_V2))
     index = json.loads((out / "registry.json").read_text())
-    index["schemas"].insert(0, {"id": 99, "record": "RawEvent", "version": 2, "file": "RawEvent.v2.avsc"})
+    index["schemas"].insert(0, {"id": RAW_V2_ID, "record": "RawEvent", "version": 2, "file": "RawEvent.v2.avsc"})
     (out / "registry.json").write_text(json.dumps(index))
     return out
 
@@ -282,7 +292,7 @@ class V1ReaderRegistry(FileSchemaRegistry):
 def test_newest_version_is_the_writer_whatever_the_order(evolved_dir: Path) -> None:
     registry = FileSchemaRegistry(evolved_dir)
     schema_id, schema = registry.latest("RawEvent")
-    assert schema_id == 99
+    assert schema_id == RAW_V2_ID
     assert [f["name"] for f in schema["fields"]][-1] == "source"
     assert registry.latest("Label")[0] == 2
 
@@ -297,7 +307,7 @@ def test_old_record_is_read_by_new_reader_with_the_default(serde: Serde, evolved
 def test_new_record_is_read_by_old_reader_without_the_new_field(evolved_dir: Path) -> None:
     new = Serde(FileSchemaRegistry(evolved_dir))
     new_bytes = new.encode("RawEvent", {**V1_EVENT, "source": "sensor-7"})
-    assert struct.unpack(">I", new_bytes[1:5])[0] == 99
+    assert struct.unpack(">I", new_bytes[1:5])[0] == RAW_V2_ID
     assert new.decode("RawEvent", new_bytes)["source"] == "sensor-7"
     old = Serde(V1ReaderRegistry(evolved_dir))
     decoded = old.decode("RawEvent", new_bytes)
@@ -313,9 +323,9 @@ def test_a_reader_without_the_new_id_refuses_it(serde: Serde, evolved_dir: Path)
 
 def test_two_versions_of_one_record_parse_independently(evolved_dir: Path) -> None:
     registry = FileSchemaRegistry(evolved_dir)
-    v1, v2 = registry.schema_by_id(1), registry.schema_by_id(99)
+    v1, v2 = registry.schema_by_id(1), registry.schema_by_id(RAW_V2_ID)
     assert len(v2["fields"]) == len(v1["fields"]) + 1
-    assert registry.ids()[1] == registry.ids()[99] == "driftloop.RawEvent"
+    assert registry.ids()[1] == registry.ids()[RAW_V2_ID] == "driftloop.RawEvent"
 
 
 # --- ModelVersion v2 (signature) against v1, both real files in schemas/ ------------------------
@@ -334,18 +344,21 @@ SCHEMA_IDS_V1 = {e["record"]: e["id"] for e in REGISTRY_INDEX["schemas"] if e["v
 
 
 def _model_version(serde_schema: dict[str, Any]) -> dict[str, Any]:
+    """A ModelVersion with only the fields v1 has (v2 adds status_history and signature)."""
     value = _example(serde_schema, "ModelVersion")
     value.pop("signature", None)
+    value.pop("status_history", None)
     return value
 
 
-def test_model_version_v2_adds_only_an_optional_signature() -> None:
+def test_model_version_v2_adds_only_optional_fields() -> None:
     v1 = next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == 1)
     v1_fields = json.loads((SCHEMA_DIR / v1["file"]).read_text())["fields"]
     v2_fields = AVSC["ModelVersion"]["fields"]
     assert v2_fields[: len(v1_fields)] == v1_fields
-    (added,) = v2_fields[len(v1_fields) :]
-    assert added["name"] == "signature" and added["default"] is None and added["type"][0] == "null"
+    history, signature = v2_fields[len(v1_fields) :]
+    assert history["name"] == "status_history" and history["default"] == []
+    assert signature["name"] == "signature" and signature["default"] is None and signature["type"][0] == "null"
 
 
 def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> None:
@@ -353,7 +366,7 @@ def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> No
     value = _model_version(AVSC["ModelVersion"])
     old_bytes = old.encode("ModelVersion", value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
-    assert same_typed(serde.decode("ModelVersion", old_bytes), {**value, "signature": None})
+    assert same_typed(serde.decode("ModelVersion", old_bytes), {**value, "signature": None, "status_history": []})
 
 
 def test_signed_model_version_is_read_by_old_reader_without_the_signature(serde: Serde) -> None:
@@ -401,3 +414,32 @@ def test_raw_event_round_trip_property(
     decoded = serde.decode("RawEvent", serde.encode("RawEvent", value))
     assert decoded == value
     assert same_typed(decoded, value)  # bools stay bools, ints stay ints, floats stay floats
+
+
+# --- ModelVersion v2: status_history ---------------------------------------------------------------
+
+V2_ONLY = ("status_history", "signature")
+
+
+def _model_version_with_history() -> dict[str, Any]:
+    value = _example(AVSC["ModelVersion"], "ModelVersion")
+    value["status_history"] = [{"status": "candidate", "reason": "registered", "at": 5}]
+    return value
+
+
+def test_model_version_v1_records_read_with_an_empty_status_history(serde: Serde) -> None:
+    old = Serde(ModelVersionV1Registry(SCHEMA_DIR))
+    value = {k: v for k, v in _model_version_with_history().items() if k not in V2_ONLY}
+    old_bytes = old.encode("ModelVersion", value)
+    assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
+    assert serde.decode("ModelVersion", old_bytes) == {**value, "status_history": [], "signature": None}
+
+
+def test_model_version_v2_records_read_by_a_v1_reader(serde: Serde) -> None:
+    value = _model_version_with_history()
+    new_bytes = serde.encode("ModelVersion", value)
+    assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_IDS_V1["ModelVersion"]
+    decoded = Serde(ModelVersionV1Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
+    assert not set(V2_ONLY) & set(decoded)
+    assert decoded == {k: v for k, v in value.items() if k not in V2_ONLY}
+

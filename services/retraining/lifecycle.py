@@ -1,0 +1,636 @@
+"""The model lifecycle (pure): contenders scored side by side, promotion, rollback, triggers.
+
+Every labelled example is scored by every model on the scoreboard before any of them learns
+from it (test-then-train), so all comparisons are on the same examples:
+
+- ``continuous``: the continuous learner, which learns from every example and is cut into a
+  candidate version on label volume or on schedule;
+- ``challenger:<alert_id>``: a fresh model built on a drift alert, trained on the recent
+  examples (the post-drift window) and then online, registered as a candidate at once;
+- for each candidate, a copy of the champion's model as registered (what users get),
+  learning too from the candidate's registration on: the yardstick;
+- after a promotion, copies of the new champion and of its parent, both learning, until
+  the rollback rule has judged the new champion over its first ``window`` examples.
+
+A candidate is judged once, on the examples after its registration, as soon as there are
+``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote a lucky
+streak. When the champion changes, pending candidates start over against the new one. The
+service shell turns the returned actions into registry records.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import ConfigError
+from shared.modelspec import is_regressor, same_class
+
+CHAMPION, CONTINUOUS, PARENT = "champion", "continuous", "parent"
+_EPS = 1e-12  # a gain equal to the margin counts as reaching it, despite float rounding
+_MIN_P = 1e-15  # log loss of a probability 0 is capped at -log(1e-15) ≈ 34.5
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    examples: int
+    accuracy: float | None
+    log_loss: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A model against a reference on the same ``examples`` labelled examples."""
+
+    examples: int
+    accuracy: float
+    reference_accuracy: float
+    log_loss: float
+    reference_log_loss: float
+
+    @property
+    def gain(self) -> float:
+        return self.accuracy - self.reference_accuracy
+
+
+def class_probability(proba: Mapping[Any, float], label: Any) -> float:
+    return next((float(p) for k, p in proba.items() if same_class(k, label)), 0.0)
+
+
+@dataclass
+class _Entry:
+    model: Any
+    scores: deque[tuple[int, float, float]]  # (example seq, hit or -|error|, log loss or error²), the last `window`
+
+
+class Scoreboard:
+    """Prequential scores of several models on the same examples, over a rolling window."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ConfigError("the evaluation window must hold at least one example")
+        self.window = window
+        self._entries: dict[str, _Entry] = {}
+        self._seq = 0
+
+    @property
+    def seq(self) -> int:
+        """How many examples the scoreboard has seen."""
+        return self._seq
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def add(self, key: str, model: Any) -> None:
+        if key in self._entries:
+            raise KeyError(f"{key} is already scored")
+        self._entries[key] = _Entry(model, deque(maxlen=self.window))
+
+    def remove(self, key: str) -> Any:
+        return self._entries.pop(key).model
+
+    def rename(self, old: str, new: str) -> None:
+        """The same model under a new key, its history kept."""
+        if new in self._entries:
+            raise KeyError(f"{new} is already scored")
+        self._entries[new] = self._entries.pop(old)
+
+    def fork(self, src: str, dst: str) -> None:
+        """An independent copy of ``src`` (model and history) under ``dst``."""
+        entry = self._entries[src]
+        self._entries[dst] = _Entry(copy.deepcopy(entry.model), deque(entry.scores, maxlen=self.window))
+
+    def model(self, key: str) -> Any:
+        return self._entries[key].model
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        self._seq += 1
+        for entry in self._entries.values():
+            if is_regressor(entry.model):
+                # A regressor's "accuracy" is its negative absolute error and its "log loss"
+                # the squared error: higher and lower are better as for a classifier, and the
+                # promotion margin is in the label's units.
+                error = float(entry.model.predict_one(x)) - float(y)
+                error = error if math.isfinite(error) else math.inf
+                entry.scores.append((self._seq, -abs(error), error * error))
+            else:
+                proba = entry.model.predict_proba_one(x)
+                predicted = max(proba, key=proba.__getitem__) if proba else None
+                loss = -math.log(max(class_probability(proba, y), _MIN_P))
+                entry.scores.append((self._seq, same_class(predicted, y), loss))
+            entry.model.learn_one(x, y)
+
+    def score(self, key: str) -> Score:
+        scores = self._entries[key].scores
+        if not scores:
+            return Score(0, None, None)
+        n = len(scores)
+        return Score(n, sum(h for _, h, _ in scores) / n, sum(loss for _, _, loss in scores) / n)
+
+    def common(self, key: str, reference: str, since: int = 0) -> int:
+        """How many of the windowed examples from ``since`` on both scored."""
+        return max(0, self._seq - self._start(key, reference, since) + 1)
+
+    def compare(self, key: str, reference: str, since: int = 0) -> Comparison:
+        lo = self._start(key, reference, since)
+        a = [(h, loss) for s, h, loss in self._entries[key].scores if s >= lo]
+        b = [(h, loss) for s, h, loss in self._entries[reference].scores if s >= lo]
+        n = len(a)
+        if n == 0:
+            return Comparison(0, math.nan, math.nan, math.nan, math.nan)
+        return Comparison(
+            n,
+            sum(h for h, _ in a) / n,
+            sum(h for h, _ in b) / n,
+            sum(loss for _, loss in a) / n,
+            sum(loss for _, loss in b) / n,
+        )
+
+    def _start(self, key: str, reference: str, since: int) -> int:
+        # Every model scores every example from when it was added, so the common examples
+        # are one contiguous run ending now; a model never scored starts after now.
+        firsts = [e.scores[0][0] if e.scores else self._seq + 1 for e in (self._entries[key], self._entries[reference])]
+        return max(since, *firsts)
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # wait | promote | reject | rollback | keep
+    reason: str
+
+
+def _figures(c: Comparison, reference: str) -> str:
+    return (
+        f"accuracy {c.accuracy:.3f} vs {reference} {c.reference_accuracy:.3f} ({c.gain:+.3f}), "
+        f"log loss {c.log_loss:.3f} vs {c.reference_log_loss:.3f}, over the same {c.examples} examples"
+    )
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """Promote a contender whose accuracy beats the champion's by at least ``margin`` over
+    ``min_examples`` common examples; reject it otherwise. A tie never promotes."""
+
+    margin: float = 0.01
+    min_examples: int = 200
+
+    def __post_init__(self) -> None:
+        if self.margin < 0 or self.min_examples < 1:
+            raise ConfigError("promotion needs margin >= 0 and min_examples >= 1")
+
+    def decide(self, c: Comparison) -> Verdict:
+        if c.examples < self.min_examples:
+            return Verdict("wait", f"{c.examples} of {self.min_examples} examples")
+        figures = _figures(c, "champion")
+        if c.gain > 0 and c.gain >= self.margin - _EPS:
+            return Verdict("promote", f"{figures}: better by at least the margin {self.margin:.3f}")
+        return Verdict("reject", f"{figures}: not better than the champion by the margin {self.margin:.3f}")
+
+
+@dataclass(frozen=True)
+class RollbackRule:
+    """Roll back a newly promoted champion whose accuracy over its first ``window`` examples
+    is below its parent's by more than ``margin``."""
+
+    window: int = 300
+    margin: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.margin < 0 or self.window < 1:
+            raise ConfigError("rollback needs margin >= 0 and window >= 1")
+
+    def decide(self, c: Comparison) -> Verdict:
+        if c.examples < self.window:
+            return Verdict("wait", f"{c.examples} of {self.window} examples")
+        figures = _figures(c, "parent")
+        if -c.gain > self.margin + _EPS:
+            return Verdict("rollback", f"{figures}: worse than its parent by more than {self.margin:.3f}")
+        return Verdict("keep", f"{figures}: not worse than its parent by more than {self.margin:.3f}")
+
+
+class ScheduleTrigger:
+    """Due every ``every_s`` seconds of event time (0: never); the first call starts the clock."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: int | None = None
+
+    def due(self, now_ms: int) -> bool:
+        if self.every_s <= 0:
+            return False
+        if self._last is None:
+            self._last = now_ms
+        return now_ms - self._last >= self.every_s * 1000
+
+    def reset(self, now_ms: int) -> None:
+        self._last = now_ms
+
+
+# --- actions the shell carries out ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Register:
+    """Register ``model`` as ``version``: a candidate, or directly the champion when there is
+    no trained champion to compare against (the first trained version)."""
+
+    version: int
+    contender: str
+    trigger: str
+    model: Any
+    window: dict[str, Any]
+    metrics: dict[str, float]
+    feature_set_version: str | None
+    direct: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    version: int
+    replaces: int | None
+    reason: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Reject:
+    version: int
+    reason: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Rollback:
+    version: int
+    to: int
+    reason: str
+    metrics: dict[str, float]
+
+
+Action = Register | Promote | Reject | Rollback
+
+
+def _metrics(c: Comparison, reference: str) -> dict[str, float]:
+    return {
+        "prequential_accuracy": c.accuracy,
+        "log_loss": c.log_loss,
+        f"{reference}_accuracy": c.reference_accuracy,
+        f"{reference}_log_loss": c.reference_log_loss,
+        "evaluation_examples": float(c.examples),
+    }
+
+
+@dataclass
+class _Window:
+    """The data window a contender learned from since its last cut."""
+
+    examples: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+    feature_set_version: str | None = None
+
+    def add(self, example: Mapping[str, Any]) -> None:
+        t = example["event_time"]
+        f = self.fields
+        if not f:
+            f.update(first_event_id=example["event_id"], start_time=t, end_time=t)
+        f.update(last_event_id=example["event_id"], start_time=min(f["start_time"], t), end_time=max(f["end_time"], t))
+        self.examples += 1
+        self.feature_set_version = example["feature_set_version"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.fields, "examples": self.examples}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    version: int
+    since: int  # the seq of the first example of its evidence
+    snapshot: Any  # the model as registered: what inference would serve
+
+
+@dataclass(frozen=True)
+class _Watch:
+    version: int
+    parent: int
+    parent_model: Any
+    since: int
+
+
+# --- the lifecycle -------------------------------------------------------------------------------
+
+
+class Lifecycle:
+    """Continuous learning, drift challengers, promotion and automatic rollback.
+
+    ``continuous`` is the continuous learner; ``champion`` the trained champion's model as
+    registered and ``champion_version`` its version (None while the champion is an untrained
+    bootstrap: then the first cut is registered as the champion directly). ``build()`` makes
+    a fresh challenger; ``next_version()`` says the next free version number in the registry.
+
+    Each candidate is scored against its own copy of the champion's model, added when the
+    candidate is registered: both learn from the same examples from then on, so a candidate
+    cut from the champion's lineage wins only by what it learned since the champion was
+    registered (what users have not got yet), and a fresh challenger only if its fresh start
+    is worth more than the champion's history.
+    """
+
+    def __init__(
+        self,
+        continuous: Any,
+        *,
+        build: Callable[[], Any],
+        next_version: Callable[[], int],
+        champion: Any = None,
+        champion_version: int | None = None,
+        promotion: PromotionRule | None = None,
+        rollback: RollbackRule | None = None,
+        version_every: int = 1000,
+        first_version_after: int = 200,
+        schedule_s: float = 0.0,
+        challenger_buffer: int = 200,
+        max_challengers: int = 3,
+        window: int = 1000,
+    ) -> None:
+        self.build = build
+        self.next_version = next_version
+        self.promotion = promotion or PromotionRule()
+        self.rollback = rollback or RollbackRule()
+        self.version_every = version_every
+        self.first_version_after = first_version_after
+        self.schedule = ScheduleTrigger(schedule_s)
+        self.challenger_buffer = challenger_buffer
+        self.max_challengers = max_challengers
+        if window < max(self.promotion.min_examples, self.rollback.window):
+            raise ConfigError(
+                f"the evaluation window ({window}) must hold the promotion's min examples "
+                f"({self.promotion.min_examples}) and the rollback window ({self.rollback.window})"
+            )
+        self._board = Scoreboard(window)
+        self._board.add(CONTINUOUS, continuous)
+        self._champion_version = champion_version if champion is not None else None
+        self._champion_model = copy.deepcopy(champion) if self._champion_version is not None else None
+        self._continuous_window = _Window()
+        self._pending: dict[str, _Pending] = {}
+        self._watch: _Watch | None = None
+        self._buffer: deque[Mapping[str, Any]] = deque(maxlen=max(challenger_buffer, 1))
+        self._last_version = 0
+        self._total = 0
+        self._latest_time: int | None = None
+
+    # read-only views
+    @property
+    def champion_version(self) -> int | None:
+        return self._champion_version
+
+    @property
+    def contenders(self) -> list[str]:
+        """The models being scored: learners, and copies of the champion and of its parent."""
+        return self._board.keys
+
+    @property
+    def pending(self) -> dict[str, int]:
+        """Candidate version under evaluation, by contender."""
+        return {k: p.version for k, p in self._pending.items()}
+
+    @property
+    def watching(self) -> tuple[int, int] | None:
+        """(new champion, parent) while the rollback rule has not judged the new champion."""
+        return None if self._watch is None else (self._watch.version, self._watch.parent)
+
+    @property
+    def examples_seen(self) -> int:
+        return self._total
+
+    @property
+    def scoreboard(self) -> Scoreboard:
+        return self._board
+
+    def learn(self, example: Mapping[str, Any]) -> list[Action]:
+        """Score then train every model on ``example``; the actions it leads to."""
+        self._board.learn_one(dict(example["features"]), example["label"])
+        self._total += 1
+        t = int(example["event_time"])
+        self._latest_time = t if self._latest_time is None else max(self._latest_time, t)
+        self._buffer.append(example)
+        self._continuous_window.add(example)
+        actions: list[Action] = []
+        self._judge_rollback(actions)
+        self._judge_candidates(actions)
+        trigger = self._due(self._latest_time)
+        if trigger is not None:
+            actions.append(self._cut_continuous(trigger))
+        return actions
+
+    def on_drift(self, alert_id: str) -> list[Action]:
+        """A fresh challenger trained on the recent examples, registered as a candidate."""
+        key = f"challenger:{alert_id}"
+        challengers = [k for k in self._pending if k.startswith("challenger:")]
+        if (
+            self.challenger_buffer == 0
+            or self._champion_version is None  # nothing trained to challenge yet
+            or not self._buffer
+            or key in self._board
+            or len(challengers) >= self.max_challengers
+        ):
+            return []
+        model = self.build()
+        window = _Window()
+        for ex in self._buffer:
+            model.learn_one(dict(ex["features"]), ex["label"])
+            window.add(ex)
+        self._board.add(key, model)
+        version = self._open(key)
+        return [
+            Register(
+                version=version,
+                contender=key,
+                trigger=f"drift:{alert_id}",
+                model=self._pending[key].snapshot,
+                window=window.as_dict(),
+                metrics={"buffer_examples": float(window.examples)},
+                feature_set_version=window.feature_set_version,
+                direct=False,
+                reason=f"candidate: fresh challenger trained on the {window.examples} most recent examples "
+                f"after drift alert {alert_id}; {self._terms()}",
+            )
+        ]
+
+    def champion_changed(self, version: int | None, model: Any) -> None:
+        """The champion was changed outside the lifecycle (an operator): judge against it from now."""
+        self._drop_watch()
+        self._champion_version = version if model is not None else None
+        self._champion_model = copy.deepcopy(model) if self._champion_version is not None else None
+        self._rebase()
+
+    def withdraw(self, version: int) -> None:
+        """Stop evaluating a candidate whose status was changed outside the lifecycle."""
+        for key, p in list(self._pending.items()):
+            if p.version == version:
+                del self._pending[key]
+                self._board.remove(_ref(version))
+                self._drop(key)
+
+    # internals
+    def _allocate(self) -> int:
+        self._last_version = max(self.next_version(), self._last_version + 1)
+        return self._last_version
+
+    def _rebase(self) -> None:
+        """Pending candidates start over against the new champion: users get that one now."""
+        for key, p in list(self._pending.items()):
+            self._board.remove(_ref(p.version))
+            if self._champion_model is None:
+                del self._pending[key]
+                self._drop(key)
+                continue
+            self._board.add(_ref(p.version), copy.deepcopy(self._champion_model))
+            self._pending[key] = _Pending(p.version, self._board.seq + 1, p.snapshot)
+
+    def _open(self, key: str) -> int:
+        """A candidate version of ``key``'s model as it is now, scored from the next example."""
+        version = self._allocate()
+        self._board.add(_ref(version), copy.deepcopy(self._champion_model))
+        self._pending[key] = _Pending(version, self._board.seq + 1, copy.deepcopy(self._board.model(key)))
+        return version
+
+    def _terms(self) -> str:
+        return (
+            f"promoted if better than the champion by {self.promotion.margin:.3f} accuracy "
+            f"over {self.promotion.min_examples} examples"
+        )
+
+    def _due(self, now_ms: int) -> str | None:
+        if CONTINUOUS in self._pending:
+            return None  # one candidate of the continuous learner at a time; the count carries on
+        since = self._continuous_window.examples
+        if self._champion_version is None:
+            return "label_volume" if since >= self.first_version_after else None
+        if since >= self.version_every:
+            return "label_volume"
+        if since and self.schedule.due(now_ms):
+            return "schedule"
+        return None
+
+    def _cut_continuous(self, trigger: str) -> Register:
+        window = self._continuous_window
+        self._continuous_window = _Window()
+        if self._latest_time is not None:
+            self.schedule.reset(self._latest_time)
+        score = self._board.score(CONTINUOUS)
+        metrics = {"examples_since_last_version": float(window.examples), "examples_total": float(self._total)}
+        if score.accuracy is not None and score.log_loss is not None:
+            metrics |= {
+                "prequential_accuracy": score.accuracy,
+                "log_loss": score.log_loss,
+                "evaluation_examples": float(score.examples),
+            }
+        direct = self._champion_version is None
+        if direct:
+            version = self._allocate()
+            snapshot = copy.deepcopy(self._board.model(CONTINUOUS))
+            self._champion_version, self._champion_model = version, copy.deepcopy(snapshot)
+            reason = "champion: first trained version, promoted directly (an untrained model is no yardstick)"
+        else:
+            version = self._open(CONTINUOUS)
+            snapshot = self._pending[CONTINUOUS].snapshot
+            reason = f"candidate: continuous learner ({trigger}); {self._terms()}"
+        return Register(
+            version=version,
+            contender=CONTINUOUS,
+            trigger=trigger,
+            model=snapshot,
+            window=window.as_dict(),
+            metrics=metrics,
+            feature_set_version=window.feature_set_version,
+            direct=direct,
+            reason=reason,
+        )
+
+    def _judge_candidates(self, actions: list[Action]) -> None:
+        for key, p in list(self._pending.items()):
+            ref = _ref(p.version)
+            if self._board.common(key, ref, p.since) < self.promotion.min_examples:
+                continue
+            c = self._board.compare(key, ref, p.since)
+            verdict = self.promotion.decide(c)
+            if verdict.action == "wait":
+                continue
+            del self._pending[key]
+            self._board.remove(ref)
+            if verdict.action == "promote":
+                actions.append(self._promote(key, p, verdict, c))
+            else:
+                actions.append(
+                    Reject(
+                        p.version,
+                        f"rejected against champion v{self._champion_version}: {verdict.reason}",
+                        _metrics(c, CHAMPION),
+                    )
+                )
+                self._drop(key)
+
+    def _promote(self, key: str, p: _Pending, verdict: Verdict, c: Comparison) -> Promote:
+        old, old_model = self._champion_version, self._champion_model
+        assert old is not None and old_model is not None
+        self._champion_version, self._champion_model = p.version, p.snapshot
+        if key != CONTINUOUS:
+            # The continuous learner carries on from the new champion's lineage.
+            self._board.remove(CONTINUOUS)
+            self._board.rename(key, CONTINUOUS)
+            self._continuous_window = _Window()
+        # The new champion and its parent, both as registered, learn side by side from now.
+        self._drop_watch()
+        self._board.add(CHAMPION, copy.deepcopy(p.snapshot))
+        self._board.add(PARENT, copy.deepcopy(old_model))
+        self._watch = _Watch(p.version, old, old_model, self._board.seq + 1)
+        self._rebase()
+        return Promote(p.version, old, f"promoted over v{old}: {verdict.reason}", _metrics(c, CHAMPION))
+
+    def _judge_rollback(self, actions: list[Action]) -> None:
+        w = self._watch
+        if w is None or self._board.common(CHAMPION, PARENT, w.since) < self.rollback.window:
+            return
+        c = self._board.compare(CHAMPION, PARENT, w.since)
+        verdict = self.rollback.decide(c)
+        if verdict.action == "wait":
+            return
+        self._drop_watch()
+        if verdict.action == "keep":
+            return
+        self._champion_version, self._champion_model = w.parent, w.parent_model
+        self._rebase()
+        actions.append(
+            Rollback(
+                w.version, w.parent, f"rolled back to v{w.parent} automatically: {verdict.reason}", _metrics(c, PARENT)
+            )
+        )
+
+    def _drop_watch(self) -> None:
+        self._watch = None
+        for key in (CHAMPION, PARENT):
+            if key in self._board:
+                self._board.remove(key)
+
+    def _drop(self, key: str) -> None:
+        if key != CONTINUOUS and key in self._board:
+            self._board.remove(key)
+
+
+def _ref(version: int) -> str:
+    """The scoreboard key of the champion copy a candidate is judged against."""
+    return f"champion-for-v{version}"
