@@ -154,6 +154,8 @@ class IngestionSettings(ServiceSettings):
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     max_lateness_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     max_record_bytes: int = Field(default=1_000_000, gt=0)
+    # How long an event_id is remembered against duplicates (older ids are forgotten).
+    dedup_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     # A data contract file (YAML or JSON, services/ingestion/contract.py); unset = none.
     contract: str = ""
 

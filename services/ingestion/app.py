@@ -14,7 +14,6 @@ from shared.errors import DuplicateEvent
 from shared.settings import IngestionSettings
 
 SERVICE = "ingestion"
-DEDUP_TTL_MS = 24 * 3600 * 1000
 
 
 def wire(ctx: ServiceContext[IngestionSettings]) -> None:
@@ -24,7 +23,7 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
     contract = Contract.load(Path(ctx.settings.contract)) if ctx.settings.contract else None
 
     def pipeline(source: str, sink: str, record: str, validate: Validator) -> None:
-        dedup = Deduplicator(ctx.store(f"seen-{record.lower()}"), DEDUP_TTL_MS)
+        dedup = Deduplicator(ctx.store(f"seen-{record.lower()}"), int(ctx.settings.dedup_ttl_s * 1000))
         out = ctx.raw_topic(sink)
         check = None if contract is None else contract.check_event if record == "RawEvent" else contract.check_label
 

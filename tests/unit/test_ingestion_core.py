@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.ingestion.dedup import Deduplicator
 from services.ingestion.validate import (
@@ -359,3 +361,27 @@ def test_lone_surrogates_and_long_field_names_are_wrong_types(obj: dict[str, Any
     data = json.dumps(obj).encode()
     with pytest.raises(WrongType):
         validate_event(decode(data, "RawEvent", serde, LIMITS), NOW, LIMITS)
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 500)), max_size=200), st.integers(1, 7))
+def test_the_sweep_never_changes_an_answer_and_keeps_only_live_ids(
+    calls: list[tuple[int, int]], sweep_every: int
+) -> None:
+    """Against a reference that never forgets: same answers, and after a sweep the store
+    holds no id older than the TTL."""
+    ttl = 100
+    store: dict[str, int] = {}
+    dedup = Deduplicator(store, ttl_ms=ttl, sweep_every=sweep_every)
+    reference: dict[str, int] = {}
+    now = 0
+    for i, (eid, step) in enumerate(calls):
+        now += step % 60  # time never goes back
+        key = f"e{eid}"
+        first = reference.get(key)
+        expected = first is not None and now - first <= ttl
+        if not expected:
+            reference[key] = now
+        assert dedup.seen(key, now) is expected, (i, key, now)
+    dedup.expire(now)
+    assert all(now - t <= ttl for t in store.values())
+    assert {k: t for k, t in reference.items() if now - t <= ttl} == store
