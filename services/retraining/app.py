@@ -56,8 +56,8 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         await ctx.send(registry_out, key, value)
 
     async def write(record: dict[str, Any]) -> None:
-        await client.publish(send_registry, record)
-        client.registry.apply(record)
+        # Apply what was sent: signed when a key is set, which the local registry then requires.
+        client.registry.apply(await client.publish(send_registry, record))
 
     def load_trained(record: dict[str, Any] | None) -> Any | None:
         if record is None or record["params"].get("trained") != "true":

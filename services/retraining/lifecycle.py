@@ -7,10 +7,11 @@ from it (test-then-train), so all comparisons are on the same examples:
   candidate version on label volume or on schedule;
 - ``challenger:<alert_id>``: a fresh model built on a drift alert, trained on the recent
   examples (the post-drift window) and then online, registered as a candidate at once;
-- for each candidate, a copy of the champion's model as registered (what users get),
-  learning too from the candidate's registration on: the yardstick;
-- after a promotion, copies of the new champion and of its parent, both learning, until
-  the rollback rule has judged the new champion over its first ``window`` examples.
+- for each candidate, the candidate as registered and a copy of the champion as registered,
+  both frozen (scored without learning, as inference serves them): the served accuracy each
+  would give from the candidate's registration on;
+- after a promotion, frozen copies of the new champion and of its parent, until the
+  rollback rule has judged the new champion over its first ``window`` examples.
 
 A candidate is judged once, on the examples after its registration, as soon as there are
 ``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote a lucky
@@ -67,6 +68,7 @@ def class_probability(proba: Mapping[Any, float], label: Any) -> float:
 @dataclass
 class _Entry:
     model: Any
+    frozen: bool
     scores: deque[tuple[int, float, float]]  # (example seq, hit or -|error|, log loss or error²), the last `window`
 
 
@@ -92,10 +94,12 @@ class Scoreboard:
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
-    def add(self, key: str, model: Any) -> None:
+    def add(self, key: str, model: Any, *, frozen: bool = False) -> None:
+        """Score ``model`` from the next example on; a ``frozen`` one is scored without learning
+        (a version as inference serves it)."""
         if key in self._entries:
             raise KeyError(f"{key} is already scored")
-        self._entries[key] = _Entry(model, deque(maxlen=self.window))
+        self._entries[key] = _Entry(model, frozen, deque(maxlen=self.window))
 
     def remove(self, key: str) -> Any:
         return self._entries.pop(key).model
@@ -109,7 +113,7 @@ class Scoreboard:
     def fork(self, src: str, dst: str) -> None:
         """An independent copy of ``src`` (model and history) under ``dst``."""
         entry = self._entries[src]
-        self._entries[dst] = _Entry(copy.deepcopy(entry.model), deque(entry.scores, maxlen=self.window))
+        self._entries[dst] = _Entry(copy.deepcopy(entry.model), entry.frozen, deque(entry.scores, maxlen=self.window))
 
     def model(self, key: str) -> Any:
         return self._entries[key].model
@@ -129,7 +133,8 @@ class Scoreboard:
                 predicted = max(proba, key=proba.__getitem__) if proba else None
                 loss = -math.log(max(class_probability(proba, y), _MIN_P))
                 entry.scores.append((self._seq, same_class(predicted, y), loss))
-            entry.model.learn_one(x, y)
+            if not entry.frozen:
+                entry.model.learn_one(x, y)
 
     def score(self, key: str) -> Score:
         scores = self._entries[key].scores
@@ -495,17 +500,24 @@ class Lifecycle:
         for key, p in list(self._pending.items()):
             self._board.remove(_ref(p.version))
             if self._champion_model is None:
+                self._board.remove(_served(p.version))
                 del self._pending[key]
                 self._drop(key)
                 continue
-            self._board.add(_ref(p.version), copy.deepcopy(self._champion_model))
+            self._board.remove(_served(p.version))
+            self._board.add(_ref(p.version), copy.deepcopy(self._champion_model), frozen=True)
+            self._board.add(_served(p.version), copy.deepcopy(p.snapshot), frozen=True)
             self._pending[key] = _Pending(p.version, self._board.seq + 1, p.snapshot)
 
     def _open(self, key: str) -> int:
         """A candidate version of ``key``'s model as it is now, scored from the next example."""
         version = self._allocate()
-        self._board.add(_ref(version), copy.deepcopy(self._champion_model))
-        self._pending[key] = _Pending(version, self._board.seq + 1, copy.deepcopy(self._board.model(key)))
+        snapshot = copy.deepcopy(self._board.model(key))
+        # Judged as inference would serve both: frozen, the candidate as registered against
+        # the champion as registered, on the same examples from now on.
+        self._board.add(_ref(version), copy.deepcopy(self._champion_model), frozen=True)
+        self._board.add(_served(version), copy.deepcopy(snapshot), frozen=True)
+        self._pending[key] = _Pending(version, self._board.seq + 1, snapshot)
         return version
 
     def _terms(self) -> str:
@@ -563,15 +575,16 @@ class Lifecycle:
 
     def _judge_candidates(self, actions: list[Action]) -> None:
         for key, p in list(self._pending.items()):
-            ref = _ref(p.version)
-            if self._board.common(key, ref, p.since) < self.promotion.min_examples:
+            ref, served = _ref(p.version), _served(p.version)
+            if self._board.common(served, ref, p.since) < self.promotion.min_examples:
                 continue
-            c = self._board.compare(key, ref, p.since)
+            c = self._board.compare(served, ref, p.since)
             verdict = self.promotion.decide(c)
             if verdict.action == "wait":
                 continue
             del self._pending[key]
             self._board.remove(ref)
+            self._board.remove(served)
             if verdict.action == "promote":
                 actions.append(self._promote(key, p, verdict, c))
             else:
@@ -593,10 +606,11 @@ class Lifecycle:
             self._board.remove(CONTINUOUS)
             self._board.rename(key, CONTINUOUS)
             self._continuous_window = _Window()
-        # The new champion and its parent, both as registered, learn side by side from now.
+        # The new champion and its parent, both as registered and frozen (as inference serves
+        # them), are scored side by side from now.
         self._drop_watch()
-        self._board.add(CHAMPION, copy.deepcopy(p.snapshot))
-        self._board.add(PARENT, copy.deepcopy(old_model))
+        self._board.add(CHAMPION, copy.deepcopy(p.snapshot), frozen=True)
+        self._board.add(PARENT, copy.deepcopy(old_model), frozen=True)
         self._watch = _Watch(p.version, old, old_model, self._board.seq + 1)
         self._rebase()
         return Promote(p.version, old, f"promoted over v{old}: {verdict.reason}", _metrics(c, CHAMPION))
@@ -634,3 +648,8 @@ class Lifecycle:
 def _ref(version: int) -> str:
     """The scoreboard key of the champion copy a candidate is judged against."""
     return f"champion-for-v{version}"
+
+
+def _served(version: int) -> str:
+    """The scoreboard key of a candidate version as registered (frozen, as it would be served)."""
+    return f"served-v{version}"

@@ -17,9 +17,11 @@ from services.runner import Stack
 from services.streams import sea_stream
 from shared.kafka import produce_all, read_topic
 from shared.serde import Serde
+from shared.signing import verify
 from shared.topics import Topics
 
 pytestmark = pytest.mark.integration
+KEY = "lifecycle-test-key"
 ROWS = sea_stream(900, seed=3).rows[:600]  # one concept: the labels are flipped to make the drift
 
 
@@ -95,6 +97,8 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
         "DRIFTLOOP_RETRAINING_VERSION_EVERY": "100000",  # no continuous candidates: the challenger alone
         "DRIFTLOOP_RETRAINING_PROMOTION_MIN_EXAMPLES": "100",
         "DRIFTLOOP_RETRAINING_CHALLENGER_BUFFER": "100",
+        # Signed registry: every status change the lifecycle makes must carry a valid signature.
+        "DRIFTLOOP_REGISTRY_HMAC_KEY": KEY,
     }
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
 
@@ -162,6 +166,7 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
         assert promoted["metrics"]["evaluation_examples"] == 100
         assert promoted["metrics"]["prequential_accuracy"] > promoted["metrics"]["champion_accuracy"]
         assert [h["status"] for h in promoted["status_history"]] == ["candidate"]
+        assert all(verify(r, KEY) for r in final.values()), "a registry record is not validly signed"
         assert final[champion]["status"] == "archived"
         assert final[champion]["status_reason"] == f"superseded by v{challenger['version']}"
 

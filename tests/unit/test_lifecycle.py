@@ -473,16 +473,25 @@ class Slow(Rule):
         return {y: 0.8, not y: 0.2}
 
 
-def test_a_candidate_is_judged_against_the_champion_as_registered() -> None:
-    # The champion was registered untaught; the continuous learner has learned since. Users get
-    # the champion as registered, so that is the yardstick (a copy of it, learning from now on),
-    # not the champion's own continuation, which would tie with the continuous learner.
-    lc, seen = lifecycle(Slow(need=15), Slow(need=15))
+def test_a_candidate_is_judged_as_served_against_the_champion_as_served() -> None:
+    # Inference serves registered versions frozen, so both are judged frozen: the candidate as
+    # cut (10 examples learned: right from then on) against the champion as registered
+    # (untaught: always wrong). A copy of the champion that learned during the evaluation
+    # would have been right from example 25 on; one of the candidate, from wherever.
+    lc, seen = lifecycle(Slow(need=15), Slow(need=5))
     actions = run(lc, seen, 0, 30)
     (promote,) = [a for _, a in actions if isinstance(a, Promote)]
-    # Examples 10..29: the candidate is right from 15 on (15 of 20), the champion's copy,
-    # which starts learning at 10, from 25 on (5 of 20).
-    assert promote.metrics["prequential_accuracy"] == 0.75 and promote.metrics["champion_accuracy"] == 0.25
+    assert promote.metrics["prequential_accuracy"] == 1.0 and promote.metrics["champion_accuracy"] == 0.0
+
+
+def test_a_candidate_that_is_not_yet_good_when_cut_is_not_promoted_for_what_it_learns_later() -> None:
+    # Cut after 10 examples but right only after 12: served as cut it is always wrong, like the
+    # untaught champion: a tie, never a promotion.
+    lc, seen = lifecycle(Slow(need=15), Slow(need=12))
+    actions = run(lc, seen, 0, 30)
+    assert not [a for _, a in actions if isinstance(a, Promote)]
+    (reject,) = [a for _, a in actions if isinstance(a, Reject)]
+    assert reject.version == 2
 
 
 def test_pending_candidates_start_over_against_a_new_champion() -> None:
