@@ -9,22 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for_records
 
 from services.runner import Stack
-from shared.kafka import produce_all, read_topic
+from shared.kafka import produce_all
 from shared.serde import Serde
 from shared.topics import Topics
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0) -> list:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        recs = asyncio.run(read_topic(bootstrap, topic))
-        if len(recs) >= n or time.monotonic() > deadline:
-            return recs
-        time.sleep(0.5)
 
 
 def test_contract_violation_is_dead_lettered(
@@ -53,8 +45,8 @@ def test_contract_violation_is_dead_lettered(
                 + [(topics.labels_raw, b"u", bad_label)],
             )
         )
-        clean = _wait_for(bootstrap, topics.events_clean, len(good))
-        dead = _wait_for(bootstrap, topics.deadletter, 2)
+        clean = wait_for_records(bootstrap, topics.events_clean, len(good))
+        dead = wait_for_records(bootstrap, topics.deadletter, 2)
         stack.check()
 
     assert sorted(serde.decode("RawEvent", r.value)["event_id"] for r in clean) == [f"ok{i}" for i in range(5)]

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for_records
 
 from services.features.offline import read
 from services.runner import Stack
-from shared.kafka import produce_all, read_topic
+from shared.kafka import produce_all
 from shared.serde import Serde
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -20,15 +21,6 @@ from shared.topics import Topics
 pytestmark = pytest.mark.integration
 
 WINDOWS = "x:count:sliding:1h,x:mean:sliding:1h"
-
-
-def _wait_for(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0) -> list:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        recs = asyncio.run(read_topic(bootstrap, topic))
-        if len(recs) >= n or time.monotonic() > deadline:
-            return recs
-        time.sleep(0.5)
 
 
 def test_windows_offline_store_and_expired_labels(
@@ -65,13 +57,13 @@ def test_windows_offline_store_and_expired_labels(
                 + [(topics.labels_clean, b"a", serde.encode("Label", lab)) for lab in (ghost, real)],
             )
         )
-        feats = _wait_for(bootstrap, topics.features, len(times))
-        examples = _wait_for(bootstrap, topics.examples, 1)
+        feats = wait_for_records(bootstrap, topics.features, len(times))
+        examples = wait_for_records(bootstrap, topics.examples, 1)
         # An event well past the TTL moves the watermark: the ghost label expires.
         times["a6"], xs["a6"] = 10_000, 0.0
         asyncio.run(produce_all(bootstrap, [event("a6")]))
-        dead = _wait_for(bootstrap, topics.deadletter, 1)
-        feats = _wait_for(bootstrap, topics.features, len(times))
+        dead = wait_for_records(bootstrap, topics.deadletter, 1)
+        feats = wait_for_records(bootstrap, topics.features, len(times))
         stack.check()
         store = Path(env["DRIFTLOOP_OFFLINE_STORE"])
         assert list(read(store, "features")) == []  # buffered until a flush

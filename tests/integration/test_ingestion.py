@@ -11,22 +11,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from waiting import wait_for_records
 
 from services.runner import Stack
-from shared.kafka import produce_all, read_topic
+from shared.kafka import produce_all
 from shared.serde import Serde
 from shared.topics import Topics
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0) -> list:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        recs = asyncio.run(read_topic(bootstrap, topic))
-        if len(recs) >= n or time.monotonic() > deadline:
-            return recs
-        time.sleep(0.5)
 
 
 def test_ingestion_forwards_good_and_dead_letters_bad(
@@ -72,8 +64,8 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
     records = good_json + [(b"bad", v) for v in bad.values()] + good_avro
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
         asyncio.run(produce_all(bootstrap, [(topics.events_raw, k, v) for k, v in records]))
-        clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro))
-        dead = _wait_for(bootstrap, topics.deadletter, len(bad))
+        clean = wait_for_records(bootstrap, topics.events_clean, len(good_json) + len(good_avro))
+        dead = wait_for_records(bootstrap, topics.deadletter, len(bad))
         # A second round after the bad input proves the service kept running.
         later = [
             (
@@ -82,7 +74,7 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
             )
         ]
         asyncio.run(produce_all(bootstrap, [(topics.events_raw, k, v) for k, v in later]))
-        clean = _wait_for(bootstrap, topics.events_clean, len(good_json) + len(good_avro) + 1)
+        clean = wait_for_records(bootstrap, topics.events_clean, len(good_json) + len(good_avro) + 1)
         stack.check()
         port = service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
