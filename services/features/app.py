@@ -85,10 +85,12 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         parts = await asyncio.get_running_loop().run_in_executor(None, offline.write, batch, int(time.time() * 1000))
         ctx.log.debug("offline_flushed", records=n, parts=len(parts))
 
+    offline_counts = {kind: offline_c.labels(kind) for kind in OFFLINE_RECORDS}
+
     async def to_offline(kind: str, value: dict[str, Any]) -> None:
         if offline is not None:
             offline.append(kind, value)
-            offline_c.labels(kind).inc()
+            offline_counts[kind].inc()
             if offline.pending >= s.offline_flush_records:
                 await flush_offline()
 

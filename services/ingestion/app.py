@@ -36,9 +36,13 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
                 check(value)
             if dedup.seen(value["event_id"], msg.timestamp):
                 raise DuplicateEvent(f"{record} {value['event_id']} was already ingested")
+            data = None
             if record == "RawEvent":
+                if obj.get("ingest_time") is None:
+                    # Validated as it is: the bytes that came in go on, stamped.
+                    data = ctx.serde.with_ingest_time(msg.value, msg.timestamp)
                 value["ingest_time"] = msg.timestamp
-            await ctx.send(out, value["entity_id"], ctx.serde.encode(record, value))
+            await ctx.send(out, value["entity_id"], data or ctx.serde.encode(record, value))
             ctx.observe_latency(msg.timestamp)
 
         async def process(stream: StreamT[Any]) -> None:

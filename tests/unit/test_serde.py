@@ -416,6 +416,34 @@ def test_raw_event_round_trip_property(
     assert same_typed(decoded, value)  # bools stay bools, ints stay ints, floats stay floats
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fields=st.dictionaries(st.text(max_size=20), field_values, max_size=12),
+    event_time=st.integers(min_value=-INT64, max_value=INT64 - 1),
+    stamp=st.integers(min_value=-INT64, max_value=INT64 - 1),
+    had=st.none() | st.integers(min_value=0, max_value=2**53),
+)
+def test_stamping_ingest_time_in_place_equals_encoding_the_stamped_event(
+    serde: Serde, fields: dict[str, Any], event_time: int, stamp: int, had: int | None
+) -> None:
+    value = {"event_id": "e", "entity_id": "u", "event_time": event_time, "fields": fields, "ingest_time": had}
+    data = serde.encode("RawEvent", value)
+    stamped = serde.with_ingest_time(data, stamp)
+    if had is None:
+        assert stamped == serde.encode("RawEvent", {**value, "ingest_time": stamp})
+        assert serde.decode("RawEvent", stamped)["ingest_time"] == stamp
+    # An event that carries an ingest_time already ends in its long, not in a null; only a
+    # value of 0 ends in a 0 byte too, and the caller knows from the decoded record.
+    elif had != 0:
+        assert stamped is None
+
+
+def test_stamping_needs_the_current_raw_event_schema(serde: Serde) -> None:
+    label = serde.encode("Label", {"event_id": "e", "entity_id": "u", "label": 0, "label_time": 0})
+    assert serde.with_ingest_time(label, 5) is None
+    assert serde.with_ingest_time(b'{"event_id": "e"}\x00', 5) is None
+
+
 # --- ModelVersion v2: status_history ---------------------------------------------------------------
 
 V2_ONLY = ("status_history", "signature")
