@@ -136,6 +136,25 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     ]
     assert len(trained) > EVENTS // 3 and sum(trained) / len(trained) > 0.8
     assert summary["baseline_static_accuracy"] is not None and summary["baseline_model_version"] >= 1
+
+    # The second drift (SEA's threshold moves from 7 to 9.5) is detected by a concept alert,
+    # versions learned on the new concept are promoted and served, and over the last 500
+    # events what users got beats the static first model on the same events.
+    second = 2 * EVENTS // 3
+    assert summary["detection_delays"][1] is not None
+    drift_time = first[f"{summary['run_id']}-{second}"]["event_time"]
+    late = [p for e, p in first.items() if index_of(e) >= EVENTS - 500]
+    by_version = {r["version"]: r for r in registry}
+    late_versions = {p["model_version"] for p in late}
+    post_drift = {v for v in late_versions if (by_version[v]["training_window"]["end_time"] or 0) > drift_time}
+    assert post_drift, "no version trained after the drift served the last events"
+    baseline_first: dict[str, dict] = {}
+    for p in shadow:
+        baseline_first.setdefault(p["event_id"], p)
+    both = [e for e in (p["event_id"] for p in late) if e in baseline_first and e in labels]
+    served_late = sum(same_class(first[e]["predicted"], labels[e]) for e in both) / len(both)
+    static_late = sum(same_class(baseline_first[e]["predicted"], labels[e]) for e in both) / len(both)
+    assert len(both) > 400 and served_late > static_late, (served_late, static_late)
     for outcome in outcomes:
         assert 0 <= index_of(outcome["event_id"]) < EVENTS
     assert (out / "report.md").is_file() and (out / "accuracy.png").stat().st_size > 0
