@@ -47,12 +47,14 @@ def static_baseline(
     return acc, sorted(hits)
 
 
-def swap_pause_ms(predictions: Sequence[Mapping[str, Any]]) -> float | None:
-    """The longest gap between consecutive champion predictions (by the time they were made)
-    that spans a change of served version: what a swap costs the stream."""
+def prediction_gaps_ms(predictions: Sequence[Mapping[str, Any]]) -> tuple[float | None, float | None]:
+    """(swap pause, longest gap): the longest gap between consecutive champion predictions
+    (by the time they were made) that spans a change of served version, which is what a
+    swap costs the stream, and the longest gap of all, to tell a swap from any stall."""
     preds = sorted((p["predicted_at"], p["model_version"]) for p in predictions if p["role"] == "champion")
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(preds) if a[1] != b[1]]
-    return float(max(gaps)) if gaps else None
+    gaps = [(b[0] - a[0], a[1] != b[1]) for a, b in itertools.pairwise(preds)]
+    at_swaps = [g for g, swap in gaps if swap]
+    return (float(max(at_swaps)) if at_swaps else None, float(max(g for g, _ in gaps)) if gaps else None)
 
 
 def detection_delays(drift_points: Sequence[int], alert_indices: Sequence[int], n: int) -> list[int | None]:
@@ -98,6 +100,7 @@ def summarize(
     static_acc, static_hits = static_baseline(vectors, labels, load_baseline, baseline_from)
     same_window = [h for i, h in served_hits if i >= baseline_from]
 
+    swap_pause, max_gap = prediction_gaps_ms(champion_preds)
     latencies = [p["predicted_at"] - p["ingest_time"] for p in served.values() if p["ingest_time"] is not None]
     first_in = min((p["ingest_time"] for p in served.values() if p["ingest_time"] is not None), default=None)
     last_out = max((p["predicted_at"] for p in served.values()), default=None)
@@ -137,7 +140,8 @@ def summarize(
         "p95_latency_ms": _percentile(latencies, 95),
         "p99_latency_ms": _percentile(latencies, 99),
         "max_latency_ms": float(max(latencies)) if latencies else None,
-        "swap_pause_ms": swap_pause_ms(champion_preds),
+        "swap_pause_ms": swap_pause,
+        "max_prediction_gap_ms": max_gap,
         "events_per_second": len(served) / span_s if span_s else None,
         "wall_seconds": wall_seconds,
     }
