@@ -68,7 +68,10 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     def load(change_version: int) -> None:
         record = client.registry.get(name, change_version)
         assert record is not None
-        model = load_artifact(record)
+        # A promoted candidate is already here, loaded and checked, predicting in shadow.
+        model = server.challenger_model(change_version)
+        if model is None:
+            model = load_artifact(record)
         if model is None:
             return
         old = server.served.version if server.served else None

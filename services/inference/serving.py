@@ -55,6 +55,11 @@ class Server:
         # A new dict, not a mutation: a batch in flight keeps iterating the one it started with.
         self._challengers = {**self._challengers, int(record["version"]): _served(model, record)}
 
+    def challenger_model(self, version: int) -> Any | None:
+        """The model of a challenger being shadowed (already loaded and checked), if any."""
+        c = self._challengers.get(version)
+        return None if c is None else c.model
+
     def remove_challenger(self, version: int) -> bool:
         if version not in self._challengers:
             return False

@@ -433,7 +433,10 @@ def test_server_challengers_predict_in_shadow_until_unloaded() -> None:
     ]
     assert all(p["event_id"] == "e1" and p["predicted_at"] == 50 for p in shadows)
     assert server.predict(fvector("e1"), 50)["predicted"] == "champ"  # the champion is untouched
+    # A promoted challenger is swapped in as it is: no second load of its artifact.
+    assert server.challenger_model(2) is c2 and server.challenger_model(7) is None
     assert server.remove_challenger(2) and not server.remove_challenger(2)
+    assert server.challenger_model(2) is None
     assert [p["model_version"] for p in server.predict_challengers(fvector("e2"), 60)] == [3]
     assert c2.seen == [{"x0": 1.5}] and len(c3.seen) == 2
 
