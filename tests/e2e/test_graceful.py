@@ -126,7 +126,7 @@ def test_sigterm_drains_commits_and_exits_then_nothing_is_lost_or_re_emitted(
 def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
     service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    n = 20_000
+    n = 40_000
     bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
     dataset = Dataset("sea", sea_stream(n).rows, [], [f"ent-{i % 101}" for i in range(n)])
     env = {
@@ -184,7 +184,8 @@ def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
             file=sys.stderr,
         )
     assert not lost
-    # The second half of the stream is ~2 MB of records in and ~2 MB out per service: a
-    # buffer that held the backlog would grow by as much; bounded state does not grow.
-    assert all(g < 5.0 for g in growth.values()), growth
+    # The second half of the stream is 20k events and their labels: held as Python records
+    # (~1 kB each decoded) a buffer of the backlog would add ~20 MB and more; bounded state
+    # moves by the allocator's noise (0-5 MB measured).
+    assert all(g < 10.0 for g in growth.values()), growth
     assert inference_growth < 40.0, inference_growth
