@@ -42,6 +42,9 @@ from shared.topics import Topics, TopicSpec
 
 S = TypeVar("S", bound=ServiceSettings)
 MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
+# Prefetched input per partition (aiokafka's default is 1 MB): a service behind its input
+# holds at most this times its partitions; ~2,500 records of ~100 bytes a fetch still.
+MAX_PARTITION_FETCH_BYTES = 256 * 1024
 # True in the batch loop's task only: tasks and timers run in contexts copied before it is set.
 _IN_BATCH: contextvars.ContextVar[bool] = contextvars.ContextVar("driftloop_in_batch", default=False)
 
@@ -450,6 +453,8 @@ class ServiceContext(Generic[S]):
             "auto_offset_reset": "earliest",
             "fetch_max_wait_ms": c.fetch_max_wait_ms,
             "max_poll_records": self.settings.batch_size,
+            # What a lagging service holds prefetched: this much per assigned partition at most.
+            "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
             "session_timeout_ms": int(c.session_timeout_s * 1000),
             "heartbeat_interval_ms": int(c.heartbeat_interval_s * 1000),
             "rebalance_timeout_ms": int(c.rebalance_timeout_s * 1000),
