@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from waiting import scrape_metrics, wait_for_records
 
 from services.runner import Stack
 from services.streams import monitoring_stream
@@ -53,16 +53,10 @@ def test_monitoring_joins_scores_and_alerts(
     env = {**service_env, "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS": "adwin", "DRIFTLOOP_MONITORING_WINDOW": "200"}
     with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
         asyncio.run(produce_all(bootstrap, _records(serde, topics)))
-        deadline = time.monotonic() + 90
-        outcomes: list = []
-        while time.monotonic() < deadline and len(outcomes) < N:
-            time.sleep(1)
-            stack.check()
-            outcomes = asyncio.run(read_topic(bootstrap, topics.outcomes))
+        outcomes = wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
         time.sleep(2)  # one more gauge refresh
         port = env["DRIFTLOOP_MONITORING_METRICS_PORT"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            metrics = resp.read().decode()
+        metrics = scrape_metrics(int(port))
 
     decoded = [serde.decode("Outcome", r.value) for r in outcomes]
     assert sorted(o["event_id"] for o in decoded) == sorted(f"m-{i}" for i in range(N))  # one each

@@ -9,11 +9,11 @@ import asyncio
 import math
 import random
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import scrape_metrics, wait_for_records
 
 from services.runner import Stack
 from services.streams import monitoring_stream
@@ -71,16 +71,10 @@ def test_monitoring_of_a_regressor(service_env: dict[str, str], topics: Topics, 
             sent[p["event_id"]] = p
     with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
         asyncio.run(produce_all(bootstrap, records))
-        deadline = time.monotonic() + 90
-        outcomes: list = []
-        while time.monotonic() < deadline and len(outcomes) < N:
-            time.sleep(1)
-            stack.check()
-            outcomes = asyncio.run(read_topic(bootstrap, topics.outcomes))
+        outcomes = wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
         time.sleep(3)  # one more gauge refresh
         port = env["DRIFTLOOP_MONITORING_METRICS_PORT"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            metrics = resp.read().decode()
+        metrics = scrape_metrics(int(port))
 
     decoded = [serde.decode("Outcome", r.value) for r in outcomes]
     assert sorted(o["event_id"] for o in decoded) == sorted(f"m-{i}" for i in range(N))  # one each
