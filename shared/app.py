@@ -172,6 +172,10 @@ class ServiceContext(Generic[S]):
     _partitioner: Partitioner = field(default_factory=Partitioner, repr=False)
     _partition_counts: dict[str, int] = field(default_factory=dict, repr=False)
     _unsettled: deque[asyncio.Task[None]] = field(default_factory=deque, repr=False)
+    #: Next offsets whose batches are delivered but not yet committed.
+    _delivered: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
+    _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _last_commit: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         self._latency = self.metrics.event_latency.labels(self.service)
@@ -276,15 +280,29 @@ class ServiceContext(Generic[S]):
                 exc = ProduceFailed(f"output not delivered: {result!r}")
                 self._fail(exc)
                 raise exc from result
-        assert self._consumer is not None
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group rebalanced under this batch: its records are redelivered to their next
-            # owner, and every consumer of our output is idempotent on event_id.
-            self.log.warning("commit_failed", error=str(exc)[:200], partitions=len(offsets))
+        self._delivered.update(offsets)
         for tp, nxt in offsets.items():
             self._processed[tp] = nxt - 1
+        # Offsets are committed at most every commit_interval_s (and whenever a service stops
+        # or gives partitions away): a commit per batch was a third of the broker's requests,
+        # and the embedded broker's CPU is what the loop's latency waits on.
+        if time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
+            await self.commit_delivered()
+
+    async def commit_delivered(self) -> None:
+        """Commit the offsets of every batch delivered so far."""
+        async with self._commit_lock:
+            offsets, self._delivered = self._delivered, {}
+            self._last_commit = time.monotonic()
+            if not offsets:
+                return
+            assert self._consumer is not None
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group rebalanced under these batches: their records are redelivered to
+                # their next owner, and every consumer of our output is idempotent on event_id.
+                self.log.warning("commit_failed", error=str(exc)[:200], partitions=len(offsets))
 
     async def settle_all(self) -> None:
         """Wait until every handled batch is delivered and committed (before partitions move
@@ -292,6 +310,7 @@ class ServiceContext(Generic[S]):
         while self._unsettled:
             with contextlib.suppress(ProduceFailed):
                 await self._unsettled.popleft()
+        await self.commit_delivered()
 
     def flush_state(self) -> None:
         """Queue the changelog records of the batch: they are produced with its output,
@@ -443,6 +462,11 @@ class ServiceContext(Generic[S]):
         except (KafkaError, OSError, IllegalStateError) as exc:  # a metrics refresh never stops a service
             self.log.warning("consumer_lag_unavailable", error=repr(exc)[:200])
 
+    async def _commit_timer(self) -> None:
+        # What the last batches delivered, once the stream goes quiet between them.
+        if self._delivered and time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
+            await self.commit_delivered()
+
     def _consumer_options(self) -> dict[str, Any]:
         c = self.common
         return {
@@ -451,7 +475,7 @@ class ServiceContext(Generic[S]):
             "client_id": self.app.id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
-            "fetch_max_wait_ms": c.fetch_max_wait_ms,
+            "fetch_max_wait_ms": self.settings.fetch_max_wait_ms or c.fetch_max_wait_ms,
             "max_poll_records": self.settings.batch_size,
             # What a lagging service holds prefetched: this much per assigned partition at most.
             "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
@@ -489,7 +513,8 @@ class ServiceContext(Generic[S]):
                 tasks.append(self._spawn(fn.__name__, fn()))
             for topic, agent in self.app.agents:
                 tasks.append(self._spawn(f"agent:{topic.name}", agent(Stream(topic))))
-            for interval, fn in [*self.app.timers, (2.0, self._lag_timer)]:
+            timers = [*self.app.timers, (2.0, self._lag_timer), (self.settings.commit_interval_s, self._commit_timer)]
+            for interval, fn in timers:
                 tasks.append(self._spawn(f"timer:{fn.__name__}", self._every(interval, fn)))
             if self._sources:
                 await self._consumer.start()

@@ -21,6 +21,7 @@ from shared.errors import DecodeError, SchemaMismatch, UnknownSchema
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+HEADER_SIZE = _HEADER.size  # magic byte + schema id: what precedes the Avro body
 RECORDS = (
     "RawEvent",
     "Label",

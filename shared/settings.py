@@ -147,6 +147,11 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     batch_size: int = Field(default=500, ge=1)
     batch_window_s: float = Field(default=0.02, gt=0)
+    # Offsets of delivered batches are committed at most this often (and at every stop and
+    # rebalance); a crash redelivers at most this much, which de-duplication absorbs.
+    commit_interval_s: float = Field(default=0.2, gt=0)
+    # This service's fetch wait; unset means DRIFTLOOP_FETCH_MAX_WAIT_MS.
+    fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=1500)
 
 
 class IngestionSettings(ServiceSettings):
@@ -184,6 +189,9 @@ class InferenceSettings(ServiceSettings):
 class MonitoringSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_MONITORING_", extra="ignore")
     metrics_port: int = Field(default=9104, ge=0, le=65535)
+    # Off the path from event to prediction: a longer fetch wait costs nothing there and
+    # saves the broker most of this service's fetch requests.
+    fetch_max_wait_ms: int | None = Field(default=100, ge=1, le=1500)
     window: int = Field(default=500, ge=1)
     join_ttl_s: float = Field(default=3600.0, gt=0)
     input_detectors: str = "adwin,psi"
@@ -198,6 +206,9 @@ class MonitoringSettings(ServiceSettings):
 class RetrainingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_RETRAINING_", extra="ignore")
     metrics_port: int = Field(default=9105, ge=0, le=65535)
+    # Off the path from event to prediction: a longer fetch wait costs nothing there and
+    # saves the broker most of this service's fetch requests.
+    fetch_max_wait_ms: int | None = Field(default=100, ge=1, le=1500)
     model_spec: str = "logreg"
     seed: int = 42
     version_every: int = Field(default=1000, ge=1)

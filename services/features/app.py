@@ -13,6 +13,7 @@ from services.features.join import OFFSET, LabelJoin, expired_label_letter
 from services.features.offline import OfflineWriter
 from services.features.spec import FeatureSpec
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from shared.serde import HEADER_SIZE
 from shared.settings import FeaturesSettings
 
 SERVICE = "features"
@@ -87,9 +88,9 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
 
     offline_counts = {kind: offline_c.labels(kind) for kind in OFFLINE_RECORDS}
 
-    async def to_offline(kind: str, value: dict[str, Any]) -> None:
+    async def to_offline(kind: str, value: dict[str, Any], framed: bytes) -> None:
         if offline is not None:
-            offline.append(kind, value)
+            offline.append(kind, value, framed[HEADER_SIZE:])  # stored as produced, not encoded again
             offline_counts[kind].inc()
             if offline.pending >= s.offline_flush_records:
                 await flush_offline()
@@ -103,8 +104,9 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
 
     async def emit_example(example: dict[str, Any] | None) -> None:
         if example is not None:
-            await ctx.send(examples_out, example["entity_id"], ctx.serde.encode("LabeledExample", example))
-            await to_offline("examples", example)
+            data = ctx.serde.encode("LabeledExample", example)
+            await ctx.send(examples_out, example["entity_id"], data)
+            await to_offline("examples", example, data)
 
     async def dead_letter_label(label: dict[str, Any], partition: int) -> None:
         value = ctx.serde.encode("Label", {k: v for k, v in label.items() if k != OFFSET})
@@ -131,8 +133,9 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
             if outcome.status != "too_late":
                 windows_state[clean["entity_id"]] = outcome.state
             window_events.labels(outcome.status).inc()
-        await ctx.send(features_out, vector["entity_id"], ctx.serde.encode("FeatureVector", vector))
-        await to_offline("features", vector)
+        data = ctx.serde.encode("FeatureVector", vector)
+        await ctx.send(features_out, vector["entity_id"], data)
+        await to_offline("features", vector, data)
         ctx.observe_latency(vector["ingest_time"])
         await emit_example(join.on_vector(vector, vector["event_time"], event.message.partition))
         await expire(event, vector["event_time"])

@@ -16,8 +16,10 @@ the last flush are what a crash loses (the Kafka topics stay the source of truth
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,11 +27,57 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
 #: The directory of each record kind, and the Avro record it holds.
 RECORDS = {"features": "FeatureVector", "examples": "LabeledExample"}
 _FSV, _DATE = "feature_set_version=", "date="
+_MAGIC = b"Obj\x01"
+CODECS = ("null", "deflate")
+
+
+def _long(n: int) -> bytes:
+    """An Avro long: zigzag, then base-128 varint."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _bytes(b: bytes) -> bytes:
+    return _long(len(b)) + b
+
+
+def container(schema: Schema, bodies: list[bytes], codec: str = "deflate", sync: bytes | None = None) -> bytes:
+    """An Avro object container file holding ``bodies``, records already encoded with
+    ``schema`` (the bytes after the Confluent header of a topic record): the features
+    service stores what it produced without encoding it again (re-encoding with
+    fastavro.writer was ~15% of the service's CPU)."""
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+    sync = sync or uuid.uuid4().bytes
+    meta = {"avro.schema": to_parsing_canonical_form(schema).encode(), "avro.codec": codec.encode()}
+    out = io.BytesIO()
+    out.write(_MAGIC)
+    out.write(_long(len(meta)))
+    for key, value in meta.items():
+        out.write(_bytes(key.encode()))
+        out.write(_bytes(value))
+    out.write(b"\x00")
+    out.write(sync)
+    if bodies:
+        data = b"".join(bodies)
+        if codec == "deflate":
+            deflate = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate, as Avro specifies
+            data = deflate.compress(data) + deflate.flush()
+        out.write(_long(len(bodies)))
+        out.write(_bytes(data))
+        out.write(sync)
+    return out.getvalue()
 
 
 def utc_date(event_time_ms: int) -> dt.date:
@@ -54,7 +102,9 @@ class OfflineWriter:
         self.root = Path(root)
         self.schemas = dict(schemas)
         self.codec = codec
-        self._buffer: dict[tuple[str, str, dt.date], list[dict[str, Any]]] = defaultdict(list)
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+        self._buffer: dict[tuple[str, str, dt.date], list[bytes]] = defaultdict(list)
         self._pending = 0
 
     @property
@@ -62,29 +112,36 @@ class OfflineWriter:
         """Records buffered since the last flush."""
         return self._pending
 
-    def append(self, record: str, value: Mapping[str, Any]) -> None:
-        if record not in self.schemas:
+    def append(self, record: str, value: Mapping[str, Any], body: bytes | None = None) -> None:
+        """Buffer ``value``; ``body``, when given, is ``value`` already encoded with the
+        record's schema (schemaless Avro), stored as it is."""
+        schema = self.schemas.get(record)
+        if schema is None:
             raise ValueError(f"no schema for record kind {record!r}")
+        if body is None:
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, schema, dict(value))
+            body = buf.getvalue()
         key = (record, value["feature_set_version"], utc_date(value["event_time"]))
-        self._buffer[key].append(dict(value))
+        self._buffer[key].append(body)
         self._pending += 1
 
-    def take(self) -> dict[tuple[str, str, dt.date], list[dict[str, Any]]]:
+    def take(self) -> dict[tuple[str, str, dt.date], list[bytes]]:
         """Hand over the buffered records (for ``write``) and start a new buffer."""
         buffer, self._buffer, self._pending = self._buffer, defaultdict(list), 0
         return buffer
 
-    def write(self, batch: Mapping[tuple[str, str, dt.date], list[dict[str, Any]]], now_ms: int) -> list[Path]:
+    def write(self, batch: Mapping[tuple[str, str, dt.date], list[bytes]], now_ms: int) -> list[Path]:
         """Write a batch from ``take`` as one new part file per partition (safe off the event
         loop: it touches only the batch); returns the new part files."""
         written: list[Path] = []
-        for (record, fsv, date), values in sorted(batch.items()):
+        for (record, fsv, date), bodies in sorted(batch.items()):
             folder = partition_dir(self.root, record, fsv, date)
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{now_ms:013d}-{uuid.uuid4().hex[:8]}.avro"
             tmp = folder / f".{name}.tmp"
             with tmp.open("wb") as fh:
-                fastavro.writer(fh, self.schemas[record], values, codec=self.codec)
+                fh.write(container(self.schemas[record], bodies, self.codec))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, folder / name)
