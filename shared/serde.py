@@ -138,5 +138,31 @@ class Serde:
         return data[:-1] + b"\x02" + _zigzag_long(ingest_time_ms)
 
     @staticmethod
+    def leading_string(data: bytes | None) -> str | None:
+        """The first field of a framed record whose first field is a string (``event_id`` of
+        Prediction, Outcome, FeatureVector, LabeledExample, RawEvent, Label), read without
+        decoding the rest: for watchers that need only that. None when it cannot be read."""
+        if not data or len(data) < _HEADER.size + 1 or data[0] != MAGIC:
+            return None
+        n = shift = 0
+        pos = _HEADER.size
+        while True:
+            if pos >= len(data) or shift > 63:
+                return None  # a truncated or overlong length
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+        length = (n >> 1) ^ -(n & 1)
+        if length < 0 or pos + length > len(data):
+            return None
+        try:
+            return data[pos : pos + length].decode()
+        except UnicodeDecodeError:
+            return None
+
+    @staticmethod
     def is_framed(data: bytes | None) -> bool:
         return bool(data) and len(data) >= _HEADER.size and data[0] == MAGIC  # type: ignore[index]

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import DecodeError, InvalidRecord, SchemaMismatch, UnknownSchema
+from shared.serde import HEADER_SIZE as _HEADER_SIZE
 from shared.serde import MAGIC, RECORDS, FileSchemaRegistry, Serde
 from shared.settings import REPO_ROOT
 
@@ -471,3 +472,33 @@ def test_model_version_v2_records_read_by_a_v1_reader(serde: Serde) -> None:
     assert not set(V2_ONLY) & set(decoded)
     assert decoded == {k: v for k, v in value.items() if k not in V2_ONLY}
 
+
+
+LEADING_STRING_RECORDS = [r for r in RECORDS if AVSC[r]["fields"][0]["type"] == "string"]
+
+
+@pytest.mark.parametrize("record", LEADING_STRING_RECORDS)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event_id=st.text(max_size=300))
+def test_leading_string_is_the_first_field(serde: Serde, record: str, event_id: str) -> None:
+    """The demo's watchers read event_id this way instead of decoding whole records."""
+    value = {**_example(AVSC[record], record), AVSC[record]["fields"][0]["name"]: event_id}
+    data = serde.encode(record, value)
+    assert serde.leading_string(data) == event_id
+    if event_id:
+        assert serde.leading_string(data[: _HEADER_SIZE + 1]) is None  # cut inside the string or its length
+
+
+UNREADABLE = [
+    None,
+    b"",
+    b"\x00\x00\x00\x00",  # shorter than the framing
+    b"\x01\x00\x00\x00\x01\x02a",  # not magic byte 0
+    b"\x00\x00\x00\x00\x01\x03",  # a negative length
+    b"\x00" * 5 + b"\x80",  # a length cut short
+]
+
+
+@pytest.mark.parametrize("data", UNREADABLE)
+def test_leading_string_of_unreadable_bytes_is_none(serde: Serde, data: bytes | None) -> None:
+    assert serde.leading_string(data) is None
