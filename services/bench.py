@@ -32,7 +32,7 @@ from services.monitoring.core import Monitor
 from services.runner import Stack
 from services.streams import Dataset, load_dataset, monitoring_stream
 from shared.broker import EmbeddedBroker, free_port
-from shared.kafka import Partitioner, create_topics, produce_all, producer, tail_topic
+from shared.kafka import create_topics, produce_all, produce_batched, producer, tail_topic
 from shared.modelspec import build_model, predict, same_class
 from shared.registry import ArtifactStore, registry_key, version_record
 from shared.registry_client import code_version
@@ -86,33 +86,6 @@ async def passthrough(bootstrap: str, serde: Serde, n: int, partitions: int) -> 
         await prod.stop()
 
 
-async def offer(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
-    """Produce encoded records as fast as the transport takes them: one record batch per
-    topic partition (partitioned by key as any Kafka producer would), not a send() per
-    record. A benchmarked service then works off a burst instead of sharing the CPU with
-    a slower offering producer (per-record sends offered Elec2 at ~30k records/s)."""
-    prod = producer(bootstrap)
-    await prod.start()
-    try:
-        partitioner, counts = Partitioner(), {}
-        builders: dict[tuple[str, int], Any] = {}
-        deliveries = []
-        for topic, key, value in records:
-            n = counts.get(topic) or counts.setdefault(topic, len(await prod.partitions_for(topic)))
-            part = partitioner.partition(key, n)
-            builder = builders.get((topic, part))
-            if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
-                if builder is not None:
-                    deliveries.append(await prod.send_batch(builder, topic, partition=part))
-                builder = builders[(topic, part)] = prod.create_batch()
-                builder.append(key=key, value=value, timestamp=None)
-        for (topic, part), builder in builders.items():
-            deliveries.append(await prod.send_batch(builder, topic, partition=part))
-        await asyncio.gather(*deliveries)
-    finally:
-        await prod.stop()
-
-
 def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tuple[float, float]:
     """Prequential run in one process with the same label delay: (accuracy, events/s)."""
     model = build_model(spec, seed)
@@ -160,7 +133,7 @@ def isolated_rate(
     before: Callable[[Topics, dict[str, str]], None] | None = None,
 ) -> float:
     """Records/s of ``services`` alone: they start, join and recover first; then ``records``,
-    encoded beforehand, are offered in one burst (``offer``), and the clock runs from the
+    encoded beforehand, are offered in one burst (``produce_batched``), and the clock runs from the
     first record offered to the ``expected``-th record on ``output``."""
     env = _phase_env(
         bootstrap,
@@ -188,7 +161,7 @@ def isolated_rate(
     with Stack(env=env, log_dir=out_dir / "logs", services=services) as stack:
         stack.wait_ready()
         started = time.time()
-        asyncio.run(offer(bootstrap, offered))
+        asyncio.run(produce_batched(bootstrap, offered))
         last = asyncio.run(until_done(stack))
     return expected / (last - started)
 

@@ -7,11 +7,11 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from services.streams import Dataset, read_csv, schedule
-from shared.kafka import ClientOptions, client_options, producer
+from shared.kafka import ClientOptions, client_options, produce_batched, producer
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -41,6 +41,8 @@ async def replay(
     """Send every row as a Confluent-framed Avro RawEvent and its label ``label_delay``
     events later; pace events at ``rate`` per second when given. Returns once every
     record is acknowledged by the broker."""
+    if not rate:
+        return await _burst(bootstrap, topics, serde, dataset, run_id, label_delay, on_progress, options)
     prod = producer(bootstrap, options=options)
     await prod.start()
     events = labels = 0
@@ -71,6 +73,37 @@ async def replay(
     finally:
         await prod.stop()
     return ReplayResult(run_id, events, labels, started, time.time())
+
+
+async def _burst(
+    bootstrap: str,
+    topics: Topics,
+    serde: Serde,
+    dataset: Dataset,
+    run_id: str,
+    label_delay: int,
+    on_progress: Callable[[int, int], None] | None,
+    options: ClientOptions | None,
+) -> ReplayResult:
+    """Unpaced: the schedule produced in record batches per partition, encoded as it goes.
+    A send() per record offered ~30k records/s and took the CPU the services needed."""
+    started = time.time()
+    counts = {"event": 0, "label": 0}
+
+    def records() -> Iterator[tuple[str, bytes | None, bytes | None]]:
+        for kind, _, rec in schedule(dataset, run_id, label_delay):
+            counts[kind] += 1
+            now_ms = int(time.time() * 1000)
+            if kind == "event":
+                value = serde.encode("RawEvent", {**rec, "event_time": now_ms, "ingest_time": None})
+                yield topics.events_raw, rec["entity_id"].encode(), value
+            else:
+                yield topics.labels_raw, rec["entity_id"].encode(), serde.encode("Label", {**rec, "label_time": now_ms})
+
+    await produce_batched(bootstrap, records(), options=options)
+    if on_progress:
+        on_progress(counts["event"], len(dataset.rows))
+    return ReplayResult(run_id, counts["event"], counts["label"], started, time.time())
 
 
 def replay_cli(args: argparse.Namespace) -> int:
