@@ -206,9 +206,6 @@ class MonitoringSettings(ServiceSettings):
 class RetrainingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_RETRAINING_", extra="ignore")
     metrics_port: int = Field(default=9105, ge=0, le=65535)
-    # Off the path from event to prediction: a longer fetch wait costs nothing there and
-    # saves the broker most of this service's fetch requests.
-    fetch_max_wait_ms: int | None = Field(default=100, ge=1, le=1500)
     model_spec: str = "logreg"
     seed: int = 42
     version_every: int = Field(default=1000, ge=1)
