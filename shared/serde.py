@@ -35,7 +35,7 @@ RECORDS = (
 )
 
 
-def _zigzag_long(n: int) -> bytes:
+def zigzag_long(n: int) -> bytes:
     """Avro's encoding of a long: zig-zag, then a little-endian base-128 varint."""
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
@@ -135,7 +135,7 @@ class Serde:
         schema_id, _ = self._writers["RawEvent"]
         if not self.is_framed(data) or _HEADER.unpack_from(data)[1] != schema_id or data[-1] != 0:
             return None
-        return data[:-1] + b"\x02" + _zigzag_long(ingest_time_ms)
+        return data[:-1] + b"\x02" + zigzag_long(ingest_time_ms)
 
     @staticmethod
     def leading_string(data: bytes | None) -> str | None:

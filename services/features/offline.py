@@ -30,6 +30,8 @@ import fastavro
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
+from shared.serde import zigzag_long
+
 #: The directory of each record kind, and the Avro record it holds.
 RECORDS = {"features": "FeatureVector", "examples": "LabeledExample"}
 _FSV, _DATE = "feature_set_version=", "date="
@@ -37,19 +39,8 @@ _MAGIC = b"Obj\x01"
 CODECS = ("null", "deflate")
 
 
-def _long(n: int) -> bytes:
-    """An Avro long: zigzag, then base-128 varint."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _bytes(b: bytes) -> bytes:
-    return _long(len(b)) + b
+    return zigzag_long(len(b)) + b
 
 
 def container(schema: Schema, bodies: list[bytes], codec: str = "deflate", sync: bytes | None = None) -> bytes:
@@ -63,7 +54,7 @@ def container(schema: Schema, bodies: list[bytes], codec: str = "deflate", sync:
     meta = {"avro.schema": to_parsing_canonical_form(schema).encode(), "avro.codec": codec.encode()}
     out = io.BytesIO()
     out.write(_MAGIC)
-    out.write(_long(len(meta)))
+    out.write(zigzag_long(len(meta)))
     for key, value in meta.items():
         out.write(_bytes(key.encode()))
         out.write(_bytes(value))
@@ -74,7 +65,7 @@ def container(schema: Schema, bodies: list[bytes], codec: str = "deflate", sync:
         if codec == "deflate":
             deflate = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate, as Avro specifies
             data = deflate.compress(data) + deflate.flush()
-        out.write(_long(len(bodies)))
+        out.write(zigzag_long(len(bodies)))
         out.write(_bytes(data))
         out.write(sync)
     return out.getvalue()
