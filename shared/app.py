@@ -284,8 +284,8 @@ class ServiceContext(Generic[S]):
         for tp, nxt in offsets.items():
             self._processed[tp] = nxt - 1
         # Offsets are committed at most every commit_interval_s (and whenever a service stops
-        # or gives partitions away): a commit per batch was a third of the broker's requests,
-        # and the embedded broker's CPU is what the loop's latency waits on.
+        # or gives partitions away): a commit per batch was one request in three a service sent,
+        # and every request costs the embedded broker CPU that the loop's latency waits on.
         if time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
             await self.commit_delivered()
 
