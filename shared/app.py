@@ -22,7 +22,7 @@ import contextvars
 import signal
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.errors import DriftloopError, InvalidRecord, ProduceFailed
-from shared.kafka import Partitioner, client_options, create_topics, tail_topic
+from shared.kafka import OutRecord, Partitioner, client_options, create_topics, send_batched, tail_topic
 from shared.log import configure_logging, get_logger
 from shared.metrics import ServiceMetrics
 from shared.serde import FileSchemaRegistry, Serde
@@ -168,7 +168,7 @@ class ServiceContext(Generic[S]):
     _consumer: AIOKafkaConsumer | None = field(default=None, repr=False)
     _failure: BaseException | None = field(default=None, repr=False)
     #: (topic, key, value, partition or None) owed by the batch in hand, in order.
-    _outbox: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list, repr=False)
+    _outbox: list[OutRecord] = field(default_factory=list, repr=False)
     _partitioner: Partitioner = field(default_factory=Partitioner, repr=False)
     _partition_counts: dict[str, int] = field(default_factory=dict, repr=False)
     _unsettled: deque[asyncio.Task[None]] = field(default_factory=deque, repr=False)
@@ -328,28 +328,9 @@ class ServiceContext(Generic[S]):
         outbox, self._outbox = self._outbox, []
         if not outbox:
             return []
-        producer = self._producer
-        assert producer is not None
-        builders: dict[tuple[str, int], Any] = {}
-        deliveries: list[asyncio.Future[Any]] = []
-        counts: dict[str, int] = {}
-        for topic, key, value, partition in outbox:
-            if partition is None:
-                partition = self._partitioner.partition(key, await self._partitions_of(topic))
-            builder = builders.get((topic, partition))
-            if builder is None:
-                builder = builders[(topic, partition)] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                # Full: ship it, start the next one of this partition.
-                deliveries.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = builders[(topic, partition)] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    # Larger than a whole batch: the producer sizes a batch of its own for it.
-                    deliveries.append(await producer.send(topic, value, key, partition=partition))
-            counts[topic] = counts.get(topic, 0) + 1
-        for (topic, partition), builder in builders.items():
-            deliveries.append(await producer.send_batch(builder, topic, partition=partition))
-        for topic, n in counts.items():
+        assert self._producer is not None
+        deliveries = await send_batched(self._producer, outbox, self._partitions_of, self._partitioner)
+        for topic, n in Counter(topic for topic, _, _, _ in outbox).items():
             self._count_out(topic, n)
         return deliveries
 

@@ -161,7 +161,10 @@ def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
         inference = stack.procs["inference"]
         inference.send_signal(signal.SIGSTOP)  # the throttled consumer: it takes nothing
         upstream = _sampler({name: stack.procs[name].pid for name in ("ingestion", "features")}, rss)
-        thread, result = _replay_in_background(bootstrap, topics, serde, dataset, None)
+        # Paced, not a burst: the TTLs above bound the state by event time, so 0.2 s must stay
+        # a few thousand events. An unpaced replay now stamps 40k events within ~1 s, which made
+        # 0.2 s ~8k events and put the state's ramp into the quarters compared below.
+        thread, result = _replay_in_background(bootstrap, topics, serde, dataset, 10_000.0)
         deadline = time.monotonic() + 180
         vectors = 0
         while time.monotonic() < deadline:
