@@ -11,7 +11,9 @@ from it (test-then-train), so all comparisons are on the same examples:
   both frozen (scored without learning, as inference serves them): the served accuracy each
   would give from the candidate's registration on;
 - after a promotion, frozen copies of the new champion and of its parent, until the
-  rollback rule has judged the new champion over its first ``window`` examples.
+  rollback rule has judged the new champion over its first ``window`` examples (champions
+  promoted one after the other within that window are one series, as served, against the
+  parent of the first).
 
 A candidate is judged once, on the examples after its registration, as soon as there are
 ``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote a lucky
@@ -103,6 +105,11 @@ class Scoreboard:
 
     def remove(self, key: str) -> Any:
         return self._entries.pop(key).model
+
+    def swap(self, key: str, model: Any) -> None:
+        """Another model under ``key`` from the next example on, its history kept (one series:
+        what was served)."""
+        self._entries[key].model = model
 
     def rename(self, old: str, new: str) -> None:
         """The same model under a new key, its history kept."""
@@ -330,10 +337,11 @@ class _Pending:
 
 @dataclass(frozen=True)
 class _Watch:
-    version: int
-    parent: int
+    version: int  # the champion of the moment
+    parent: int  # the champion before the first promotion of the window: what a rollback restores
     parent_model: Any
     since: int
+    first: int  # the first version promoted over the parent in this window
 
 
 # --- the lifecycle -------------------------------------------------------------------------------
@@ -414,7 +422,8 @@ class Lifecycle:
 
     @property
     def watching(self) -> tuple[int, int] | None:
-        """(new champion, parent) while the rollback rule has not judged the new champion."""
+        """(champion, parent) while the rollback rule has not judged the champion; the parent is
+        that of the first of the promotions the watch carries on over."""
         return None if self._watch is None else (self._watch.version, self._watch.parent)
 
     @property
@@ -607,11 +616,18 @@ class Lifecycle:
             self._board.rename(key, CONTINUOUS)
             self._continuous_window = _Window()
         # The new champion and its parent, both as registered and frozen (as inference serves
-        # them), are scored side by side from now.
-        self._drop_watch()
-        self._board.add(CHAMPION, copy.deepcopy(p.snapshot), frozen=True)
-        self._board.add(PARENT, copy.deepcopy(old_model), frozen=True)
-        self._watch = _Watch(p.version, old, old_model, self._board.seq + 1)
+        # them), are scored side by side from now. A promotion while an earlier one is still
+        # watched carries the watch on: the champions served since then, one after the other,
+        # against the parent of the first, over one window from its promotion. (Restarting the
+        # watch instead would never judge a champion replaced within the window.)
+        w = self._watch
+        if w is None:
+            self._board.add(CHAMPION, copy.deepcopy(p.snapshot), frozen=True)
+            self._board.add(PARENT, copy.deepcopy(old_model), frozen=True)
+            self._watch = _Watch(p.version, old, old_model, self._board.seq + 1, p.version)
+        else:
+            self._board.swap(CHAMPION, copy.deepcopy(p.snapshot))
+            self._watch = _Watch(p.version, w.parent, w.parent_model, w.since, w.first)
         self._rebase()
         return Promote(p.version, old, f"promoted over v{old}: {verdict.reason}", _metrics(c, CHAMPION))
 
@@ -628,9 +644,15 @@ class Lifecycle:
             return
         self._champion_version, self._champion_model = w.parent, w.parent_model
         self._rebase()
+        served = ""
+        if w.first != w.version:
+            served = f" (v{w.first} to v{w.version}, promoted one after the other, as served)"
         actions.append(
             Rollback(
-                w.version, w.parent, f"rolled back to v{w.parent} automatically: {verdict.reason}", _metrics(c, PARENT)
+                w.version,
+                w.parent,
+                f"rolled back to v{w.parent} automatically{served}: {verdict.reason}",
+                _metrics(c, PARENT),
             )
         )
 

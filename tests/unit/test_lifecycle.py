@@ -154,6 +154,21 @@ def test_scoreboard_fork_and_rename_keep_history() -> None:
         Scoreboard(0)
 
 
+def test_scoreboard_swap_serves_another_model_in_the_same_series() -> None:
+    board = Scoreboard(window=10)
+    board.add("served", Rule(wrong={0, 1}), frozen=True)
+    board.add("ref", Rule(), frozen=True)
+    for i in range(2):
+        board.learn_one(ex(i)["features"], ex(i)["label"])
+    replacement = Rule(wrong={2})
+    board.swap("served", replacement)
+    for i in range(2, 4):
+        board.learn_one(ex(i)["features"], ex(i)["label"])
+    assert board.model("served") is replacement and replacement.learned == 0  # still frozen
+    c = board.compare("served", "ref")
+    assert (c.examples, c.accuracy) == (4, 0.25)  # wrong on 0, 1 (the first model) and 2 (the second)
+
+
 # --- PromotionRule -------------------------------------------------------------------------------
 
 
@@ -317,6 +332,66 @@ def test_no_rollback_when_the_new_champion_holds_up() -> None:
     actions = run(lc, seen, 0, 60)
     assert not any(isinstance(a, Rollback) for _, a in actions)
     assert lc.champion_version == 2 and lc.watching is None and PARENT not in lc.contenders
+
+
+class Stale(Rule):
+    """Right on the ``fresh`` examples after those it learned, then wrong on every even one:
+    each cut looks good while it is judged, then goes stale while it is served."""
+
+    def __init__(self, fresh: int = 20) -> None:
+        super().__init__()
+        self.fresh = fresh
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        i, y = int(x["i"]), bool(x["y"])
+        if i >= self.learned + self.fresh and i % 2 == 0:
+            y = not y
+        return {y: 0.8, not y: 0.2}
+
+
+def test_promotions_within_the_rollback_window_are_judged_as_served_against_the_first_parent() -> None:
+    # Each cut beats the champion it replaces, so one is promoted every 20 examples, and each
+    # is wrong on half the examples it serves; v1, wrong only on 15 and 25, stays right. A
+    # watch of 30 restarted at each promotion would never end: served accuracy 0.5 for good.
+    lc, seen = lifecycle(Rule(wrong={15, 25}), Stale(), rollback=RollbackRule(window=30, margin=0.05))
+    actions = run(lc, seen, 0, 50)
+    assert lc.watching == (3, 1)  # v3 watched against v1, the parent of the first promotion
+    actions += run(lc, seen, 50, 80)
+    kinds = [(i, type(a).__name__, a.version) for i, a in actions if not isinstance(a, Register)]
+    assert kinds[:3] == [(29, "Promote", 2), (49, "Promote", 3), (59, "Rollback", 3)]
+    rollback = next(a for _, a in actions if isinstance(a, Rollback))
+    assert rollback.to == 1 and "rolled back to v1" in rollback.reason and "v2 to v3" in rollback.reason
+    # One window from v2's promotion: v2 served 30..49 and v3 50..59, 15 of 30 right.
+    assert rollback.metrics["evaluation_examples"] == 30
+    assert rollback.metrics["prequential_accuracy"] == 0.5 and rollback.metrics["parent_accuracy"] == 1.0
+    assert lc.watching is None and PARENT not in lc.contenders
+    assert (79, "Reject", 4) in kinds  # v4, pending since 49, judged afresh against v1
+    assert lc.champion_version == 1
+
+
+class Cuts(Rule):
+    """Wrong on ``wrong[n]`` once it has learned ``n`` examples: what each cut gets wrong."""
+
+    def __init__(self, wrong: dict[int, set[int]]) -> None:
+        super().__init__()
+        self.by_cut = wrong
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        self.wrong = self.by_cut.get(self.learned, set())
+        return super().predict_proba_one(x)
+
+
+def test_a_watch_judged_before_the_next_promotion_is_not_carried_on() -> None:
+    # v2 (cut at 9) holds up over its window, 30..49; v3 (cut at 29) is promoted over it at 49
+    # and goes wrong from 50: judged on its own against v2, not as a series against v1.
+    continuous = Cuts({10: {31}, 30: set(range(50, 70, 3))})
+    lc, seen = lifecycle(Rule(wrong={15, 25}), continuous)
+    actions = run(lc, seen, 0, 70)
+    decided = [(i, type(a).__name__, a.version) for i, a in actions if not isinstance(a, Register)]
+    assert decided == [(29, "Promote", 2), (49, "Promote", 3), (69, "Rollback", 3)]
+    rollback = next(a for _, a in actions if isinstance(a, Rollback))
+    assert rollback.to == 2 and "rolled back to v2 automatically: " in rollback.reason  # no range
+    assert rollback.metrics["evaluation_examples"] == 20 and lc.champion_version == 2
 
 
 def test_drift_spawns_a_fresh_challenger_trained_on_the_recent_examples() -> None:
