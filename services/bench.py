@@ -7,7 +7,9 @@ Phases, each on fresh topics of one broker:
    process (the quality reference and the compute floor);
 2. saturation: the five services at full speed over N events;
 3. latency: the five services at a fixed offered load, paced;
-4. monitoring: the monitoring service alone over N prepared events with 6 features,
+4. ingestion + features alone, and inference alone (its throughput next to a bare predict
+   loop; its latency at the offered load while the registry swaps its champion);
+5. monitoring: the monitoring service alone over N prepared events with 6 features,
    next to a bare loop of the same detectors.
 Nothing here is asserted against a target: the figures are printed and written.
 """
@@ -31,10 +33,11 @@ from services.demo import run_demo
 from services.monitoring.core import Monitor
 from services.runner import Stack
 from services.streams import Dataset, load_dataset, monitoring_stream
+from services.summary import percentile, prediction_gaps_ms
 from shared.broker import EmbeddedBroker, free_port
 from shared.kafka import create_topics, produce_all, produce_batched, producer, tail_topic
 from shared.modelspec import build_model, predict, same_class
-from shared.registry import ArtifactStore, registry_key, version_record
+from shared.registry import ArtifactStore, registry_key, version_record, with_status
 from shared.registry_client import code_version
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings, MonitoringSettings
@@ -233,25 +236,150 @@ def register_champion(bootstrap: str, serde: Serde, model: Any, spec: str) -> Ca
 
     def before(topics: Topics, env: dict[str, str]) -> None:
         store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
-        record = version_record(
-            name=common.model_name,
-            version=1,
-            status="champion",
-            reason="bench: trained on the bench stream",
-            artifact=store.save(common.model_name, 1, model),
-            parent=None,
-            trigger="manual",
-            window={"examples": 0},
-            params={"spec": spec, "seed": "42", "trained": "true"},
-            metrics={},
-            feature_set_version=common.feature_set_version,
-            code_version=code_version(),
-            now_ms=int(time.time() * 1000),
-        )
+        record = _version(store, model, 1, "champion", "bench: trained on the bench stream", spec)
         value = serde.encode("ModelVersion", record)
         asyncio.run(produce_all(bootstrap, [(topics.models_registry, registry_key(common.model_name, 1), value)]))
 
     return before
+
+
+def _version(store: ArtifactStore, model: Any, version: int, status: str, reason: str, spec: str) -> dict[str, Any]:
+    """A registry record of ``model``, its artifact saved in ``store``."""
+    common = CommonSettings()
+    return version_record(
+        name=common.model_name,
+        version=version,
+        status=status,
+        reason=reason,
+        artifact=store.save(common.model_name, version, model),
+        parent=None,
+        trigger="manual",
+        window={"examples": 0},
+        params={"spec": spec, "seed": "42", "trained": "true"},
+        metrics={},
+        feature_set_version=common.feature_set_version,
+        code_version=code_version(),
+        now_ms=int(time.time() * 1000),
+    )
+
+
+def inference_paced(
+    bootstrap: str, out_dir: Path, serde: Serde, dataset: Dataset, *, rate: float, n: int, swap_every_s: float
+) -> dict[str, Any]:
+    """The inference service alone, as the loop runs it (the frozen baseline and every
+    candidate predicting in shadow), fed feature vectors paced at ``rate`` while the
+    registry changes its champion every ``swap_every_s``: each new version is registered
+    as a candidate (inference loads it, checks it and shadows it), then promoted half an
+    interval later, as retraining does. Latency runs from a vector's produce time to its
+    champion prediction; the swap pause is the longest gap in champion predictions that
+    spans a change of version."""
+    common = CommonSettings()
+    env = _phase_env(
+        bootstrap,
+        "inference-paced",
+        DRIFTLOOP_ARTIFACT_STORE=f"file://{(out_dir / 'artifacts').resolve()}",
+        DRIFTLOOP_INFERENCE_METRICS_PORT=str(free_port()),
+    )
+    topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions)
+    store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
+    xs = [_numeric(fields) for fields, _ in dataset.rows]
+    swaps = max(1, int(n / rate / swap_every_s))
+    # Different models, so a swap changes what is served: each learned a slice of the stream.
+    slice_ = max(1, len(dataset.rows) // (swaps + 1))
+    models = []
+    for k in range(swaps + 1):
+        model = build_model("logreg", 42)
+        for fields, label in dataset.rows[k * slice_ : (k + 1) * slice_]:
+            model.learn_one(_numeric(fields), label)
+        models.append(model)
+    candidates = [
+        _version(store, m, k + 2, "candidate", "bench: a candidate", "logreg") for k, m in enumerate(models[1:])
+    ]
+    first = _version(store, models[0], 1, "champion", "bench: the first champion", "logreg")
+    key = lambda r: registry_key(r["name"], r["version"])  # noqa: E731
+
+    async def drive() -> None:
+        prod = producer(bootstrap)
+        await prod.start()
+        try:
+
+            async def vectors() -> None:
+                started = time.time()
+                pending = []
+                for i in range(n):
+                    ahead = started + i / rate - time.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                    now = int(time.time() * 1000)
+                    entity = f"e{i % 97}"
+                    vector = {
+                        "event_id": f"ip-{i}",
+                        "entity_id": entity,
+                        "event_time": now,
+                        "features": xs[i % len(xs)],
+                        "feature_set_version": common.feature_set_version,
+                        "ingest_time": now,
+                    }
+                    value = serde.encode("FeatureVector", vector)
+                    pending.append(await prod.send(topics.features, key=entity.encode(), value=value))
+                await asyncio.gather(*pending)
+
+            async def promotions() -> None:
+                champion = first
+                for cand in candidates:
+                    await asyncio.sleep(swap_every_s / 2)
+                    await prod.send_and_wait(topics.models_registry, serde.encode("ModelVersion", cand), key(cand))
+                    await asyncio.sleep(swap_every_s / 2)
+                    now = int(time.time() * 1000)
+                    promoted = {
+                        **with_status(cand, "champion", "bench: promoted", now),
+                        "parent_version": champion["version"],
+                    }
+                    archived = with_status(champion, "archived", f"superseded by v{cand['version']}", now)
+                    for r in (promoted, archived):
+                        await prod.send_and_wait(topics.models_registry, serde.encode("ModelVersion", r), key(r))
+                    champion = promoted
+
+            await asyncio.gather(vectors(), promotions())
+        finally:
+            await prod.stop()
+
+    async def champion_predictions(stack: Stack) -> tuple[list[dict[str, Any]], int]:
+        seen: dict[str, dict[str, Any]] = {}
+        duplicates = 0
+        async for batch in tail_topic(bootstrap, topics.predictions, poll_ms=50, max_wait_s=120):
+            stack.check()
+            for rec in batch:
+                p = serde.decode("Prediction", rec.value)
+                if p["role"] != "champion":
+                    continue
+                duplicates += p["event_id"] in seen
+                seen.setdefault(p["event_id"], p)
+            if len(seen) >= n:
+                break
+        return [*seen.values()], duplicates
+
+    asyncio.run(create_topics(bootstrap, topics.catalogue()))
+    value = serde.encode("ModelVersion", first)
+    asyncio.run(produce_all(bootstrap, [(topics.models_registry, key(first), value)]))
+    with Stack(env=env, log_dir=out_dir / "logs", services=("inference",)) as stack:
+        stack.wait_ready()
+        asyncio.run(drive())
+        preds, duplicates = asyncio.run(champion_predictions(stack))
+    latencies = [p["predicted_at"] - p["ingest_time"] for p in preds]
+    swap_pause, max_gap = prediction_gaps_ms(preds)
+    return {
+        "inference_offered_rate": rate,
+        "inference_p50_latency_ms": percentile(latencies, 50),
+        "inference_p95_latency_ms": percentile(latencies, 95),
+        "inference_p99_latency_ms": percentile(latencies, 99),
+        "inference_max_latency_ms": float(max(latencies)) if latencies else None,
+        "inference_swaps": len({p["model_version"] for p in preds}) - 1,
+        "inference_swap_pause_ms": swap_pause,
+        "inference_max_prediction_gap_ms": max_gap,
+        "inference_events_without_prediction": n - len(preds),
+        "inference_duplicate_predictions": duplicates,
+    }
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -380,6 +508,14 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
             res["inference_events_per_second"] / res["bare_predict_events_per_second"]
         )
 
+        n_paced = min(len(dataset.rows), int(offered_rate * 20))
+        say(f"inference alone: {n_paced} feature vectors at {offered_rate:.0f}/s, a new champion every 0.5 s")
+        res.update(
+            inference_paced(
+                bootstrap, out / "inference-paced", serde, dataset, rate=offered_rate, n=n_paced, swap_every_s=0.5
+            )
+        )
+
         n_mon = min(len(dataset.rows), 5000)
         say(f"monitoring: {n_mon} predictions with 6 features, service and bare core")
         stream = monitoring_stream(
@@ -427,6 +563,15 @@ ROWS = (
     ("inference_events_per_second", "inference alone, trained logreg champion"),
     ("bare_predict_events_per_second", "the same model in a bare predict loop"),
     ("inference_ratio_to_bare_predict", "inference alone / bare predict"),
+    ("inference_p50_latency_ms", "inference alone, paced at the offered rate: vector in -> prediction out, p50"),
+    ("inference_p95_latency_ms", "the same, p95"),
+    ("inference_p99_latency_ms", "the same, p99"),
+    ("inference_max_latency_ms", "the same, max"),
+    ("inference_swaps", "champion swaps in that run (each version first shadowed as a candidate)"),
+    ("inference_swap_pause_ms", "longest gap in champion predictions across a swap (inference alone)"),
+    ("inference_max_prediction_gap_ms", "longest gap in champion predictions of all (inference alone)"),
+    ("inference_events_without_prediction", "vectors without a champion prediction (inference alone)"),
+    ("inference_duplicate_predictions", "duplicate champion predictions (inference alone)"),
     ("served_accuracy", "accuracy of what users received (paced run)"),
     ("saturation_served_accuracy", "the same at saturation, the loop far behind its labels"),
     ("static_accuracy", "first trained model, frozen, out of sample"),
@@ -467,8 +612,19 @@ def write_bench_report(out: Path, res: dict[str, Any]) -> None:
     a1.set_title("Throughput against bare baselines")
     lat_path = out / "latency" / "summary.json"
     if lat_path.exists():
-        a2.bar(["p50", "p99"], [res["p50_latency_ms"], res["p99_latency_ms"]])
-        a2.set_ylabel("ms")
+        x = [0, 1]
+        a2.bar(
+            [i - 0.2 for i in x], [res["p50_latency_ms"], res["p99_latency_ms"]], 0.4, label="event in, five services"
+        )
+        a2.bar(
+            [i + 0.2 for i in x],
+            [res["inference_p50_latency_ms"], res["inference_p99_latency_ms"]],
+            0.4,
+            label="vector in, inference alone",
+        )
+        a2.set_xticks(x, ["p50", "p99"])
+        a2.set_ylabel("ms to the prediction")
+        a2.legend()
         a2.set_title(f"Latency at {res['offered_rate']:.0f} events/s offered")
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=110)

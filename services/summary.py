@@ -16,7 +16,7 @@ from services.streams import index_of
 from shared.modelspec import predict, same_class
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
@@ -136,9 +136,9 @@ def summarize(
         "model_versions": len(versions),
         "promotions": len(promotions),
         "versions_served": sorted({p["model_version"] for p in served.values()}),
-        "p50_latency_ms": _percentile(latencies, 50),
-        "p95_latency_ms": _percentile(latencies, 95),
-        "p99_latency_ms": _percentile(latencies, 99),
+        "p50_latency_ms": percentile(latencies, 50),
+        "p95_latency_ms": percentile(latencies, 95),
+        "p99_latency_ms": percentile(latencies, 99),
         "max_latency_ms": float(max(latencies)) if latencies else None,
         "swap_pause_ms": swap_pause,
         "max_prediction_gap_ms": max_gap,

@@ -31,6 +31,10 @@ FIGURES = (
     "monitoring_predictions_per_second",
     "bare_monitoring_predictions_per_second",
     "monitoring_ratio_to_bare",
+    "inference_p50_latency_ms",
+    "inference_p99_latency_ms",
+    "inference_swap_pause_ms",
+    "inference_swaps",
 )
 
 
@@ -50,6 +54,9 @@ def test_bench_prints_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> No
     assert not missing, {k: res.get(k) for k in missing}
     assert res["machine"]["cores"] >= 1 and res["machine"]["python"]
     assert res["events_without_prediction"] == 0
+    # Inference alone, its champion swapped while paced vectors stream in: none lost or repeated.
+    assert res["inference_events_without_prediction"] == 0
+    assert res["inference_duplicate_predictions"] == 0
     for k in FIGURES:
         assert k in proc.stdout
     assert (out / "bench.md").read_text().count("|") > 3 * len(FIGURES)
