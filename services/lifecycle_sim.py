@@ -43,6 +43,7 @@ class Policy:
     rollback_margin: float = 0.02
     challenger_buffer: int = 200
     evaluation_window: int = 1000
+    challenger_takes_over: bool = False
 
     def lifecycle(self, spec: str, seed: int, next_version: Any) -> Lifecycle:
         return Lifecycle(
@@ -55,6 +56,7 @@ class Policy:
             first_version_after=self.first_version_after,
             challenger_buffer=self.challenger_buffer,
             window=self.evaluation_window,
+            challenger_takes_over=self.challenger_takes_over,
         )
 
 
@@ -212,6 +214,7 @@ POLICIES: dict[str, Policy] = {
     "demo 100/100": Policy(),
     "50/50": Policy(version_every=50, promotion_min_examples=50),
     "25/25": Policy(version_every=25, promotion_min_examples=25),
+    "demo 100/100, a winning challenger takes over": Policy(challenger_takes_over=True),
     "service defaults 1000/200/0.01": Policy(version_every=1000, promotion_min_examples=200, promotion_margin=0.01),
 }
 

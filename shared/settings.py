@@ -214,6 +214,9 @@ class RetrainingSettings(ServiceSettings):
     # over this many labelled examples after its registration; otherwise it is rejected.
     promotion_margin: float = Field(default=0.01, ge=0)
     promotion_min_examples: int = Field(default=200, ge=1)
+    # When a fresh drift challenger wins: true, the continuous learner restarts from it (abrupt
+    # concept changes); false, it keeps all it learned and its next cut must beat the winner.
+    challenger_takes_over: bool = False
     # A new champion worse than its parent by more than the margin over its first window
     # of examples is rolled back.
     rollback_window: int = Field(default=300, ge=1)

@@ -93,6 +93,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             schedule_s=s.schedule_s,
             challenger_buffer=s.challenger_buffer,
             window=s.evaluation_window,
+            challenger_takes_over=s.challenger_takes_over,
         )
         ready.set()
 

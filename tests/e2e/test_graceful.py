@@ -46,9 +46,7 @@ def _replay_in_background(bootstrap: str, topics: Topics, serde: Serde, dataset:
     result: dict[str, Any] = {}
 
     def run() -> None:
-        result["replay"] = asyncio.run(
-            replay(bootstrap, topics, serde, dataset, run_id="g", label_delay=50, rate=rate)
-        )
+        result["replay"] = asyncio.run(replay(bootstrap, topics, serde, dataset, run_id="g", label_delay=50, rate=rate))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

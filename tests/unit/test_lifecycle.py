@@ -418,6 +418,31 @@ def test_drift_spawns_a_fresh_challenger_trained_on_the_recent_examples() -> Non
     assert lc.champion_version == reg.version and "challenger:a7" not in lc.contenders
 
 
+@pytest.mark.parametrize("takes_over", [False, True])
+def test_a_winning_challenger_serves_and_the_continuous_learner_keeps_its_history_unless_it_takes_over(
+    takes_over: bool,
+) -> None:
+    built: list[Rule] = []
+
+    def build() -> Rule:
+        built.append(Rule())
+        return built[-1]
+
+    continuous = Rule(wrong=set(range(40, 100, 4)))
+    lc, seen = lifecycle(Rule(wrong=set(range(40, 100, 4))), continuous, build=build, challenger_takes_over=takes_over)
+    run(lc, seen, 0, 40)
+    (reg,) = lc.on_drift("a1")
+    seen([reg])
+    promoted = [a for _, a in run(lc, seen, 40, 60) if isinstance(a, Promote)]
+    assert [a.version for a in promoted] == [reg.version] and lc.champion_version == reg.version
+    assert "challenger:a1" not in lc.contenders
+    learner = lc.scoreboard.model(CONTINUOUS)
+    assert learner is (built[0] if takes_over else continuous)
+    before = learner.learned
+    run(lc, seen, 60, 65)
+    assert learner.learned == before + 5  # it carries on learning either way
+
+
 def test_challengers_are_bounded_and_can_be_switched_off() -> None:
     lc, seen = lifecycle(Rule(), Rule(), max_challengers=2)
     run(lc, seen, 0, 5)

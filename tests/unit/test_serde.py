@@ -473,7 +473,6 @@ def test_model_version_v2_records_read_by_a_v1_reader(serde: Serde) -> None:
     assert decoded == {k: v for k, v in value.items() if k not in V2_ONLY}
 
 
-
 LEADING_STRING_RECORDS = [r for r in RECORDS if AVSC[r]["fields"][0]["type"] == "string"]
 
 
