@@ -35,7 +35,7 @@ from services.runner import Stack
 from services.streams import Dataset, load_dataset, monitoring_stream
 from services.summary import percentile, prediction_gaps_ms
 from shared.broker import EmbeddedBroker, free_port
-from shared.kafka import create_topics, produce_all, produce_batched, producer, tail_topic
+from shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
 from shared.modelspec import build_model, predict, same_class
 from shared.registry import ArtifactStore, registry_key, version_record, with_status
 from shared.registry_client import code_version
@@ -296,7 +296,9 @@ def inference_paced(
         _version(store, m, k + 2, "candidate", "bench: a candidate", "logreg") for k, m in enumerate(models[1:])
     ]
     first = _version(store, models[0], 1, "champion", "bench: the first champion", "logreg")
-    key = lambda r: registry_key(r["name"], r["version"])  # noqa: E731
+
+    def key(record: dict[str, Any]) -> bytes:
+        return registry_key(record["name"], record["version"])
 
     async def drive() -> None:
         prod = producer(bootstrap)
@@ -344,20 +346,25 @@ def inference_paced(
         finally:
             await prod.stop()
 
-    async def champion_predictions(stack: Stack) -> tuple[list[dict[str, Any]], int]:
-        seen: dict[str, dict[str, Any]] = {}
-        duplicates = 0
+    async def until_predicted(stack: Stack) -> None:
+        seen: set[str] = set()
         async for batch in tail_topic(bootstrap, topics.predictions, poll_ms=50, max_wait_s=120):
             stack.check()
-            for rec in batch:
-                p = serde.decode("Prediction", rec.value)
-                if p["role"] != "champion":
-                    continue
-                duplicates += p["event_id"] in seen
-                seen.setdefault(p["event_id"], p)
+            seen.update(filter(None, (serde.leading_string(r.value) for r in batch)))  # event_ids, any role
             if len(seen) >= n:
-                break
-        return [*seen.values()], duplicates
+                return
+
+    async def champion_predictions() -> tuple[list[dict[str, Any]], int]:
+        """The first champion prediction of each vector, and how many came again: all of the
+        topic, read once the service has stopped (what it sent on its way out included)."""
+        first: dict[str, dict[str, Any]] = {}
+        duplicates = 0
+        for rec in await read_topic(bootstrap, topics.predictions):
+            p = serde.decode("Prediction", rec.value)
+            if p["role"] == "champion":
+                duplicates += p["event_id"] in first
+                first.setdefault(p["event_id"], p)
+        return [*first.values()], duplicates
 
     asyncio.run(create_topics(bootstrap, topics.catalogue()))
     value = serde.encode("ModelVersion", first)
@@ -365,7 +372,8 @@ def inference_paced(
     with Stack(env=env, log_dir=out_dir / "logs", services=("inference",)) as stack:
         stack.wait_ready()
         asyncio.run(drive())
-        preds, duplicates = asyncio.run(champion_predictions(stack))
+        asyncio.run(until_predicted(stack))
+    preds, duplicates = asyncio.run(champion_predictions())
     latencies = [p["predicted_at"] - p["ingest_time"] for p in preds]
     swap_pause, max_gap = prediction_gaps_ms(preds)
     return {
