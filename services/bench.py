@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from services.demo import run_demo
+from services.lifecycle_sim import bare_river as prequential
 from services.monitoring.core import Monitor
 from services.runner import Stack
-from services.streams import Dataset, load_dataset, monitoring_stream
+from services.streams import Dataset, load_dataset, monitoring_stream, numeric
 from services.summary import percentile, prediction_gaps_ms
 from shared.broker import EmbeddedBroker, free_port
 from shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
-from shared.modelspec import build_model, predict, same_class
+from shared.modelspec import build_model, predict
 from shared.registry import ArtifactStore, registry_key, version_record, with_status
 from shared.registry_client import code_version
 from shared.serde import FileSchemaRegistry, Serde
@@ -91,19 +92,9 @@ async def passthrough(bootstrap: str, serde: Serde, n: int, partitions: int) -> 
 
 def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tuple[float, float]:
     """Prequential run in one process with the same label delay: (accuracy, events/s)."""
-    model = build_model(spec, seed)
-    hits = 0
-    pending: list[tuple[dict[str, float], Any]] = []
     started = time.perf_counter()
-    for fields, label in dataset.rows:
-        x = {k: float(v) for k, v in fields.items() if isinstance(v, int | float)}
-        predicted, _ = predict(model, x)
-        hits += same_class(predicted, label)
-        pending.append((x, label))
-        if len(pending) > label_delay:
-            model.learn_one(*pending.pop(0))
-    elapsed = time.perf_counter() - started
-    return hits / len(dataset.rows), len(dataset.rows) / elapsed
+    acc = prequential(dataset.rows, label_delay, spec, seed)
+    return acc, len(dataset.rows) / (time.perf_counter() - started)
 
 
 # --- monitoring ---------------------------------------------------------------------------------
@@ -180,10 +171,6 @@ def monitoring_records(serde: Serde, stream: list) -> Records:
     return records
 
 
-def _numeric(fields: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
 def raw_event_records(serde: Serde, dataset: Dataset) -> Records:
     def records(topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
         now = int(time.time() * 1000)
@@ -205,7 +192,7 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
                 "event_id": f"b-{i}",
                 "entity_id": entity,
                 "event_time": now,
-                "features": _numeric(fields),
+                "features": numeric(fields),
                 "feature_set_version": feature_set_version,
                 "ingest_time": now,
             }
@@ -217,13 +204,13 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
 def trained_model(dataset: Dataset, spec: str, seed: int) -> Any:
     model = build_model(spec, seed)
     for fields, label in dataset.rows:
-        model.learn_one(_numeric(fields), label)
+        model.learn_one(numeric(fields), label)
     return model
 
 
 def bare_predict(dataset: Dataset, model: Any) -> float:
     """The same model predicting the same vectors in a bare loop: events/s."""
-    xs = [_numeric(fields) for fields, _ in dataset.rows]
+    xs = [numeric(fields) for fields, _ in dataset.rows]
     started = time.perf_counter()
     for x in xs:
         predict(model, x)
@@ -282,7 +269,7 @@ def inference_paced(
     )
     topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions)
     store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
-    xs = [_numeric(fields) for fields, _ in dataset.rows]
+    xs = [numeric(fields) for fields, _ in dataset.rows]
     swaps = max(1, int(n / rate / swap_every_s))
     # Different models, so a swap changes what is served: each learned a slice of the stream.
     slice_ = max(1, len(dataset.rows) // (swaps + 1))
@@ -290,7 +277,7 @@ def inference_paced(
     for k in range(swaps + 1):
         model = build_model("logreg", 42)
         for fields, label in dataset.rows[k * slice_ : (k + 1) * slice_]:
-            model.learn_one(_numeric(fields), label)
+            model.learn_one(numeric(fields), label)
         models.append(model)
     candidates = [
         _version(store, m, k + 2, "candidate", "bench: a candidate", "logreg") for k, m in enumerate(models[1:])

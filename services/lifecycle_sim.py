@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.retraining.lifecycle import Lifecycle, Promote, PromotionRule, Register, Reject, Rollback, RollbackRule
-from services.streams import load_dataset
+from services.retraining.lifecycle import Lifecycle, Promote, Register, Reject, Rollback
+from services.streams import load_dataset, numeric
 from shared.modelspec import build_model, predict, same_class
 
 
@@ -45,19 +45,11 @@ class Policy:
     challenger_buffer: int = 200
     evaluation_window: int = 1000
     challenger_takes_over: bool = False
+    schedule_s: float = 0.0  # event time carries no meaning in a replay: cuts by count only
 
     def lifecycle(self, spec: str, seed: int, next_version: Any) -> Lifecycle:
-        return Lifecycle(
-            build_model(spec, seed),
-            build=lambda: build_model(spec, seed),
-            next_version=next_version,
-            promotion=PromotionRule(self.promotion_margin, self.promotion_min_examples),
-            rollback=RollbackRule(self.rollback_window, self.rollback_margin),
-            version_every=self.version_every,
-            first_version_after=self.first_version_after,
-            challenger_buffer=self.challenger_buffer,
-            window=self.evaluation_window,
-            challenger_takes_over=self.challenger_takes_over,
+        return Lifecycle.from_policy(
+            self, build_model(spec, seed), build=lambda: build_model(spec, seed), next_version=next_version
         )
 
 
@@ -79,10 +71,6 @@ class SimResult:
     def figures(self) -> dict[str, Any]:
         hidden = ("hits", "served_versions", "champions")
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items() if k not in hidden}
-
-
-def _numeric(fields: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def simulate(
@@ -151,7 +139,7 @@ def simulate(
                 res.served_versions.append(served_version)
             while alerts and alerts[0][0] <= i:
                 apply(lc.on_drift(alerts.popleft()[1]), i)
-            x, y = _numeric(rows[i][0]), rows[i][1]
+            x, y = numeric(rows[i][0]), rows[i][1]
             xs.append(x)
             predicted, scores = predict(served, x)
             made[i] = (served_version, predicted, scores)
@@ -189,7 +177,7 @@ def simulate(
     res.served_accuracy = sum(res.hits) / n
     if static is not None:
         model, start = static
-        hits = [same_class(predict(model, _numeric(f))[0], y) for f, y in rows[start:]]
+        hits = [same_class(predict(model, numeric(f))[0], y) for f, y in rows[start:]]
         res.static_accuracy = sum(hits) / len(hits) if hits else None
         res.served_accuracy_same_window = sum(res.hits[start:]) / len(hits) if hits else None
     return res
@@ -198,12 +186,13 @@ def simulate(
 def bare_river(
     rows: Sequence[tuple[dict[str, Any], Any]], label_delay: int, spec: str = "logreg", seed: int = 42
 ) -> float:
-    """Prequential accuracy, labels ``label_delay`` events late (bench.bare_river's loop)."""
+    """Prequential accuracy, labels ``label_delay`` events late: the bare-River reference
+    (``driftloop bench`` times this same loop)."""
     model = build_model(spec, seed)
     hits = 0
     pending: deque[tuple[dict[str, float], Any]] = deque()
     for fields, label in rows:
-        x = _numeric(fields)
+        x = numeric(fields)
         hits += same_class(predict(model, x)[0], label)
         pending.append((x, label))
         if len(pending) > label_delay:

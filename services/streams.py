@@ -34,6 +34,11 @@ def _cell(text: str | None) -> Any:
         return text
 
 
+def numeric(fields: dict[str, Any]) -> dict[str, float]:
+    """A row's numeric fields as a model's features (booleans and text left out)."""
+    return {k: float(v) for k, v in fields.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def read_csv(path: Path, target: str, entity: str | None = None, limit: int | None = None) -> Dataset:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)

@@ -286,7 +286,11 @@ class ServiceContext(Generic[S]):
         # Offsets are committed at most every commit_interval_s (and whenever a service stops
         # or gives partitions away): a commit per batch was one request in three a service sent,
         # and every request costs the embedded broker CPU that the loop's latency waits on.
-        if time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
+        await self._commit_if_due()
+
+    async def _commit_if_due(self) -> None:
+        # Also a timer: what the last batches delivered, once the stream goes quiet between them.
+        if self._delivered and time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
             await self.commit_delivered()
 
     async def commit_delivered(self) -> None:
@@ -443,11 +447,6 @@ class ServiceContext(Generic[S]):
         except (KafkaError, OSError, IllegalStateError) as exc:  # a metrics refresh never stops a service
             self.log.warning("consumer_lag_unavailable", error=repr(exc)[:200])
 
-    async def _commit_timer(self) -> None:
-        # What the last batches delivered, once the stream goes quiet between them.
-        if self._delivered and time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
-            await self.commit_delivered()
-
     def _consumer_options(self) -> dict[str, Any]:
         c = self.common
         return {
@@ -494,7 +493,7 @@ class ServiceContext(Generic[S]):
                 tasks.append(self._spawn(fn.__name__, fn()))
             for topic, agent in self.app.agents:
                 tasks.append(self._spawn(f"agent:{topic.name}", agent(Stream(topic))))
-            timers = [*self.app.timers, (2.0, self._lag_timer), (self.settings.commit_interval_s, self._commit_timer)]
+            timers = [*self.app.timers, (2.0, self._lag_timer), (self.settings.commit_interval_s, self._commit_if_due)]
             for interval, fn in timers:
                 tasks.append(self._spawn(f"timer:{fn.__name__}", self._every(interval, fn)))
             if self._sources:

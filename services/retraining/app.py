@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.retraining.lifecycle import Action, Lifecycle, Promote, PromotionRule, Register, Reject, RollbackRule
+from services.retraining.lifecycle import Action, Lifecycle, Promote, Register, Reject
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.modelspec import build_model
 from shared.registry import ArtifactStore, ChampionChange, version_record, with_status
@@ -80,20 +80,13 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         model = load_trained(champion)
         if model is not None and champion is not None:
             ctx.log.info("training_resumed_from_champion", model_name=name, model_version=champion["version"])
-        state["lc"] = Lifecycle(
+        state["lc"] = Lifecycle.from_policy(
+            s,
             model if model is not None else build_model(s.model_spec, s.seed),
             build=lambda: build_model(s.model_spec, s.seed),
             next_version=lambda: client.registry.latest_version(name) + 1,
             champion=model,  # the lifecycle keeps its own copy, as registered
             champion_version=champion["version"] if model is not None and champion is not None else None,
-            promotion=PromotionRule(s.promotion_margin, s.promotion_min_examples),
-            rollback=RollbackRule(s.rollback_window, s.rollback_margin),
-            version_every=s.version_every,
-            first_version_after=s.first_version_after,
-            schedule_s=s.schedule_s,
-            challenger_buffer=s.challenger_buffer,
-            window=s.evaluation_window,
-            challenger_takes_over=s.challenger_takes_over,
         )
         ready.set()
 

@@ -28,7 +28,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from shared.errors import ConfigError
 from shared.modelspec import is_regressor, same_class
@@ -347,6 +347,32 @@ class _Watch:
 # --- the lifecycle -------------------------------------------------------------------------------
 
 
+class LifecyclePolicy(Protocol):
+    """The settings that shape a lifecycle, by RetrainingSettings' names (the service's settings
+    and the simulation's policies both are one); read-only, so a frozen dataclass is one too."""
+
+    @property
+    def promotion_margin(self) -> float: ...
+    @property
+    def promotion_min_examples(self) -> int: ...
+    @property
+    def rollback_window(self) -> int: ...
+    @property
+    def rollback_margin(self) -> float: ...
+    @property
+    def version_every(self) -> int: ...
+    @property
+    def first_version_after(self) -> int: ...
+    @property
+    def schedule_s(self) -> float: ...
+    @property
+    def challenger_buffer(self) -> int: ...
+    @property
+    def evaluation_window(self) -> int: ...
+    @property
+    def challenger_takes_over(self) -> bool: ...
+
+
 class Lifecycle:
     """Continuous learning, drift challengers, promotion and automatic rollback.
 
@@ -414,6 +440,33 @@ class Lifecycle:
         self._last_version = 0
         self._total = 0
         self._latest_time: int | None = None
+
+    @classmethod
+    def from_policy(
+        cls,
+        policy: LifecyclePolicy,
+        continuous: Any,
+        *,
+        build: Callable[[], Any],
+        next_version: Callable[[], int],
+        champion: Any = None,
+        champion_version: int | None = None,
+    ) -> Lifecycle:
+        return cls(
+            continuous,
+            build=build,
+            next_version=next_version,
+            champion=champion,
+            champion_version=champion_version,
+            promotion=PromotionRule(policy.promotion_margin, policy.promotion_min_examples),
+            rollback=RollbackRule(policy.rollback_window, policy.rollback_margin),
+            version_every=policy.version_every,
+            first_version_after=policy.first_version_after,
+            schedule_s=policy.schedule_s,
+            challenger_buffer=policy.challenger_buffer,
+            window=policy.evaluation_window,
+            challenger_takes_over=policy.challenger_takes_over,
+        )
 
     # read-only views
     @property
