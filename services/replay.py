@@ -37,10 +37,16 @@ async def replay(
     rate: float | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     options: ClientOptions | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> ReplayResult:
     """Send every row as a Confluent-framed Avro RawEvent and its label ``label_delay``
     events later; pace events at ``rate`` per second when given. Returns once every
-    record is acknowledged by the broker."""
+    record is acknowledged by the broker.
+
+    ``until`` (paced runs only) ends the run early: once it returns True no further event
+    is sent, and the labels of the events already sent still go out."""
+    if until is not None and not rate:
+        raise ValueError("until= needs a paced replay (rate=)")
     if not rate:
         return await _burst(bootstrap, topics, serde, dataset, run_id, label_delay, on_progress, options)
     prod = producer(bootstrap, options=options)
@@ -48,10 +54,14 @@ async def replay(
     events = labels = 0
     started = time.time()
     pending: list[asyncio.Future[object]] = []
+    stopped = False
     try:
-        for kind, _, rec in schedule(dataset, run_id, label_delay):
+        for kind, index, rec in schedule(dataset, run_id, label_delay):
             now_ms = int(time.time() * 1000)
             if kind == "event":
+                if stopped or (until is not None and until()):
+                    stopped = True
+                    continue
                 if rate:
                     ahead = started + events / rate - time.time()
                     if ahead > 0:
@@ -63,6 +73,8 @@ async def replay(
                 if on_progress and events % 500 == 0:
                     on_progress(events, len(dataset.rows))
             else:
+                if stopped and index >= events:
+                    continue
                 value = serde.encode("Label", {**rec, "label_time": now_ms})
                 pending.append(await prod.send(topics.labels_raw, key=rec["entity_id"].encode(), value=value))
                 labels += 1
