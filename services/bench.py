@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 import uuid
@@ -35,7 +36,7 @@ from services.monitoring.core import Monitor
 from services.runner import Stack
 from services.streams import Dataset, load_dataset, monitoring_stream, numeric
 from services.summary import percentile, prediction_gaps_ms
-from shared.broker import EmbeddedBroker, free_port
+from shared.broker import Broker, free_port, start_local_broker
 from shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
 from shared.modelspec import build_model, predict
 from shared.registry import ArtifactStore, registry_key, version_record, with_status
@@ -384,15 +385,19 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
     out.mkdir(parents=True, exist_ok=True)
     common = CommonSettings()
     serde = Serde(FileSchemaRegistry(common.schema_dir))
-    broker = None
+    broker: Broker | None = None
     if common.uses_embedded_broker:
-        broker = EmbeddedBroker(free_port(), out / "broker.log").start()
+        shutil.rmtree(out / "broker", ignore_errors=True)
+        broker = start_local_broker(
+            common.broker_engine, free_port(), out / "broker", out / "broker.log", heap_mb=common.broker_heap_mb
+        )
     bootstrap = broker.bootstrap_servers if broker else common.bootstrap_servers
     res: dict[str, Any] = {
         "dataset": dataset.name,
         "events": len(dataset.rows),
         "label_delay": label_delay,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "broker": {"engine": broker.engine, "version": broker.version} if broker else {"engine": "external"},
     }
     say = lambda text: print(f"bench: {text}", file=sys.stderr, flush=True)  # noqa: E731
     try:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import importlib
+import os
 import signal
 import sys
 import time
@@ -70,19 +71,31 @@ def _date(text: str) -> datetime.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _engine_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=("auto", "kafka", "tansu"),
+        default=None,
+        help="the local broker: auto (Apache Kafka when a JDK 17+ and its jars or Maven are there, else Tansu); "
+        "default: DRIFTLOOP_BROKER_ENGINE or auto",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="driftloop", description="Streaming MLOps: the feedback loop on Kafka.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    b = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    b = sub.add_parser("broker", help="run the local broker (Apache Kafka, or Tansu without a JDK) in the foreground")
     b.add_argument("--port", type=_positive_int, default=None, help="default: DRIFTLOOP_BROKER_PORT or 9092")
+    _engine_option(b)
 
     sub.add_parser("topics", help="create every topic with its partitions and policies")
 
     r = sub.add_parser("run", help="run one service")
     r.add_argument("service", choices=SERVICES, metavar="SERVICE", help=" | ".join(SERVICES))
 
-    sub.add_parser("up", help="broker (unless KAFKA_BOOTSTRAP_SERVERS is set) + topics + all five services")
+    u = sub.add_parser("up", help="broker (unless KAFKA_BOOTSTRAP_SERVERS is set) + topics + all five services")
+    _engine_option(u)
 
     rp = sub.add_parser("replay", help="replay a CSV as events plus delayed labels")
     rp.add_argument("csv", type=_existing_csv, metavar="CSV")
@@ -101,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="at most N rows")
 
     d = sub.add_parser("demo", help="run the whole loop on a stream and write a report")
+    _engine_option(d)
     d.add_argument(
         "--dataset",
         default="sea",
@@ -141,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--model", default=None, metavar="NAME", help="default: DRIFTLOOP_MODEL_NAME")
 
     be = sub.add_parser("bench", help="throughput, latency and loop quality against bare baselines")
+    _engine_option(be)
     be.add_argument("--dataset", default="sea", metavar="NAME|PATH", help="sea (default), elec2, or a CSV path")
     be.add_argument("--target", default=None, metavar="COL", help="the label column of a CSV dataset")
     be.add_argument("--events", type=_positive_int, default=None, metavar="N", help="events (default: 6000 for sea)")
@@ -196,14 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_broker(port: int | None) -> int:
-    from shared.broker import EmbeddedBroker
+    from shared.broker import start_local_broker
     from shared.log import configure_logging, get_logger
 
     common = CommonSettings()
     configure_logging(common.log_level, json=common.log_json)
-    broker = EmbeddedBroker(port or common.broker_port).start()
+    broker = start_local_broker(
+        common.broker_engine, port or common.broker_port, common.data_dir, heap_mb=common.broker_heap_mb
+    )
     get_logger(service="broker").info(
-        "broker_ready", bootstrap=broker.bootstrap_servers, pid=broker.process.pid if broker.process else None
+        "broker_ready",
+        engine=broker.engine,
+        version=broker.version,
+        bootstrap=broker.bootstrap_servers,
+        pid=broker.process.pid if broker.process else None,
+    )
+    print(
+        f"driftloop: {broker.engine} {broker.version} ready on {broker.bootstrap_servers} "
+        f"(pid {broker.process.pid if broker.process else '?'})",
+        file=sys.stderr,
     )
     stop = {"flag": False}
 
@@ -215,7 +241,7 @@ def _cmd_broker(port: int | None) -> int:
     try:
         while not stop["flag"]:
             if broker.process is None or broker.process.poll() is not None:
-                raise DriftloopError("the embedded broker exited unexpectedly", code="broker_died")
+                raise DriftloopError(f"the {broker.engine} broker exited unexpectedly", code="broker_died")
             time.sleep(0.2)
     finally:
         broker.stop()
@@ -246,6 +272,9 @@ def _cmd_run(service: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "engine", None):
+        # One choice for every command that starts a broker, and for the processes it starts.
+        os.environ["DRIFTLOOP_BROKER_ENGINE"] = args.engine
     if args.command == "features" and args.since and args.until and args.since > args.until:
         parser.error(f"--since {args.since} is after --until {args.until}")
     try:

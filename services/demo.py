@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -167,10 +168,16 @@ def run_demo(
     topics = Topics(env.get("DRIFTLOOP_TOPIC_PREFIX", common.topic_prefix), common.partitions)
     serde = Serde(FileSchemaRegistry(common.schema_dir))
     progress = Progress()
+    if common.uses_embedded_broker and "KAFKA_BOOTSTRAP_SERVERS" not in env:
+        # A local Apache Kafka keeps its log under the data dir: each demo starts from an empty one.
+        shutil.rmtree(Path(env["DRIFTLOOP_DATA_DIR"]) / "kafka", ignore_errors=True)
     stack = Stack(env=env, log_dir=out_dir / "logs")
+    broker_info: dict[str, Any] = {"engine": "external", "version": None}
     try:
         progress.show("demo: starting the broker and the five services", force=True)
         stack.start()
+        if stack.broker is not None:
+            broker_info = {"engine": stack.broker.engine, "version": stack.broker.version}
         stack.wait_ready()
         if on_ready is not None:
             on_ready(stack)
@@ -219,7 +226,9 @@ def run_demo(
         ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"]),
         time.time() - started,
     )
-    summary.update(dataset=dataset.name, run_id=run_id, topic_prefix=topics.prefix, label_delay=label_delay)
+    summary.update(
+        dataset=dataset.name, run_id=run_id, topic_prefix=topics.prefix, label_delay=label_delay, broker=broker_info
+    )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from services.report import write_report
 

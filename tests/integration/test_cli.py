@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.broker import EmbeddedBroker
+from shared.broker import Broker
 from shared.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_topics_creates_the_catalogue(broker: EmbeddedBroker) -> None:
+def test_topics_creates_the_catalogue(broker: Broker) -> None:
     prefix = f"cli{uuid.uuid4().hex[:8]}."
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -69,7 +69,7 @@ def test_topics_creates_the_catalogue(broker: EmbeddedBroker) -> None:
     assert all(n == 3 for t, n in parts.items() if not t.endswith("models.registry"))
 
 
-def test_broker_refuses_a_port_in_use(broker: EmbeddedBroker) -> None:
+def test_broker_refuses_a_port_in_use(broker: Broker) -> None:
     res = _run(["broker", "--port", str(broker.port)], timeout=30)
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
