@@ -487,3 +487,13 @@ def test_cli_rejects_an_unknown_service(capsys):
         build_parser().parse_args(["run", "no-such-service"])
     assert exc.value.code != 0, "services/cli.py: `run no-such-service` must be an error"
     capsys.readouterr()  # swallow argparse's usage message
+
+
+def test_compose_kafka_runs_the_version_the_tests_run(compose):
+    """docker-compose's Apache Kafka is the version the pom pins for local runs and tests."""
+    from shared.broker import kafka_version
+
+    image = compose["services"]["kafka"]["image"]
+    assert image == f"apache/kafka:{kafka_version()}", (
+        f"{rel(COMPOSE_FILE)}: kafka image {image!r}; the tests run Apache Kafka {kafka_version()} (shared/jars/pom.xml)"
+    )
