@@ -3,21 +3,21 @@
 ``promtool check rules`` validates the rules file, ``promtool check config`` the compose
 Prometheus config that loads it, and ``promtool test rules`` runs the series fixtures in
 prometheus/rules/tests/*.yml, which prove each alert fires when it should and stays
-silent when it should not. Without promtool those tests are skipped with the reason
-(`make test` installs it first: scripts/ensure-prometheus). The structural checks below
-need no promtool: every alert is labelled, annotated, covered by a firing and a silent
-case, and wired into prometheus.yml and docker-compose.yml.
+silent when it should not. Without promtool those tests are skipped with the reason, and
+fail under CI=true (`make test` installs it first: scripts/ensure-tools). The structural
+checks below need no promtool: every alert is labelled, annotated, covered by a firing and
+a silent case, and wired into prometheus.yml and docker-compose.yml.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from tools import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"
@@ -71,13 +71,7 @@ def compose_mounts(service: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip(
-            "promtool is not on PATH, so the alert rules cannot be checked or unit-tested "
-            "(scripts/ensure-prometheus installs Debian's prometheus package when run as root)"
-        )
-    return path
+    return require_tool("promtool", "the alert rules cannot be checked or unit-tested")
 
 
 def run(promtool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -3,12 +3,12 @@ and secrets that never show in a repr or an error message."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
+from tools import require_tool
 
 from shared.errors import ConfigError
 from shared.kafka import client_options
@@ -26,10 +26,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A self-signed certificate and its key, made by openssl (skipped without it)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
+    """A self-signed certificate and its key, made by openssl (skipped without it, failed under CI=true)."""
+    openssl = require_tool("openssl", "no test certificate can be made for the TLS settings tests")
     out = tmp_path_factory.mktemp("tls")
     cert, key = out / "cert.pem", out / "key.pem"
     subprocess.run(
