@@ -55,6 +55,8 @@ class RegistryClient:
             ["code"],
             registry=metrics,
         )
+        # Exported at 0 from the start, so that a rule or panel on it sees a series before the first refusal.
+        self._refused_c.labels(RegistrySignatureInvalid.code)
         self._next: dict[int, int] = {}
 
     @classmethod

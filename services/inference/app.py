@@ -10,12 +10,20 @@ from prometheus_client import Counter, Gauge
 
 from services.inference.serving import Server
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, DriftloopError
 from shared.modelspec import build_model
 from shared.registry import ArtifactStore, ChampionChange, version_record
 from shared.registry_client import RegistryClient, code_version
 from shared.settings import InferenceSettings
 
 SERVICE = "inference"
+#: The codes load_artifact counts a refused artifact under.
+LOAD_FAILURE_CODES = (
+    ArtifactError.code,
+    ArtifactIntegrityError.code,
+    ArtifactOutsideStore.code,
+    DriftloopError.code,
+)
 
 
 def wire(ctx: ServiceContext[InferenceSettings]) -> None:
@@ -50,6 +58,9 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     load_failures_c = Counter(
         "driftloop_model_load_failures_total", "Artifacts refused", ["model", "code"], registry=ctx.metrics.registry
     )
+    # Exported at 0 from the start, so that a rule or panel on it sees a series before the first refusal.
+    for code in LOAD_FAILURE_CODES:
+        load_failures_c.labels(name, code)
 
     async def send_registry(key: bytes, value: bytes) -> None:
         await ctx.send(registry_out, key, value)

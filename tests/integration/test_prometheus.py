@@ -16,7 +16,12 @@ the dashboards and the rules make must return series:
   removed and ``X`` must return series: the metrics behind the alert exist with the
   labels the rule matches on. Comparisons inside an expression are filters that a
   healthy stack passes (see the header of the rules file). Prometheus must also report
-  every rule as evaluated without error.
+  every rule as evaluated without error;
+* every metric name any of those expressions reads (tests/promql.py), queried alone: an
+  expression can return series while one of its metrics is misspelt or never exported
+  (`A or 0 * B` is B's series when A does not exist), so each metric must have series of
+  its own. A counter that only moves on a failure is exported at 0 from the start by its
+  service, so it has series on a healthy stack too.
 
 All the empty queries, query errors and rule errors are reported together in one
 assertion message, with the metric names involved.
@@ -27,24 +32,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from live_prometheus import Prometheus, QueryError, prometheus_binary, rules
+from promql import metric_names
 
 from services.replay import replay
 from services.runner import Stack
 from services.streams import sea_stream
-from shared.broker import free_port
 from shared.kafka import producer
 from shared.serde import Serde
 from shared.settings import SERVICES
@@ -53,17 +53,9 @@ from shared.topics import Topics
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RULES_FILE = REPO_ROOT / "prometheus" / "rules" / "driftloop.yml"
 DASHBOARD_DIR = REPO_ROOT / "grafana" / "dashboards"
 DASHBOARDS = ("loop-overview", "service-health", "feature-drift")
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}  # grafana/provisioning/datasources/prometheus.yml
-
-PROMETHEUS = shutil.which("prometheus")
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None,
-    reason="`prometheus` is not on PATH, so the dashboards and alert rules cannot be checked against a live "
-    "Prometheus (scripts/ensure-prometheus installs Debian's prometheus package when run as root)",
-)
 
 # What Grafana's $__rate_interval would be for a 1 s scrape interval (a few scrapes).
 RATE_INTERVAL = "10s"
@@ -79,7 +71,6 @@ TRAILING_THRESHOLD = re.compile(
     r"\s*(?:==|!=|>=|<=|>|<)\s*(?:bool\s+)?[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
 )
 VARIABLE = re.compile(r"\$\{(\w+)(?::[\w]+)?\}|\[\[(\w+)\]\]|\$(\w+)")
-METRIC = re.compile(r"\b(?:driftloop_\w+|up)\b")
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.+?)\s*,\s*)?(\w+)\s*\)\s*$", re.S)
 
 
@@ -87,10 +78,10 @@ LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.+?)\s*,\s*)?(\w+)\s*\)\s*$
 class Check:
     source: str  # where the expression comes from, for the report
     expr: str  # ready to send to Prometheus
-    kind: str = "instant"  # or "range": at least one point over the run
+    kind: str = "instant"  # "range": at least one point over the run; "metric": one metric name alone
 
     def metrics(self) -> list[str]:
-        return sorted(set(METRIC.findall(self.expr)))
+        return sorted(metric_names(self.expr))
 
 
 # --------------------------------------------------------------------------- dashboards
@@ -167,11 +158,6 @@ def dashboard_checks() -> list[Check]:
 # --------------------------------------------------------------------------- rules
 
 
-def rules() -> list[dict[str, Any]]:
-    doc = yaml.safe_load(RULES_FILE.read_text())
-    return [rule for group in doc["groups"] for rule in group["rules"]]
-
-
 def without_threshold(expr: str) -> str:
     return TRAILING_THRESHOLD.sub("", expr.strip(), count=1)
 
@@ -184,6 +170,25 @@ def rule_checks() -> list[Check]:
         )
         for rule in rules()
     ]
+
+
+def metric_checks(checks: list[Check]) -> list[Check]:
+    """Every metric name the checks read, queried alone: an `or 0 * other` fallback or an
+    `unless` must not hide a metric that is misspelt or never exported."""
+    readers: dict[str, list[str]] = {}
+    for check in checks:
+        for name in check.metrics():
+            readers.setdefault(name, []).append(check.source)
+    return [
+        Check(f"metric {name} (read by {'; '.join(sources)})", name, kind="metric")
+        for name, sources in sorted(readers.items())
+    ]
+
+
+def test_every_rule_and_panel_reads_a_metric() -> None:
+    """Each expression names at least one metric, so that the per-metric checks cover it."""
+    for check in dashboard_checks() + rule_checks():
+        assert check.metrics(), f"{check.source}: no metric name found in {check.expr!r}"
 
 
 def test_trailing_threshold_removal() -> None:
@@ -221,90 +226,6 @@ def test_dashboards_are_provisionable() -> None:
 # --------------------------------------------------------------------------- Prometheus
 
 
-class Prometheus:
-    """A prometheus process on 127.0.0.1 with its storage under ``workdir``."""
-
-    def __init__(self, workdir: Path, targets: dict[str, int]) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "prometheus.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES_FILE)],
-            "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                for job, port in targets.items()
-            ],
-        }
-        self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def start(self, timeout_s: float = 30.0) -> Prometheus:
-        assert PROMETHEUS is not None
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"prometheus not ready after {timeout_s:.0f} s; see {self.log_path}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        """Stop our prometheus process by its pid: SIGTERM, then SIGKILL after 15 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def api(self, path: str, **params: str) -> Any:
-        """GET (no params) or POST form to the HTTP API; returns ``data`` or raises with the error."""
-        data = urllib.parse.urlencode(params).encode() if params else None
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v1/{path}", data=data, timeout=10) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            body = json.load(exc)
-        if body.get("status") != "success":
-            raise QueryError(f"{body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.api("query", query=expr)["result"]
-
-    def points(self, expr: str, start: float, end: float) -> int:
-        result = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step="1")["result"]
-        return sum(len(series["values"]) for series in result)
-
-
-class QueryError(Exception):
-    pass
-
-
 def wait_for(prom: Prometheus, expr: str, deadline: float, stack: Stack) -> bool:
     """Poll until ``expr`` returns series (True) or the deadline passes (False)."""
     while not prom.query(expr):
@@ -328,6 +249,9 @@ def evaluate(prom: Prometheus, checks: list[Check], run_start: float) -> list[st
             problems.append(f"- {check.source}: query error {exc}\n    {' '.join(check.expr.split())}")
             continue
         if empty:
+            if check.kind == "metric":
+                problems.append(f"- {check.source}: no series")
+                continue
             what = "no point over the run" if check.kind == "range" else "empty"
             problems.append(
                 f"- {check.source}: {what}; metrics {', '.join(check.metrics())}\n    {' '.join(check.expr.split())}"
@@ -359,16 +283,17 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await prod.stop()
 
 
-@needs_prometheus
 def test_dashboards_and_alert_rules_query_live_metrics(
     service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
 ) -> None:
-    checks = dashboard_checks() + rule_checks()
+    binary = prometheus_binary()
+    queries = dashboard_checks() + rule_checks()
+    checks = metric_checks(queries) + queries
     bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
     ports = {s: int(service_env[f"DRIFTLOOP_{s.upper()}_METRICS_PORT"]) for s in SERVICES}
     workdir = tmp_path / "prometheus"
     workdir.mkdir()
-    prom = Prometheus(workdir, ports)
+    prom = Prometheus(binary, workdir, ports)
     started = time.monotonic()
     try:
         prom.start()
