@@ -70,6 +70,12 @@ class ContractViolation(InvalidRecord):
     code = "contract_violation"
 
 
+class LabelTaskMismatch(InvalidRecord):
+    """A label the model's task cannot learn (a string on a regression, a 2 on a binary task)."""
+
+    code = "label_task_mismatch"
+
+
 class LabelExpired(InvalidRecord):
     """A label that waited past the join TTL for a FeatureVector that never came."""
 
@@ -146,5 +152,6 @@ DEAD_LETTER_CODES: tuple[str, ...] = tuple(
         FeatureSetMismatch,
         ContractViolation,
         LabelExpired,
+        LabelTaskMismatch,
     )
 ) + ("internal_error",)

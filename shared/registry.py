@@ -163,7 +163,10 @@ def version_record(
     feature_set_version: str,
     code_version: str,
     now_ms: int,
+    task: str | None = None,
 ) -> dict[str, Any]:
+    """A new version's record; ``task`` is what the model predicts (binary, multiclass,
+    regression), None for a model that learned nothing."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
     return {
@@ -190,6 +193,7 @@ def version_record(
         "updated_at": now_ms,
         "status_history": [],
         SIGNATURE_FIELD: None,
+        "task": task,
     }
 
 

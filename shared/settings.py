@@ -210,6 +210,12 @@ class RetrainingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_RETRAINING_", extra="ignore")
     metrics_port: int = Field(default=9105, ge=0, le=65535)
     model_spec: str = "logreg"
+    # What the model predicts; auto: a regressor spec is a regression, otherwise the first
+    # labels tell (shared/modelspec.py infer_task), and model_spec's family is built in that
+    # task's form (logreg on numbers is linreg). Integral labels are held, at most
+    # task_examples of them, until they tell.
+    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
+    task_examples: int = Field(default=100, ge=1)
     seed: int = 42
     version_every: int = Field(default=1000, ge=1)
     first_version_after: int = Field(default=200, ge=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker
+from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, label_fits_prediction
 from services.monitoring.drift import Detection
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.settings import MonitoringSettings
@@ -50,6 +50,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ("accuracy_ratio", "Rolling accuracy of the predictions joined with their labels"),
             ("log_loss", "Rolling log loss of the predictions joined with their labels"),
             ("roc_auc", "Rolling ROC AUC of the predictions joined with their labels"),
+            ("macro_f1", "Rolling macro-averaged F1 over the classes of the predictions joined with their labels"),
             ("mae", "Rolling mean absolute error of a regressor's predictions joined with their labels"),
             ("rmse", "Rolling root mean squared error of a regressor's predictions joined with their labels"),
         )
@@ -60,6 +61,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ("accuracy_ratio", "Rolling accuracy of a role's predictions across versions"),
             ("log_loss", "Rolling log loss of a role's predictions across versions"),
             ("roc_auc", "Rolling ROC AUC of a role's predictions across versions"),
+            ("macro_f1", "Rolling macro-averaged F1 of a role's predictions across versions"),
             ("mae", "Rolling mean absolute error of a role's regression predictions across versions"),
             ("rmse", "Rolling root mean squared error of a role's regression predictions across versions"),
         )
@@ -68,6 +70,12 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         "driftloop_outcomes_total",
         "Predictions joined with their label",
         ["model", "version", "role", "correct"],
+        registry=reg,
+    )
+    refused_c = Counter(
+        "driftloop_outcomes_refused_total",
+        "Predictions joined with a label their task cannot score (a regressor's number against a class)",
+        ["model", "role", "reason"],
         registry=reg,
     )
     expired_c = Counter(
@@ -106,6 +114,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             ("accuracy_ratio", tracker.accuracy),
             ("log_loss", tracker.log_loss),
             ("roc_auc", tracker.roc_auc),
+            ("macro_f1", tracker.macro_f1),
             ("mae", tracker.mae),
             ("rmse", tracker.rmse),
         )
@@ -171,6 +180,18 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
 
     async def emit(out: dict[str, Any] | None) -> None:
         if out is None:
+            return
+        if not label_fits_prediction(out, out["label"]):
+            # Retraining dead-letters the example (label_task_mismatch); here nothing is scored.
+            refused_c.labels(out["model_name"], out["role"], "label_task_mismatch").inc()
+            ctx.log.warning(
+                "outcome_refused",
+                model_version=out["model_version"],
+                role=out["role"],
+                event_id=out["event_id"],
+                label_type=type(out["label"]).__name__,
+                error_code="label_task_mismatch",
+            )
             return
         await ctx.send(outcomes_out, out["entity_id"], ctx.serde.encode("Outcome", out))
         outcomes_c.labels(out["model_name"], str(out["model_version"]), out["role"], str(out["correct"]).lower()).inc()

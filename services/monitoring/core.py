@@ -2,7 +2,9 @@
 version and role, feature statistics, and input / prediction / concept drift detection.
 
 Classification and regression are told apart per outcome: a regressor's prediction is a
-number with no class scores, and its label is a number (:func:`is_regression`)."""
+number with no class scores, and its label is a number (:func:`is_regression`). A
+regressor's prediction joined with a label that is not a number does not fit the task
+(:func:`label_fits_prediction`): the shell counts it and scores nothing."""
 
 from __future__ import annotations
 
@@ -16,25 +18,67 @@ from river import stats
 
 from services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
 from shared.join import OnceJoin
-from shared.modelspec import same_class
+from shared.modelspec import is_number, same_class
+
+_MIN_P = 1e-15
 
 
 def positive_score(scores: Mapping[str, float]) -> float | None:
     """The score of the positive class of a binary classifier, if the scores are binary."""
+    if len(scores) > 2:
+        return None  # a multi-class model's class "1" is one class among several
     for key in ("True", "1", "1.0", "true"):
         if key in scores:
             return float(scores[key])
     return None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_number = is_number
 
 
 def is_regression(predicted: Any, scores: Mapping[str, float] | None, label: Any) -> bool:
     """A regressor's prediction (a number, no class scores) against a numeric label. A
     classifier always gives scores once trained, and None with none before."""
     return not scores and _number(predicted) and _number(label)
+
+
+def label_fits_prediction(prediction: Mapping[str, Any], label: Any) -> bool:
+    """False for a regressor's prediction (a number, no scores) against a label that is not a
+    number (a class, a boolean): there is no error to measure. Any label can be a class."""
+    return bool(prediction.get("scores")) or not _number(prediction.get("predicted")) or _number(label)
+
+
+def class_key(value: Any) -> str:
+    """One spelling per class across encodings (True, 1, 1.0 and "1" alike, as same_class)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def label_probability(scores: Mapping[str, float], label: Any) -> float:
+    """The score of the label's class (0 when the model gave it none)."""
+    return next((float(p) for k, p in scores.items() if same_class(k, label)), 0.0)
+
+
+def macro_f1(pairs: Sequence[tuple[str, str | None]]) -> float | None:
+    """Unweighted mean over the classes seen (as label or prediction) of each class's F1,
+    from (label class, predicted class or None) pairs; None without pairs."""
+    if not pairs:
+        return None
+    tp: dict[str, int] = {}
+    fp: dict[str, int] = {}
+    fn: dict[str, int] = {}
+    for y, p in pairs:
+        if p == y:
+            tp[y] = tp.get(y, 0) + 1
+            continue
+        fn[y] = fn.get(y, 0) + 1
+        if p is not None:
+            fp[p] = fp.get(p, 0) + 1
+    classes = set(tp) | set(fp) | set(fn)
+    return sum(2 * tp.get(c, 0) / (2 * tp.get(c, 0) + fp.get(c, 0) + fn.get(c, 0)) for c in classes) / len(classes)
 
 
 def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any], tolerance: float = 0.0) -> dict[str, Any]:
@@ -132,9 +176,10 @@ def roc_auc(ys: Sequence[bool], ps: Sequence[float]) -> float | None:
 class PerformanceTracker:
     """Prequential performance of one model version in one role over a rolling window.
 
-    Classification outcomes: accuracy always; log loss and (exact) ROC AUC when the scores
-    are binary. Regression outcomes: MAE and RMSE over the last ``window`` of them. Each
-    figure is None until an outcome of its kind arrives.
+    Classification outcomes: accuracy and macro F1 always; log loss when the prediction
+    carries scores (of the label's class; for binary scores, of the positive class); exact
+    ROC AUC when the scores are binary. Regression outcomes: MAE and RMSE over the last
+    ``window`` of them. Each figure is None until an outcome of its kind arrives.
 
     An update only appends to the windows (it runs for every outcome); the figures are
     computed when read, which the service does every few hundred records.
@@ -144,6 +189,8 @@ class PerformanceTracker:
         self.window = window
         self._accuracy = RollingAccuracy(window)
         self._scored: deque[tuple[bool, float]] = deque(maxlen=window)  # (label is positive, score)
+        self._losses: deque[float] = deque(maxlen=window)  # log loss of outcomes with scores
+        self._classes: deque[tuple[str, str | None]] = deque(maxlen=window)  # (label, predicted)
         self._errors: deque[float] = deque(maxlen=window)  # regression: prediction - label
         self._updates = 0
 
@@ -160,9 +207,17 @@ class PerformanceTracker:
                 self._errors.append(error)
             return
         self._accuracy.update(out["correct"])
-        p = positive_score(out.get("scores") or {})
+        predicted = out.get("predicted")
+        self._classes.append((class_key(out["label"]), None if predicted is None else class_key(predicted)))
+        scores = out.get("scores") or {}
+        p = positive_score(scores)
         if p is not None:
-            self._scored.append((same_class(True, out["label"]), p))
+            y = same_class(True, out["label"])
+            self._scored.append((y, p))
+            p = min(max(p, _MIN_P), 1 - _MIN_P)
+            self._losses.append(-math.log(p if y else 1 - p))
+        elif scores:
+            self._losses.append(-math.log(max(label_probability(scores, out["label"]), _MIN_P)))
 
     @property
     def n(self) -> int:
@@ -179,13 +234,11 @@ class PerformanceTracker:
 
     @property
     def log_loss(self) -> float | None:
-        if not self._scored:
-            return None
-        total = 0.0
-        for y, p in self._scored:
-            p = min(max(p, 1e-15), 1 - 1e-15)
-            total -= math.log(p if y else 1 - p)
-        return total / len(self._scored)
+        return sum(self._losses) / len(self._losses) if self._losses else None
+
+    @property
+    def macro_f1(self) -> float | None:
+        return macro_f1(self._classes)
 
     @property
     def roc_auc(self) -> float | None:

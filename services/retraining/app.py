@@ -1,7 +1,9 @@
 """Retraining service shell: LabeledExamples and drift alerts in, model versions out.
 
 The lifecycle core decides; this shell saves artifacts and writes every status change,
-with its reason, to the registry topic.
+with its reason, to the registry topic. The lifecycle starts once the task is known (the
+setting, the champion's record, or the first labels: services/retraining/task.py); an
+example whose label the task cannot learn is dead-lettered as ``label_task_mismatch``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from services.retraining.lifecycle import Action, Lifecycle, Promote, Register, Reject
+from services.retraining.task import TaskGate
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
-from shared.modelspec import build_model
+from shared.errors import LabelTaskMismatch
+from shared.modelspec import build_model, check_task, fixed_task, spec_for_task
 from shared.registry import ArtifactStore, ChampionChange, version_record, with_status
 from shared.registry_client import RegistryClient, code_version
 from shared.settings import RetrainingSettings
@@ -49,8 +53,21 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         ["model"],
         registry=ctx.metrics.registry,
     )
+    task_g = Gauge(
+        "driftloop_model_task_info",
+        "1 for the task retraining trains for (binary, multiclass, regression) once it is known",
+        ["model", "task"],
+        registry=ctx.metrics.registry,
+    )
+    mismatch_c = Counter(
+        "driftloop_label_task_mismatches_total",
+        "Examples refused because the task cannot learn their label (dead-lettered)",
+        ["model", "task"],
+        registry=ctx.metrics.registry,
+    )
     ready = asyncio.Event()
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"lc": None}
+    fixed = fixed_task(s.model_spec, s.task)  # an unknown spec or task fails here, at start
 
     async def send_registry(key: bytes, value: bytes) -> None:
         await ctx.send(registry_out, key, value)
@@ -78,28 +95,35 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
                 await write(with_status(r, "rejected", "retraining restarted: its evaluation was lost", now))
         champion = client.registry.champion(name)
         model = load_trained(champion)
+        task = fixed
         if model is not None and champion is not None:
-            ctx.log.info("training_resumed_from_champion", model_name=name, model_version=champion["version"])
-        state["lc"] = Lifecycle.from_policy(
-            s,
-            model if model is not None else build_model(s.model_spec, s.seed),
-            build=lambda: build_model(s.model_spec, s.seed),
-            next_version=lambda: client.registry.latest_version(name) + 1,
-            champion=model,  # the lifecycle keeps its own copy, as registered
-            champion_version=champion["version"] if model is not None and champion is not None else None,
-        )
+            # The champion's task carries on, unless the setting says otherwise.
+            if fixed is not None and champion.get("task") not in (None, fixed):
+                ctx.log.warning("champion_task_differs", model_name=name, model_version=champion["version"], task=fixed)
+                model = None
+            else:
+                task = fixed or champion.get("task")
+                ctx.log.info("training_resumed_from_champion", model_name=name, model_version=champion["version"])
+        state["champion"] = (model, champion["version"] if model is not None and champion is not None else None)
+        state["gate"] = TaskGate(task, examples=s.task_examples, label=lambda item: item[0]["label"])
+        if task is not None:
+            start(task)
         ready.set()
 
         async def on_change(change: ChampionChange) -> None:
             # Our own records are applied before they come back, so a change seen here
             # was made by someone else (an operator): score that champion from now on.
-            lc: Lifecycle = state["lc"]
+            lc: Lifecycle | None = state["lc"]
+            if lc is None:
+                return  # nothing trained yet: the lifecycle will start from the registry as it is then
             if change.name == name and change.new != lc.champion_version:
                 lc.champion_changed(change.new, load_trained(client.registry.get(name, change.new)))
                 ctx.log.info("champion_changed_externally", model_name=name, model_version=change.new)
 
         async def on_batch() -> None:
-            lc: Lifecycle = state["lc"]
+            lc: Lifecycle | None = state["lc"]
+            if lc is None:
+                return
             for version in lc.pending.values():
                 record = client.registry.get(name, version)
                 if record is not None and record["status"] != "candidate":
@@ -107,6 +131,23 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
                     ctx.log.info("candidate_withdrawn", model_name=name, model_version=version)
 
         await client.follow(on_change, on_batch)
+
+    def start(task: str) -> None:
+        """The lifecycle, for ``task``: resumed from the champion when it was trained for it."""
+        check_task(task)
+        model, version = state["champion"]
+        spec = spec_for_task(s.model_spec, task)
+        state["task"], state["spec"] = task, spec
+        state["lc"] = Lifecycle.from_policy(
+            s,
+            model if model is not None else build_model(spec, s.seed, task),
+            build=lambda: build_model(spec, s.seed, task),
+            next_version=lambda: client.registry.latest_version(name) + 1,
+            champion=model,  # the lifecycle keeps its own copy, as registered
+            champion_version=version,
+        )
+        task_g.labels(name, task).set(1)
+        ctx.log.info("task_decided", model_name=name, task=task, model_spec=spec, setting=s.task)
 
     async def register(a: Register, now: int) -> None:
         parent = client.registry.champion(name)
@@ -119,11 +160,12 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             parent=parent["version"] if parent else None,
             trigger=a.trigger,
             window=a.window,
-            params={"spec": s.model_spec, "seed": str(s.seed), "trained": "true", "contender": a.contender},
+            params={"spec": state["spec"], "seed": str(s.seed), "trained": "true", "contender": a.contender},
             metrics=a.metrics,
             feature_set_version=a.feature_set_version or ctx.common.effective_feature_set_version,
             code_version=code_version(),
             now_ms=now,
+            task=state["task"],
         )
         await write(record)
         if a.direct and parent is not None:
@@ -175,19 +217,34 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         await ctx.each(stream, on_example)
 
     async def on_example(event: EventT) -> None:
-        lc: Lifecycle = state["lc"]
         example = ctx.serde.decode("LabeledExample", event.message.value)
         ctx.event_id = example["event_id"]
-        actions = lc.learn(example)
+        gate: TaskGate[tuple[dict[str, Any], Any]] = state["gate"]
+        try:
+            ready_now, refused = gate.offer((example, event.message))
+        except LabelTaskMismatch:
+            mismatch_c.labels(name, gate.task or "undecided").inc()
+            raise  # dead-lettered by the runtime with its code
+        if gate.task is not None and state["lc"] is None:
+            start(gate.task)
+        for (held, message), exc in refused:
+            mismatch_c.labels(name, gate.task or "undecided").inc()
+            await ctx.dead_letter(message, exc, held["event_id"])
+        lc: Lifecycle | None = state["lc"]
+        if lc is None:
+            return  # held until the labels tell the task
+        for ex, _ in ready_now:
+            actions = lc.learn(ex)
+            if actions:
+                await execute(actions)
         examples_g.labels(name).set(lc.examples_seen)
-        if actions:
-            await execute(actions)
 
     async def on_alert(event: EventT) -> None:
         alert = ctx.serde.decode("DriftAlert", event.message.value)
-        if alert["model_name"] == name and alert["kind"] in ("concept", "performance"):
+        lc: Lifecycle | None = state["lc"]
+        if lc is not None and alert["model_name"] == name and alert["kind"] in ("concept", "performance"):
             ctx.log.info("drift_alert_received", alert_id=alert["alert_id"], detector=alert["detector"])
-            await execute(state["lc"].on_drift(alert["alert_id"]))
+            await execute(lc.on_drift(alert["alert_id"]))
 
     @app.agent(ctx.source("alerts"), name=f"{SERVICE}.alerts")
     async def on_alerts(stream: StreamT[Any]) -> None:

@@ -17,8 +17,10 @@ from it (test-then-train), so all comparisons are on the same examples:
 
 A candidate is judged once, on the examples after its registration, as soon as there are
 ``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote a lucky
-streak. When the champion changes, pending candidates start over against the new one. The
-service shell turns the returned actions into registry records.
+streak. Classifiers are compared by accuracy (higher is better), regressors by mean absolute
+error (lower is better; the margins are then relative: 0.01 is an MAE 1% lower). When the
+champion changes, pending candidates start over against the new one. The service shell turns
+the returned actions into registry records.
 """
 
 from __future__ import annotations
@@ -43,24 +45,44 @@ _MIN_P = 1e-15  # log loss of a probability 0 is capped at -log(1e-15) ≈ 34.5
 
 @dataclass(frozen=True)
 class Score:
+    """A classifier's accuracy and log loss, or a regressor's MAE and RMSE (the others None)."""
+
     examples: int
     accuracy: float | None
     log_loss: float | None
+    mae: float | None = None
+    rmse: float | None = None
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A model against a reference on the same ``examples`` labelled examples."""
+    """A model against a reference on the same ``examples`` labelled examples: classifiers by
+    accuracy and log loss, regressors by MAE and RMSE (their accuracy and log loss are NaN)."""
 
     examples: int
     accuracy: float
     reference_accuracy: float
     log_loss: float
     reference_log_loss: float
+    mae: float | None = None
+    reference_mae: float | None = None
+    rmse: float | None = None
+    reference_rmse: float | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.mae is not None
 
     @property
     def gain(self) -> float:
-        return self.accuracy - self.reference_accuracy
+        """How much better than the reference: accuracy points for a classifier; for a
+        regressor the share of the reference's MAE it saves (0.1: an MAE 10% lower), so that
+        one margin means the same whatever the label's units."""
+        if self.mae is None or self.reference_mae is None:
+            return self.accuracy - self.reference_accuracy
+        if self.reference_mae == 0 or not math.isfinite(self.reference_mae):
+            return 0.0 if self.mae == self.reference_mae else -math.inf
+        return (self.reference_mae - self.mae) / self.reference_mae
 
 
 def class_probability(proba: Mapping[Any, float], label: Any) -> float:
@@ -71,7 +93,7 @@ def class_probability(proba: Mapping[Any, float], label: Any) -> float:
 class _Entry:
     model: Any
     frozen: bool
-    scores: deque[tuple[int, float, float]]  # (example seq, hit or -|error|, log loss or error²), the last `window`
+    scores: deque[tuple[int, float, float]]  # (example seq, hit or |error|, log loss or error²), the last `window`
 
 
 class Scoreboard:
@@ -129,12 +151,9 @@ class Scoreboard:
         self._seq += 1
         for entry in self._entries.values():
             if is_regressor(entry.model):
-                # A regressor's "accuracy" is its negative absolute error and its "log loss"
-                # the squared error: higher and lower are better as for a classifier, and the
-                # promotion margin is in the label's units.
                 error = float(entry.model.predict_one(x)) - float(y)
                 error = error if math.isfinite(error) else math.inf
-                entry.scores.append((self._seq, -abs(error), error * error))
+                entry.scores.append((self._seq, abs(error), error * error))
             else:
                 proba = entry.model.predict_proba_one(x)
                 predicted = max(proba, key=proba.__getitem__) if proba else None
@@ -143,12 +162,18 @@ class Scoreboard:
             if not entry.frozen:
                 entry.model.learn_one(x, y)
 
+    def is_regressor(self, key: str) -> bool:
+        return is_regressor(self._entries[key].model)
+
     def score(self, key: str) -> Score:
         scores = self._entries[key].scores
         if not scores:
             return Score(0, None, None)
         n = len(scores)
-        return Score(n, sum(h for _, h, _ in scores) / n, sum(loss for _, _, loss in scores) / n)
+        first, second = sum(h for _, h, _ in scores) / n, sum(loss for _, _, loss in scores) / n
+        if self.is_regressor(key):
+            return Score(n, None, None, mae=first, rmse=math.sqrt(second))
+        return Score(n, first, second)
 
     def common(self, key: str, reference: str, since: int = 0) -> int:
         """How many of the windowed examples from ``since`` on both scored."""
@@ -159,8 +184,22 @@ class Scoreboard:
         a = [(h, loss) for s, h, loss in self._entries[key].scores if s >= lo]
         b = [(h, loss) for s, h, loss in self._entries[reference].scores if s >= lo]
         n = len(a)
+        regression = self.is_regressor(key)
         if n == 0:
-            return Comparison(0, math.nan, math.nan, math.nan, math.nan)
+            nan = math.nan if regression else None
+            return Comparison(0, math.nan, math.nan, math.nan, math.nan, nan, nan, nan, nan)
+        if regression:
+            return Comparison(
+                n,
+                math.nan,
+                math.nan,
+                math.nan,
+                math.nan,
+                mae=sum(h for h, _ in a) / n,
+                reference_mae=sum(h for h, _ in b) / n,
+                rmse=math.sqrt(sum(loss for _, loss in a) / n),
+                reference_rmse=math.sqrt(sum(loss for _, loss in b) / n),
+            )
         return Comparison(
             n,
             sum(h for h, _ in a) / n,
@@ -186,6 +225,11 @@ class Verdict:
 
 
 def _figures(c: Comparison, reference: str) -> str:
+    if c.regression:
+        return (
+            f"MAE {c.mae:.4g} vs {reference} {c.reference_mae:.4g} ({-c.gain:+.1%}), "
+            f"RMSE {c.rmse:.4g} vs {c.reference_rmse:.4g}, over the same {c.examples} examples"
+        )
     return (
         f"accuracy {c.accuracy:.3f} vs {reference} {c.reference_accuracy:.3f} ({c.gain:+.3f}), "
         f"log loss {c.log_loss:.3f} vs {c.reference_log_loss:.3f}, over the same {c.examples} examples"
@@ -195,7 +239,8 @@ def _figures(c: Comparison, reference: str) -> str:
 @dataclass(frozen=True)
 class PromotionRule:
     """Promote a contender whose accuracy beats the champion's by at least ``margin`` over
-    ``min_examples`` common examples; reject it otherwise. A tie never promotes."""
+    ``min_examples`` common examples (a regressor: whose MAE is lower by at least that share
+    of the champion's); reject it otherwise. A tie never promotes."""
 
     margin: float = 0.01
     min_examples: int = 200
@@ -208,15 +253,17 @@ class PromotionRule:
         if c.examples < self.min_examples:
             return Verdict("wait", f"{c.examples} of {self.min_examples} examples")
         figures = _figures(c, "champion")
+        margin = _margin(c, self.margin)
         if c.gain > 0 and c.gain >= self.margin - _EPS:
-            return Verdict("promote", f"{figures}: better by at least the margin {self.margin:.3f}")
-        return Verdict("reject", f"{figures}: not better than the champion by the margin {self.margin:.3f}")
+            return Verdict("promote", f"{figures}: better by at least the margin {margin}")
+        return Verdict("reject", f"{figures}: not better than the champion by the margin {margin}")
 
 
 @dataclass(frozen=True)
 class RollbackRule:
     """Roll back a newly promoted champion whose accuracy over its first ``window`` examples
-    is below its parent's by more than ``margin``."""
+    is below its parent's by more than ``margin`` (a regressor: whose MAE is above its
+    parent's by more than that share of it)."""
 
     window: int = 300
     margin: float = 0.02
@@ -229,9 +276,14 @@ class RollbackRule:
         if c.examples < self.window:
             return Verdict("wait", f"{c.examples} of {self.window} examples")
         figures = _figures(c, "parent")
+        margin = _margin(c, self.margin)
         if -c.gain > self.margin + _EPS:
-            return Verdict("rollback", f"{figures}: worse than its parent by more than {self.margin:.3f}")
-        return Verdict("keep", f"{figures}: not worse than its parent by more than {self.margin:.3f}")
+            return Verdict("rollback", f"{figures}: worse than its parent by more than {margin}")
+        return Verdict("keep", f"{figures}: not worse than its parent by more than {margin}")
+
+
+def _margin(c: Comparison, margin: float) -> str:
+    return f"{margin:.1%} of the MAE" if c.regression else f"{margin:.3f}"
 
 
 class ScheduleTrigger:
@@ -298,6 +350,15 @@ Action = Register | Promote | Reject | Rollback
 
 
 def _metrics(c: Comparison, reference: str) -> dict[str, float]:
+    if c.regression:
+        assert c.mae is not None and c.reference_mae is not None and c.rmse is not None and c.reference_rmse is not None
+        return {
+            "prequential_mae": c.mae,
+            "prequential_rmse": c.rmse,
+            f"{reference}_mae": c.reference_mae,
+            f"{reference}_rmse": c.reference_rmse,
+            "evaluation_examples": float(c.examples),
+        }
     return {
         "prequential_accuracy": c.accuracy,
         "log_loss": c.log_loss,
@@ -593,6 +654,11 @@ class Lifecycle:
         return version
 
     def _terms(self) -> str:
+        if self._board.is_regressor(CONTINUOUS):
+            return (
+                f"promoted if its MAE is lower than the champion's by {self.promotion.margin:.1%} "
+                f"over {self.promotion.min_examples} examples"
+            )
         return (
             f"promoted if better than the champion by {self.promotion.margin:.3f} accuracy "
             f"over {self.promotion.min_examples} examples"
@@ -621,6 +687,12 @@ class Lifecycle:
             metrics |= {
                 "prequential_accuracy": score.accuracy,
                 "log_loss": score.log_loss,
+                "evaluation_examples": float(score.examples),
+            }
+        elif score.mae is not None and score.rmse is not None:
+            metrics |= {
+                "prequential_mae": score.mae,
+                "prequential_rmse": score.rmse,
                 "evaluation_examples": float(score.examples),
             }
         direct = self._champion_version is None

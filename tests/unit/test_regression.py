@@ -226,7 +226,12 @@ def test_the_scoreboard_scores_a_regressor_by_its_absolute_and_squared_errors() 
             board.add("fresh", build_model("linreg", 3))  # starts over: it has learned nothing
         board.learn_one(x, y)
     trained = board.score("trained")
-    assert trained.accuracy == pytest.approx(-sum(abs(e) for e in errors[-100:]) / 100)
-    assert trained.log_loss == pytest.approx(sum(e * e for e in errors[-100:]) / 100)
-    # On their common examples the model that learned longer has the smaller error: a gain.
-    assert board.compare("trained", "fresh").gain > 0
+    assert trained.accuracy is None and trained.log_loss is None  # no accuracy of a number
+    assert trained.mae == pytest.approx(sum(abs(e) for e in errors[-100:]) / 100)
+    assert trained.rmse == pytest.approx(math.sqrt(sum(e * e for e in errors[-100:]) / 100))
+    # On their common examples the model that learned longer has the smaller error: a gain,
+    # as the share of the other's MAE it saves.
+    c = board.compare("trained", "fresh")
+    assert c.regression and c.mae is not None and c.reference_mae is not None
+    assert c.mae < c.reference_mae
+    assert c.gain == pytest.approx((c.reference_mae - c.mae) / c.reference_mae)

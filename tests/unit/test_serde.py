@@ -344,22 +344,39 @@ class ModelVersionV1Registry(FileSchemaRegistry):
 SCHEMA_IDS_V1 = {e["record"]: e["id"] for e in REGISTRY_INDEX["schemas"] if e["version"] == 1}
 
 
+# Fields added after v1: status_history and signature (v2), task (v3).
+AFTER_V1 = ("status_history", "signature", "task")
+
+
 def _model_version(serde_schema: dict[str, Any]) -> dict[str, Any]:
-    """A ModelVersion with only the fields v1 has (v2 adds status_history and signature)."""
+    """A ModelVersion with only the fields v1 has."""
     value = _example(serde_schema, "ModelVersion")
-    value.pop("signature", None)
-    value.pop("status_history", None)
+    for name in AFTER_V1:
+        value.pop(name, None)
     return value
 
 
+def _model_version_fields(version: int) -> list[dict[str, Any]]:
+    entry = next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == version)
+    return json.loads((SCHEMA_DIR / entry["file"]).read_text())["fields"]
+
+
 def test_model_version_v2_adds_only_optional_fields() -> None:
-    v1 = next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == 1)
-    v1_fields = json.loads((SCHEMA_DIR / v1["file"]).read_text())["fields"]
-    v2_fields = AVSC["ModelVersion"]["fields"]
+    v1_fields, v2_fields = _model_version_fields(1), _model_version_fields(2)
     assert v2_fields[: len(v1_fields)] == v1_fields
     history, signature = v2_fields[len(v1_fields) :]
     assert history["name"] == "status_history" and history["default"] == []
     assert signature["name"] == "signature" and signature["default"] is None and signature["type"][0] == "null"
+
+
+def test_model_version_v3_adds_only_the_optional_task() -> None:
+    v2_fields, v3_fields = _model_version_fields(2), _model_version_fields(3)
+    assert AVSC["ModelVersion"]["fields"] == v3_fields  # the newest: what writers use
+    assert v3_fields[: len(v2_fields)] == v2_fields
+    (task,) = v3_fields[len(v2_fields) :]
+    # A null default: the signature's canonical form drops nulls, so a record signed before
+    # the field existed still verifies once read with it.
+    assert task["name"] == "task" and task["default"] is None and task["type"] == ["null", "string"]
 
 
 def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> None:
@@ -367,7 +384,9 @@ def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> No
     value = _model_version(AVSC["ModelVersion"])
     old_bytes = old.encode("ModelVersion", value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
-    assert same_typed(serde.decode("ModelVersion", old_bytes), {**value, "signature": None, "status_history": []})
+    assert same_typed(
+        serde.decode("ModelVersion", old_bytes), {**value, "signature": None, "status_history": [], "task": None}
+    )
 
 
 def test_signed_model_version_is_read_by_old_reader_without_the_signature(serde: Serde) -> None:
@@ -378,7 +397,7 @@ def test_signed_model_version_is_read_by_old_reader_without_the_signature(serde:
     assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_IDS_V1["ModelVersion"]
     decoded = Serde(ModelVersionV1Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
     assert "signature" not in decoded
-    assert same_typed(decoded, {k: v for k, v in value.items() if k != "signature"})
+    assert same_typed(decoded, {k: v for k, v in value.items() if k not in ("signature", "task")})
     # The new reader gets the signature back, still valid after the Avro round trip.
     assert verify(serde.decode("ModelVersion", new_bytes), b"k")
 
@@ -447,7 +466,7 @@ def test_stamping_needs_the_current_raw_event_schema(serde: Serde) -> None:
 
 # --- ModelVersion v2: status_history ---------------------------------------------------------------
 
-V2_ONLY = ("status_history", "signature")
+V2_ONLY = AFTER_V1
 
 
 def _model_version_with_history() -> dict[str, Any]:
@@ -461,7 +480,7 @@ def test_model_version_v1_records_read_with_an_empty_status_history(serde: Serde
     value = {k: v for k, v in _model_version_with_history().items() if k not in V2_ONLY}
     old_bytes = old.encode("ModelVersion", value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
-    assert serde.decode("ModelVersion", old_bytes) == {**value, "status_history": [], "signature": None}
+    assert serde.decode("ModelVersion", old_bytes) == {**value, "status_history": [], "signature": None, "task": None}
 
 
 def test_model_version_v2_records_read_by_a_v1_reader(serde: Serde) -> None:
@@ -471,6 +490,44 @@ def test_model_version_v2_records_read_by_a_v1_reader(serde: Serde) -> None:
     decoded = Serde(ModelVersionV1Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
     assert not set(V2_ONLY) & set(decoded)
     assert decoded == {k: v for k, v in value.items() if k not in V2_ONLY}
+
+
+# --- ModelVersion v3: task ----------------------------------------------------------------------------
+
+SCHEMA_ID_V2 = next(e["id"] for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == 2)
+
+
+class ModelVersionV2Registry(FileSchemaRegistry):
+    """A consumer upgraded to v2 but not to v3."""
+
+    def latest(self, record: str) -> tuple[int, Any]:
+        if record == "ModelVersion":
+            return SCHEMA_ID_V2, self.schema_by_id(SCHEMA_ID_V2)
+        return super().latest(record)
+
+
+def test_a_signed_v2_record_reads_as_v3_with_no_task_and_still_verifies(serde: Serde) -> None:
+    from shared.signing import sign, verify
+
+    value = sign({k: v for k, v in _model_version_with_history().items() if k != "task"}, b"k")
+    old_bytes = Serde(ModelVersionV2Registry(SCHEMA_DIR)).encode("ModelVersion", value)
+    assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_ID_V2
+    decoded = serde.decode("ModelVersion", old_bytes)
+    assert decoded == {**value, "task": None}
+    assert verify(decoded, b"k")
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_v3_record_keeps_its_task_and_a_v2_reader_skips_it(serde: Serde, task: str) -> None:
+    from shared.signing import sign, verify
+
+    value = sign({**_model_version_with_history(), "task": task}, b"k")
+    new_bytes = serde.encode("ModelVersion", value)
+    assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_ID_V2
+    assert serde.decode("ModelVersion", new_bytes)["task"] == task
+    assert verify(serde.decode("ModelVersion", new_bytes), b"k")
+    old = Serde(ModelVersionV2Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
+    assert old == {k: v for k, v in value.items() if k != "task"}
 
 
 LEADING_STRING_RECORDS = [r for r in RECORDS if AVSC[r]["fields"][0]["type"] == "string"]

@@ -263,6 +263,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "sasl_mechanism": ("SCRAM-SHA-512", "SCRAM-SHA-512"),
     "ssl_cafile": (str(REPO_ROOT / "pyproject.toml"), REPO_ROOT / "pyproject.toml"),
     "fetch_max_wait_ms": ("25", 25),
+    "task": ("regression", "regression"),
 }
 
 
