@@ -391,6 +391,7 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
         broker = start_local_broker(
             common.broker_engine, free_port(), out / "broker", out / "broker.log", heap_mb=common.broker_heap_mb
         )
+        os.environ["DRIFTLOOP_BROKER_ENGINE"] = broker.engine  # what auto chose, for every phase's services
     bootstrap = broker.bootstrap_servers if broker else common.bootstrap_servers
     res: dict[str, Any] = {
         "dataset": dataset.name,

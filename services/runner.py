@@ -64,6 +64,8 @@ class Stack:
                 heap_mb=common.broker_heap_mb,
             )
             base_env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
+            # What auto chose: the services' producers are idempotent unless it is Tansu.
+            base_env["DRIFTLOOP_BROKER_ENGINE"] = self.broker.engine
         self.env = base_env
         bootstrap = base_env["KAFKA_BOOTSTRAP_SERVERS"]
         prefix = base_env.get("DRIFTLOOP_TOPIC_PREFIX", common.topic_prefix)

@@ -29,9 +29,11 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from shared.errors import DriftloopError, InvalidRecord, ProduceFailed
+from shared import poison
+from shared.errors import DriftloopError, InvalidRecord, PoisonBatch, ProduceFailed
 from shared.kafka import OutRecord, Partitioner, client_options, create_topics, send_batched, tail_topic
 from shared.log import configure_logging, get_logger
 from shared.metrics import ServiceMetrics
@@ -45,6 +47,11 @@ MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
 # Prefetched input per partition (aiokafka's default is 1 MB): a service behind its input
 # holds at most this times its partitions; ~2,500 records of ~100 bytes a fetch still.
 MAX_PARTITION_FETCH_BYTES = 256 * 1024
+# How long one fetch of the poison-batch isolation may wait for its partition's records.
+POISON_FETCH_TIMEOUT_MS = 10_000
+# A poison batch's own bytes ride in its dead letter up to this size: the dead letter must fit
+# in one produce request; a bigger batch stays readable at its offsets in the source topic.
+POISON_RAW_MAX_BYTES = 64 * 1024
 # True in the batch loop's task only: tasks and timers run in contexts copied before it is set.
 _IN_BATCH: contextvars.ContextVar[bool] = contextvars.ContextVar("driftloop_in_batch", default=False)
 
@@ -128,6 +135,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.ctx._batch_lock:
             await self.ctx.settle_all()
             self.ctx._state_ready.clear()
+            self.ctx._fetched_to.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.ctx._state_ready.clear()
@@ -160,6 +168,9 @@ class ServiceContext(Generic[S]):
     _out_counters: dict[str, Any] = field(default_factory=dict, repr=False)
     _in_counters: dict[str, Any] = field(default_factory=dict, repr=False)
     _processed: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
+    #: Next offset after the last record handed to the handlers (or past the last skipped
+    #: poison batch), per partition since it was assigned.
+    _fetched_to: dict[TopicPartition, int] = field(default_factory=dict, repr=False)
     _recovered: dict[str, set[int]] = field(default_factory=dict, repr=False)
     _state_ready: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -187,6 +198,7 @@ class ServiceContext(Generic[S]):
         topic = self.raw_topic(short)
         if topic.name not in self._sources:
             self._sources.append(topic.name)
+            self.metrics.poison_batches.labels(self.service, topic.name)  # exported at 0 from the start
         return topic
 
     def raw_topic(self, short: str) -> Topic:
@@ -237,7 +249,9 @@ class ServiceContext(Generic[S]):
             await self._handler_added.wait()
         return self._handlers[topic]
 
-    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _process(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]], skipped: poison.Isolated | None = None
+    ) -> None:
         started = time.perf_counter()
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
@@ -255,6 +269,10 @@ class ServiceContext(Generic[S]):
                 counter = self._in_counters[tp.topic] = self.metrics.records_in.labels(self.service, tp.topic)
             counter.inc(len(records))
             offsets[tp] = records[-1].offset + 1
+        if skipped is not None:
+            # Its dead letter goes out with the batch's output; its offsets commit with them.
+            await self._dead_letter_batch(skipped)
+            offsets[skipped.tp] = max(offsets.get(skipped.tp, 0), skipped.batch.last + 1)
         self.flush_state()
         deliveries = await self._produce_outbox()
         # The next batch is handled while this one's output is on its way: its offsets are
@@ -483,6 +501,9 @@ class ServiceContext(Generic[S]):
             # The batch loop flushes before it commits; a linger would only add latency.
             linger_ms=0,
             max_batch_size=256 * 1024,
+            # Idempotent on Apache Kafka: aiokafka then retries a batch until the broker takes
+            # it, with no duplicate, so a broker restart does not fail the service's output.
+            enable_idempotence=self.common.idempotent_producers,
             **self.kafka_options,
         )
         self._consumer = AIOKafkaConsumer(**self._consumer_options())
@@ -518,20 +539,95 @@ class ServiceContext(Generic[S]):
         _IN_BATCH.set(True)  # this task's sends ride on its batches; tasks spawned before it keep False
         window_ms = int(self.settings.batch_window_s * 1000)
         while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_size)
-            if not batches:
+            batches, skipped = await self._fetch(window_ms)
+            if not batches and skipped is None:
                 continue
             await self._state_ready.wait()
             async with self._batch_lock:
                 # Records fetched before a rebalance may belong to partitions given away meanwhile.
                 assigned = self._consumer.assignment()
                 batches = {tp: rs for tp, rs in batches.items() if tp in assigned and rs}
-                if batches:
-                    await self._process(batches)
+                if skipped is not None and skipped.tp not in assigned:
+                    skipped = None  # its new owner meets the batch and skips it
+                for tp, rs in batches.items():
+                    # Never backwards: past a skipped poison batch stays past it.
+                    self._fetched_to[tp] = max(self._fetched_to.get(tp, 0), rs[-1].offset + 1)
+                if skipped is not None:
+                    self._fetched_to[skipped.tp] = skipped.batch.last + 1
+                if batches or skipped is not None:
+                    await self._process(batches, skipped)
         for hook in self.app.shutdown_hooks:
             await hook()
         await self.settle_all()
         self.log.info("service_stopping", processed_partitions=len(self._processed))
+
+    async def _fetch(self, window_ms: int) -> tuple[dict[TopicPartition, list[ConsumerRecord]], poison.Isolated | None]:
+        """The next records, and the poison batch skipped to get them if there was one."""
+        assert self._consumer is not None
+        try:
+            return await self._consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_size), None
+        except Exception as exc:
+            # aiokafka raises whatever decoding a fetched batch raised; what no batch raises is raised again.
+            if not poison.may_be_poison(exc):
+                raise
+            try:
+                found = await self._isolate_poison()
+            except IllegalStateError as moved:
+                # The group rebalanced meanwhile: positions restart from the committed offsets,
+                # and a poison batch still ahead raises again.
+                self.log.warning("poison_isolation_interrupted", error=str(moved)[:200])
+                return {}, None
+            if found is None:
+                raise
+            return found.records, found
+
+    async def _isolate_poison(self) -> poison.Isolated | None:
+        """After ``getmany()`` failed to decode a batch: find the batch and move the consumer
+        past it (shared/poison.py); None if no batch raises."""
+        assert self._consumer is not None
+        client = AIOKafkaClient(
+            bootstrap_servers=self.common.bootstrap_servers, client_id=f"{self.app.id}-poison", **self.kafka_options
+        )
+        max_wait_ms = self.settings.fetch_max_wait_ms or self.common.fetch_max_wait_ms
+
+        async def read(tp: TopicPartition, offset: int) -> bytes:
+            return await poison.read_log(client, tp, offset, MAX_PARTITION_FETCH_BYTES, max_wait_ms)
+
+        try:
+            await client.bootstrap()
+            return await poison.isolate(self._consumer, self._fetched_to, read, POISON_FETCH_TIMEOUT_MS)
+        finally:
+            await client.close()
+
+    async def _dead_letter_batch(self, skipped: poison.Isolated) -> None:
+        """Count, log and dead-letter a skipped poison batch by its offset range."""
+        tp, batch = skipped.tp, skipped.batch
+        self.metrics.poison_batches.labels(self.service, tp.topic).inc()
+        self.log.error(
+            "poison_batch_skipped",
+            topic=tp.topic,
+            partition=tp.partition,
+            first_offset=batch.first,
+            last_offset=batch.last,
+            batch_bytes=len(batch.raw),
+            error=repr(skipped.error)[:500],
+        )
+        error = PoisonBatch(f"record batch at offsets {batch.first}-{batch.last} cannot be decoded: {skipped.error!r}")
+        raw = batch.raw if len(batch.raw) <= POISON_RAW_MAX_BYTES else None
+        source = ConsumerRecord(
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=batch.first,
+            timestamp=-1,
+            timestamp_type=-1,
+            key=None,
+            value=raw,
+            checksum=None,
+            serialized_key_size=-1,
+            serialized_value_size=len(raw) if raw else -1,
+            headers=(),
+        )
+        await self.dead_letter(source, error)
 
 
 def build_context(service: str, settings_cls: type[S]) -> ServiceContext[S]:

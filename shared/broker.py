@@ -51,7 +51,10 @@ class Broker(Protocol):
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
+    """No socket listens on it. SO_REUSEADDR, as the brokers bind: connections of a process
+    that just died, still in TIME_WAIT, do not hold the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -35,6 +35,8 @@ class CommonSettings(BaseSettings):
     # The local broker `broker`, `up`, `demo` and `bench` start (shared/broker.py choose_engine).
     broker_engine: Literal["auto", "kafka", "tansu"] = "auto"
     broker_heap_mb: int = Field(default=1024, ge=256, le=16384)
+    # Unset: idempotent producers unless the broker is Tansu, which has no InitProducerId.
+    producer_idempotence: bool | None = None
     topic_prefix: str = "driftloop."
     partitions: int = Field(default=4, ge=1)
     # 1 suits the embedded broker and a single-broker Kafka; use 3 on a production cluster.
@@ -109,6 +111,12 @@ class CommonSettings(BaseSettings):
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ConfigError("DRIFTLOOP_SSL_CERTFILE and DRIFTLOOP_SSL_KEYFILE go together: set both or neither")
         return self
+
+    @property
+    def idempotent_producers(self) -> bool:
+        if self.producer_idempotence is not None:
+            return self.producer_idempotence
+        return self.broker_engine != "tansu"
 
     @property
     def uses_tls(self) -> bool:

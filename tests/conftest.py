@@ -65,6 +65,7 @@ def service_env(broker: Broker, topics: Topics, tmp_path: Path) -> dict[str, str
     return {
         **demo_env(),
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "DRIFTLOOP_BROKER_ENGINE": broker.engine,
         "DRIFTLOOP_TOPIC_PREFIX": topics.prefix,
         "DRIFTLOOP_PARTITIONS": str(topics.partitions),
         "DRIFTLOOP_ARTIFACT_STORE": f"file://{tmp_path / 'artifacts'}",
