@@ -88,7 +88,14 @@ def test_every_service_killed_three_times_loses_nothing(
         def run_replay() -> None:
             result["replay"] = asyncio.run(
                 replay(
-                    bootstrap, topics, serde, dataset, run_id="crash", label_delay=50, rate=RATE, until=kills_done.is_set
+                    bootstrap,
+                    topics,
+                    serde,
+                    dataset,
+                    run_id="crash",
+                    label_delay=50,
+                    rate=RATE,
+                    until=kills_done.is_set,
                 )
             )
 
