@@ -32,7 +32,11 @@ def rules() -> list[dict[str, Any]]:
 
 
 def rule_expr(alert: str) -> str:
-    return next(str(rule["expr"]) for rule in rules() if rule.get("alert") == alert)
+    """The ``expr`` of the alert rule ``alert``, as shipped (threshold included)."""
+    for rule in rules():
+        if rule.get("alert") == alert:
+            return str(rule["expr"])
+    raise KeyError(f"no alert rule {alert!r} in {RULES_FILE}")
 
 
 class QueryError(Exception):
