@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from services.demo import run_demo
-from services.lifecycle_sim import bare_river as prequential
 from services.monitoring.core import Monitor
 from services.runner import Stack
 from services.streams import Dataset, load_dataset, monitoring_stream, numeric
-from services.summary import percentile, prediction_gaps_ms
+from services.summary import accuracy, bare_prequential, errors_of, mae, percentile, prediction_gaps_ms, rmse
 from shared.broker import Broker, free_port, start_local_broker
 from shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
-from shared.modelspec import build_model, predict
+from shared.modelspec import BINARY, REGRESSION, build_model, infer_task, predict, same_class, spec_for_task
 from shared.registry import ArtifactStore, registry_key, version_record, with_status
 from shared.registry_client import code_version
 from shared.serde import FileSchemaRegistry, Serde
@@ -91,11 +90,25 @@ async def passthrough(bootstrap: str, serde: Serde, n: int, partitions: int) -> 
         await prod.stop()
 
 
-def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tuple[float, float]:
-    """Prequential run in one process with the same label delay: (accuracy, events/s)."""
+def task_of(dataset: Dataset) -> str:
+    """The task the dataset's labels call for, as retraining infers it."""
+    return infer_task((y for _, y in dataset.rows if y is not None), final=True) or BINARY
+
+
+def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tuple[dict[str, float | None], float]:
+    """Prequential run in one process with the same label delay, the spec in the dataset's
+    task form (the demo's summary runs the same loop): (its figures, events/s). A classifier's
+    figure is its accuracy, a regressor's its MAE and RMSE."""
+    task = task_of(dataset)
+    model = build_model(spec_for_task(spec, task), seed, task)
     started = time.perf_counter()
-    acc = prequential(dataset.rows, label_delay, spec, seed)
-    return acc, len(dataset.rows) / (time.perf_counter() - started)
+    predicted = bare_prequential(dataset.rows, label_delay, model)
+    rate = len(dataset.rows) / (time.perf_counter() - started)
+    triples = [(i, p, y) for i, (p, (_, y)) in enumerate(zip(predicted, dataset.rows, strict=True)) if y is not None]
+    if task == REGRESSION:
+        errors = errors_of(triples)
+        return {"bare_river_mae": mae(errors), "bare_river_rmse": rmse(errors)}, rate
+    return {"bare_river_accuracy": accuracy([(i, same_class(p, y)) for i, p, y in triples])}, rate
 
 
 # --- monitoring ---------------------------------------------------------------------------------
@@ -203,7 +216,7 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
 
 
 def trained_model(dataset: Dataset, spec: str, seed: int) -> Any:
-    model = build_model(spec, seed)
+    model = build_model(spec, seed, task_of(dataset))
     for fields, label in dataset.rows:
         model.learn_one(numeric(fields), label)
     return model
@@ -275,8 +288,9 @@ def inference_paced(
     # Different models, so a swap changes what is served: each learned a slice of the stream.
     slice_ = max(1, len(dataset.rows) // (swaps + 1))
     models = []
+    task = task_of(dataset)
     for k in range(swaps + 1):
-        model = build_model("logreg", 42)
+        model = build_model("logreg", 42, task)
         for fields, label in dataset.rows[k * slice_ : (k + 1) * slice_]:
             model.learn_one(numeric(fields), label)
         models.append(model)
@@ -407,8 +421,9 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
             passthrough(bootstrap, serde, len(dataset.rows), common.partitions)
         )
         say("bare River prequential baseline")
-        acc, rate = bare_river(dataset, "logreg", 42, label_delay)
-        res.update(bare_river_accuracy=acc, bare_river_events_per_second=rate)
+        res["task"] = task_of(dataset)
+        figures, rate = bare_river(dataset, "logreg", 42, label_delay)
+        res.update(figures, bare_river_events_per_second=rate)
 
         say("saturation: the five services at full speed")
         at_ready: dict[str, tuple[float, float]] = {}
@@ -441,7 +456,8 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
             ratio_to_bare_river=sat["events_per_second"] / res["bare_river_events_per_second"],
             # At saturation the loop runs thousands of events behind its labels: what it
             # serves then is older than the label delay says. Quality comes from the paced run.
-            saturation_served_accuracy=sat["served_accuracy"],
+            saturation_served_accuracy=sat.get("served_accuracy"),
+            saturation_served_mae=sat.get("served_mae"),
             events_without_prediction=sat["events_without_prediction"],
             cpu_seconds_per_1k_events=1000 * sum(cpu.values()) / n,
             peak_rss_mb=sum(rss for _, rss in at_end.values()),
@@ -470,9 +486,14 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
             swaps_in_latency_run=len(lat["versions_served"]) - 1,
             latency_events=n_lat,
             achieved_rate=lat["events_per_second"],
-            served_accuracy=lat["served_accuracy"],
-            served_accuracy_same_window=lat["served_accuracy_same_window"],
-            static_accuracy=lat["baseline_static_accuracy"],
+            served_accuracy=lat.get("served_accuracy"),
+            served_accuracy_same_window=lat.get("served_accuracy_same_window"),
+            static_accuracy=lat.get("baseline_static_accuracy"),
+            served_mae=lat.get("served_mae"),
+            served_rmse=lat.get("served_rmse"),
+            served_mae_same_window=lat.get("served_mae_same_window"),
+            static_mae=lat.get("baseline_static_mae"),
+            static_rmse=lat.get("baseline_static_rmse"),
             drift_alerts=lat["drift_alerts"],
             promotions=lat["promotions"],
             model_versions=lat["model_versions"],
@@ -578,6 +599,14 @@ ROWS = (
     ("static_accuracy", "first trained model, frozen, out of sample"),
     ("served_accuracy_same_window", "served accuracy on the static model's window"),
     ("bare_river_accuracy", "bare River prequential, same label delay"),
+    ("served_mae", "MAE of what users received (paced run)"),
+    ("saturation_served_mae", "the same at saturation, the loop far behind its labels"),
+    ("static_mae", "first trained model, frozen, out of sample"),
+    ("served_mae_same_window", "served MAE on the static model's window"),
+    ("bare_river_mae", "bare River prequential, same label delay"),
+    ("served_rmse", "RMSE of what users received (paced run)"),
+    ("static_rmse", "first trained model, frozen, out of sample"),
+    ("bare_river_rmse", "bare River prequential, same label delay"),
     ("drift_alerts", "drift alerts (paced run)"),
     ("promotions", "model promotions (paced run)"),
     ("cpu_seconds_per_1k_events", "CPU seconds of the five services per 1k events"),
@@ -586,6 +615,16 @@ ROWS = (
     ("bare_monitoring_predictions_per_second", "the same detectors in a bare loop"),
     ("monitoring_ratio_to_bare", "monitoring service / bare loop"),
 )
+
+
+ACCURACY_ROWS = {k for k, _ in ROWS if "accuracy" in k}
+REGRESSION_ROWS = {k for k, _ in ROWS if "mae" in k or "rmse" in k}
+
+
+def rows_for(task: str | None) -> list[tuple[str, str]]:
+    """The figures of the bench's task: a regressor's MAE and RMSE in place of accuracy."""
+    hidden = ACCURACY_ROWS if task == REGRESSION else REGRESSION_ROWS
+    return [(k, what) for k, what in ROWS if k not in hidden]
 
 
 def _fmt(v: Any) -> str:
@@ -639,7 +678,7 @@ def write_bench_report(out: Path, res: dict[str, Any]) -> None:
         "| figure | value | what |",
         "|---|---|---|",
     ]
-    lines += [f"| {k} | {_fmt(res.get(k))} | {what} |" for k, what in ROWS]
+    lines += [f"| {k} | {_fmt(res.get(k))} | {what} |" for k, what in rows_for(res.get("task"))]
     lines += [
         "",
         "Per service in the saturation run (CPU from ready to the last prediction):",
@@ -659,8 +698,9 @@ def write_bench_report(out: Path, res: dict[str, Any]) -> None:
 def bench_cli(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.target, args.events)
     res = run_bench(dataset, args.out, events=len(dataset.rows), offered_rate=args.rate, label_delay=args.label_delay)
-    width = max(len(k) for k, _ in ROWS)
-    for k, _ in ROWS:
+    rows = rows_for(res.get("task"))
+    width = max(len(k) for k, _ in rows)
+    for k, _ in rows:
         print(f"{k:<{width}}  {_fmt(res.get(k))}")
     for svc, f in res.get("per_service", {}).items():
         print(f"{svc + ' events_per_core_second':<{width}}  {_fmt(f['events_per_core_second'])}")

@@ -17,8 +17,9 @@ from typing import Any
 from services.replay import replay
 from services.runner import Stack, demo_env
 from services.streams import Dataset, index_of, load_dataset
-from services.summary import summarize
+from services.summary import bare_prequential, failure, summarize
 from shared.kafka import ClientOptions, client_options, read_topic, tail_topic
+from shared.modelspec import build_model, spec_for_task
 from shared.registry import ArtifactStore, Registry
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
@@ -225,6 +226,8 @@ def run_demo(
         result.labels_sent,
         ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"]),
         time.time() - started,
+        label_delay,
+        env.get(SPEC_ENV, os.environ.get(SPEC_ENV, "logreg")),
     )
     summary.update(
         dataset=dataset.name, run_id=run_id, topic_prefix=topics.prefix, label_delay=label_delay, broker=broker_info
@@ -244,6 +247,8 @@ def _summarize(
     labels_sent: int,
     store: ArtifactStore,
     wall: float,
+    label_delay: int,
+    spec: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     registry = Registry()
     for rec in data["models.registry"]:
@@ -251,6 +256,15 @@ def _summarize(
     name = CommonSettings().model_name
     trained = [r for r in registry.versions(name) if r["params"].get("trained") == "true"]
     baseline = trained[0] if trained else None
+    # Bare River runs the spec retraining trained (as recorded), in the task's form.
+    spec = trained[-1]["params"].get("spec", spec) if trained else spec
+
+    def bare(task: str | None) -> tuple[str, list[Any]] | None:
+        if task is None:
+            return None
+        form = spec_for_task(spec, task)
+        return form, bare_prequential(dataset.rows[:events_sent], label_delay, build_model(form, 42, task))
+
     return summarize(
         sent_event_ids=[f"{run_id}-{i}" for i in range(events_sent)],
         labels_sent=labels_sent,
@@ -267,6 +281,7 @@ def _summarize(
         baseline_version=baseline["version"] if baseline else None,
         baseline_from=_after_window(baseline),
         wall_seconds=wall,
+        bare_predictions=bare,
     )
 
 
@@ -275,15 +290,23 @@ def _after_window(version: dict[str, Any] | None) -> int:
     return index_of(last) + 1 if last else 0
 
 
+SPEC_ENV = "DRIFTLOOP_RETRAINING_MODEL_SPEC"
+QUALITY_KEYS = {
+    "classification": ("served_accuracy", "baseline_static_accuracy", "bare_river_accuracy", "served_macro_f1"),
+    "regression": ("served_mae", "served_rmse", "baseline_static_mae", "bare_river_mae", "bare_river_rmse"),
+}
+
+
 def demo_cli(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.target, args.events)
     summary = run_demo(dataset, args.out, label_delay=args.label_delay, rate=args.rate, timeout_s=args.timeout)
+    quality = QUALITY_KEYS["regression" if summary["task"] == "regression" else "classification"]
     keys = (
+        "task",
         "events_sent",
         "events_without_prediction",
         "dead_lettered",
-        "served_accuracy",
-        "baseline_static_accuracy",
+        *quality,
         "drift_alerts",
         "detection_delays",
         "model_versions",
@@ -298,4 +321,8 @@ def demo_cli(args: argparse.Namespace) -> int:
         v = summary[k]
         print(f"{k:<{width}}  {round(v, 4) if isinstance(v, float) else v}")
     print(f"report: {args.out / 'report.md'}")
+    why = failure(summary)
+    if why is not None:
+        print(f"driftloop demo: {why}", file=sys.stderr)
+        return 1
     return 0

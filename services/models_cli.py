@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import ConfigError, RegistrySignatureInvalid
-from shared.kafka import client_options, load_registry_records, producer
+from shared.kafka import client_options, load_registry_records, producer, start_client
 from shared.registry import Registry, registry_key, with_status
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
@@ -33,11 +33,23 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
 
 
+def score(record: dict[str, Any]) -> tuple[str, str]:
+    """(its prequential figure, the difference to the champion's when the evaluation gate
+    judged it): a classifier's accuracy (higher is better), a regressor's MAE (lower is better)."""
+    m = record["metrics"]
+    if "prequential_mae" in m:
+        value, champ = m["prequential_mae"], m.get("champion_mae")
+        return f"mae {value:.4g}", "-" if champ is None else f"{value - champ:+.4g}"
+    value, champ = m.get("prequential_accuracy"), m.get("champion_accuracy")
+    if value is None:
+        return "-", "-"
+    return f"acc {value:.3f}", "-" if champ is None else f"{value - champ:+.3f}"
+
+
 def list_rows(registry: Registry, name: str) -> list[list[str]]:
     rows = []
     for r in registry.versions(name):
-        acc = r["metrics"].get("prequential_accuracy")
-        champ = r["metrics"].get("champion_accuracy")  # set when the evaluation gate judged it
+        figure, vs = score(r)
         rows.append(
             [
                 str(r["version"]),
@@ -45,8 +57,9 @@ def list_rows(registry: Registry, name: str) -> list[list[str]]:
                 r["trigger"],
                 "-" if r["parent_version"] is None else str(r["parent_version"]),
                 str(r["training_window"]["examples"]),
-                "-" if acc is None else f"{acc:.3f}",
-                "-" if acc is None or champ is None else f"{acc - champ:+.3f}",
+                figure,
+                vs,
+                r.get("task") or "-",
                 _ts(r["created_at"]),
                 r["status_reason"][:60],
             ]
@@ -109,7 +122,7 @@ async def _load(common: CommonSettings, serde: Serde, topic: str) -> Registry:
 async def _publish(common: CommonSettings, serde: Serde, topic: str, records: list[dict[str, Any]]) -> None:
     prod = producer(common.bootstrap_servers, options=client_options(common))
     key = common.hmac_key
-    await prod.start()
+    await start_client(prod, common.bootstrap_servers)
     try:
         for r in records:
             r = sign(r, key) if key is not None else r
@@ -142,8 +155,9 @@ def models_cli(args: argparse.Namespace) -> int:
                     "trigger",
                     "parent",
                     "examples",
-                    "accuracy",
+                    "score",
                     "vs champion",
+                    "task",
                     "created (UTC)",
                     "reason",
                 ],

@@ -11,7 +11,7 @@ import numpy as np
 ROLLING = 500
 
 
-def _rolling(hits: Sequence[tuple[int, bool]], window: int) -> tuple[np.ndarray, np.ndarray]:
+def _rolling(hits: Sequence[tuple[int, bool | float]], window: int) -> tuple[np.ndarray, np.ndarray]:
     if not hits:
         return np.array([]), np.array([])
     idx = np.array([i for i, _ in hits])
@@ -28,12 +28,16 @@ def write_plots(out: Path, summary: dict[str, Any], series: dict[str, Any]) -> l
     import matplotlib.pyplot as plt
 
     files = []
+    # A regressor's figure is its rolling MAE, a classifier's its rolling accuracy.
+    regression = series.get("task") == "regression"
+    kind, figure = ("errors", "MAE") if regression else ("hits", "accuracy")
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for key, label, style in (
-        ("served_hits", "served (closed loop)", "-"),
-        ("static_hits", f"static model v{summary['baseline_model_version']}", "--"),
+        ("served", "served (closed loop)", "-"),
+        ("static", f"static model v{summary['baseline_model_version']}", "--"),
+        ("bare", f"bare River {summary.get('bare_river_spec', '')}, same label delay", ":"),
     ):
-        x, y = _rolling(series[key], ROLLING)
+        x, y = _rolling(series.get(f"{key}_{kind}", []), ROLLING)
         if len(x):
             ax.plot(x, y, style, label=label)
     for k, p in enumerate(summary["drift_points"]):
@@ -43,13 +47,14 @@ def write_plots(out: Path, summary: dict[str, Any], series: dict[str, Any]) -> l
     for i, v in series["version_first_index"]:
         ax.annotate(f"v{v}", (i, 0.02), xycoords=("data", "axes fraction"), fontsize=7, color="green", rotation=90)
     ax.set_xlabel("event index")
-    ax.set_ylabel(f"accuracy (rolling {ROLLING})")
-    ax.set_title("Served accuracy against the static first model")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_ylabel(f"{figure} (rolling {ROLLING})")
+    ax.set_title(f"Served {figure} against the static first model and bare River")
+    ax.legend(loc="upper left" if regression else "lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
+    name = "mae.png" if regression else "accuracy.png"
+    fig.savefig(out / name, dpi=110)
     plt.close(fig)
-    files.append("accuracy.png")
+    files.append(name)
 
     lat = series["latencies_ms"]
     if lat:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from services.summary import detection_delays, prediction_gaps_ms
+import pytest
+
+from services.summary import bare_prequential, detection_delays, failure, prediction_gaps_ms, summarize
 
 
 def pred(at: int, version: int, role: str = "champion") -> dict[str, Any]:
@@ -25,3 +28,151 @@ def test_no_swap_no_pause() -> None:
 def test_detection_delay_is_counted_from_each_drift_to_the_first_alert_before_the_next() -> None:
     assert detection_delays([100, 200], [50, 150, 170, 260], 300) == [50, 60]
     assert detection_delays([100, 200], [250], 300) == [None, 50]
+
+
+# --- figures by task ---------------------------------------------------------------------------------
+
+RUN = "r"
+
+
+def _records(labels: list[Any], served: list[Any], task: str | None, scores: bool) -> dict[str, Any]:
+    ids = [f"{RUN}-{i}" for i in range(len(labels))]
+    preds = [
+        {
+            "event_id": eid,
+            "role": "champion",
+            "predicted": p,
+            "model_version": 2,
+            "ingest_time": 10 * i,
+            "predicted_at": 10 * i + 3,
+            "scores": {str(p): 1.0} if scores and p is not None else {},
+        }
+        for i, (eid, p) in enumerate(zip(ids, served, strict=True))
+    ]
+    version = {"version": 2, "name": "default", "status": "champion", "trigger": "label_volume", "task": task}
+    version["params"] = {"trained": "true", "spec": "logreg"}
+    return {
+        "sent_event_ids": ids,
+        "labels_sent": len(labels),
+        "clean_events": [{"event_id": eid} for eid in ids],
+        "dead_letters": [],
+        "vectors": [{"event_id": eid, "features": {"x": float(i)}} for i, eid in enumerate(ids)],
+        "predictions": preds,
+        "clean_labels": [{"event_id": eid, "label": y} for eid, y in zip(ids, labels, strict=True)],
+        "outcomes": [],
+        "alerts": [],
+        "registry": [version],
+        "drift_points": [],
+        "baseline_version": 2,
+        "wall_seconds": 1.0,
+    }
+
+
+class Frozen:
+    """A static classifier that answers the constant ``cls``."""
+
+    def __init__(self, cls: Any) -> None:
+        self.cls = cls
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        return {self.cls: 1.0}
+
+
+def test_a_regression_is_reported_by_mae_and_rmse_against_static_and_bare_river() -> None:
+    from river import base
+
+    class Static(base.Regressor):
+        def learn_one(self, x: dict[str, float], y: Any) -> None:
+            pass
+
+        def predict_one(self, x: dict[str, float]) -> float:
+            return x["x"] + 2.0  # off by 2 on every event
+
+    labels = [float(i) for i in range(6)]
+    served = [None, 1.0, 2.5, 3.0, 4.0, 1.0]  # errors -, 0, 0.5, 0, 0, 4
+    bare = [0.0, 0.0, 1.0, 3.0, 5.0, 5.0]  # errors 0, 1, 1, 0, 1, 0
+    recs = _records(labels, served, "regression", scores=False)
+    summary, series = summarize(
+        **recs,
+        load_baseline=Static,
+        baseline_from=2,
+        bare_predictions=lambda task: ("linreg", bare) if task == "regression" else None,
+    )
+    assert summary["task"] == "regression"
+    assert "served_accuracy" not in summary and "baseline_static_accuracy" not in summary
+    assert summary["served_mae"] == pytest.approx(4.5 / 5) and summary["served_without_value"] == 1
+    assert summary["served_rmse"] == pytest.approx(math.sqrt((0.25 + 16) / 5))
+    assert summary["served_mae_same_window"] == pytest.approx(4.5 / 4)
+    assert summary["baseline_static_mae"] == summary["baseline_static_rmse"] == pytest.approx(2.0)
+    assert summary["bare_river_mae"] == pytest.approx(3 / 6) and summary["bare_river_spec"] == "linreg"
+    assert summary["bare_river_mae_same_window"] == pytest.approx(2 / 4)
+    assert [e for _, e in series["served_errors"]] == [0.0, 0.5, 0.0, 0.0, 4.0]
+    assert failure(summary) is None
+
+
+def test_multiclass_is_reported_by_accuracy_and_macro_f1_with_string_classes() -> None:
+    labels = ["sky", "path", "sky", "grass", "path", "sky"]
+    served = [None, "path", "sky", "sky", "path", "sky"]
+    bare = ["sky", "sky", "sky", "grass", "path", "path"]
+    recs = _records(labels, served, "multiclass", scores=True)
+    summary, series = summarize(
+        **recs,
+        load_baseline=lambda: Frozen(cls="sky"),
+        baseline_from=0,
+        bare_predictions=lambda task: ("logreg", bare),
+    )
+    assert summary["task"] == "multiclass" and "served_mae" not in summary
+    assert summary["served_accuracy"] == pytest.approx(4 / 6)
+    assert summary["baseline_static_accuracy"] == pytest.approx(3 / 6)
+    assert summary["bare_river_accuracy"] == pytest.approx(4 / 6)
+    # sky: tp 2, fp 1, fn 1 -> 2/3; path: tp 2 -> 1; grass: fn 1 -> 0.
+    assert summary["served_macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert series["served_hits"] == [(0, False), (1, True), (2, True), (3, False), (4, True), (5, True)]
+
+
+def test_without_a_recorded_task_the_labels_tell() -> None:
+    recs = _records([True, False, True], [True, True, True], None, scores=True)
+    recs["registry"][0]["task"] = None
+    summary, _ = summarize(**recs, load_baseline=None)
+    assert summary["task"] == "binary" and summary["served_accuracy"] == pytest.approx(2 / 3)
+    assert summary["bare_river_accuracy"] is None
+
+
+def test_a_run_that_trained_nothing_or_dead_lettered_everything_fails_in_one_line() -> None:
+    recs = _records(["a", "b"], [None, None], None, scores=True)
+    recs["registry"] = []
+    recs["dead_letters"] = [
+        {"event_id": f"{RUN}-{i}", "source_topic": "driftloop.examples", "error_code": "label_task_mismatch"}
+        for i in range(2)
+    ]
+    summary, _ = summarize(**recs, load_baseline=None)
+    why = failure(summary)
+    assert why is not None and "\n" not in why
+    assert "trained nothing" in why and "2 of the 2" in why and "label_task_mismatch 2" in why
+    recs["dead_letters"] = [
+        {"event_id": f"{RUN}-{i}", "source_topic": "driftloop.events.raw", "error_code": "decode_error"}
+        for i in range(2)
+    ]
+    summary, _ = summarize(**recs, load_baseline=None)
+    assert failure(summary) == "every one of the 2 events was dead-lettered (decode_error 2)"
+    recs["dead_letters"] = []
+    summary, _ = summarize(**recs, load_baseline=None)
+    assert failure(summary) == "retraining trained nothing from the 2 labels sent"
+
+
+def test_bare_prequential_learns_each_row_the_label_delay_later() -> None:
+    from river import base
+
+    class Last(base.Regressor):
+        def __init__(self) -> None:
+            self.last = 0.0
+
+        def learn_one(self, x: dict[str, float], y: Any) -> None:
+            self.last = y
+
+        def predict_one(self, x: dict[str, float]) -> float:
+            return self.last
+
+    rows = [({"x": 1}, 1.0), ({"x": 1}, 2.0), ({"x": 1}, None), ({"x": 1}, 4.0), ({"x": 1}, 5.0)]
+    # Row i is predicted from the last labelled row at or before i - 2 (a delay of 1 event).
+    assert bare_prequential(rows, 1, Last()) == [0.0, 0.0, 1.0, 2.0, 2.0]

@@ -444,3 +444,62 @@ def test_every_example_comes_out_once_learnable_by_the_task_or_refused(examples:
         out += [item[0] for item in ready] + [item[0] for item, _ in refused]
     # Nothing is lost or repeated: what has not come out is still held.
     assert sorted(out) == sorted(set(out)) and len(out) + g.held == len(labels)
+
+
+# --- operators and the bench see a regressor's errors ------------------------------------------------
+
+
+def test_models_list_shows_a_regressors_mae_and_its_task() -> None:
+    from services.models_cli import list_rows
+    from shared.registry import Registry, version_record, with_status
+
+    def rec(version: int, metrics: dict[str, float], task: str | None) -> dict[str, Any]:
+        return version_record(
+            name="m",
+            version=version,
+            status="champion",
+            reason="r",
+            artifact=("file:///s/v.pkl", "ab" * 32),
+            parent=None,
+            trigger="label_volume",
+            window={"examples": 5},
+            params={"spec": "linreg"},
+            metrics=metrics,
+            feature_set_version="fs1",
+            code_version="t",
+            now_ms=1,
+            task=task,
+        )
+
+    reg = Registry()
+    reg.apply(rec(1, {}, None))
+    reg.apply(rec(2, {"prequential_mae": 1.5, "prequential_rmse": 2.0}, "regression"))
+    judged = with_status(rec(3, {"prequential_mae": 1.25, "champion_mae": 1.5}, "regression"), "rejected", "x", 2)
+    reg.apply(judged)
+    reg.apply(rec(4, {"prequential_accuracy": 0.8125, "champion_accuracy": 0.75}, "multiclass"))
+    rows = list_rows(reg, "m")
+    assert [(r[5], r[6], r[7]) for r in rows] == [
+        ("-", "-", "-"),
+        ("mae 1.5", "-", "regression"),
+        ("mae 1.25", "-0.25", "regression"),  # lower is better: a negative difference is a gain
+        ("acc 0.812", "+0.062", "multiclass"),
+    ]
+
+
+def test_the_bench_reports_a_regression_by_its_errors() -> None:
+    from services.bench import bare_river, rows_for, task_of
+    from services.streams import Dataset
+
+    trump = Dataset("trump", [(dict(x), y) for x, y in datasets.TrumpApproval()])
+    assert task_of(trump) == REGRESSION
+    figures, rate = bare_river(trump, "logreg", 42, 50)  # the default spec, in its regression form
+    assert set(figures) == {"bare_river_mae", "bare_river_rmse"} and rate > 0
+    assert figures["bare_river_mae"] is not None and 0 < figures["bare_river_mae"] < 5
+    image = Dataset("image", IMAGE)
+    figures, _ = bare_river(image, "logreg", 42, 50)
+    assert task_of(image) == MULTICLASS and figures["bare_river_accuracy"] > 0.7
+    regression_rows = {k for k, _ in rows_for(REGRESSION)}
+    assert "served_mae" in regression_rows and "served_accuracy" not in regression_rows
+    assert "served_accuracy" in {k for k, _ in rows_for(BINARY)} and "served_mae" not in {
+        k for k, _ in rows_for(BINARY)
+    }
