@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from shared.errors import DriftloopError
@@ -272,6 +274,10 @@ def _cmd_run(service: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in ("run", "up", "broker"):
+        # One-shot commands say what failed in one line; aiokafka's own connection errors
+        # would add lines of their own before it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if getattr(args, "engine", None):
         # One choice for every command that starts a broker, and for the processes it starts.
         os.environ["DRIFTLOOP_BROKER_ENGINE"] = args.engine
@@ -318,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DriftloopError as exc:
         print(f"driftloop: error: {exc}", file=sys.stderr)
+        return 1
+    except KafkaConnectionError as exc:
+        # A client started outside shared/kafka.py's start_client: still one line.
+        print(f"driftloop: error: cannot reach Kafka ({exc})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

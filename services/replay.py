@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from services.streams import Dataset, read_csv, schedule
-from shared.kafka import ClientOptions, client_options, produce_batched, producer
+from shared.kafka import ClientOptions, client_options, produce_batched, producer, start_client
 from shared.serde import FileSchemaRegistry, Serde
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -50,7 +50,7 @@ async def replay(
     if not rate:
         return await _burst(bootstrap, topics, serde, dataset, run_id, label_delay, on_progress, options)
     prod = producer(bootstrap, options=options)
-    await prod.start()
+    await start_client(prod, bootstrap)
     events = labels = 0
     started = time.time()
     pending: list[asyncio.Future[object]] = []

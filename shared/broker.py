@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -95,6 +96,17 @@ def wait_until_ready(
     """Until the broker answers a Metadata request naming at least one broker (a port that
     accepts connections is not yet a broker that serves them)."""
     deadline = time.monotonic() + timeout_s
+    quiet = logging.getLogger("aiokafka")
+    level, quiet.level = quiet.level, logging.CRITICAL  # refused connections are expected meanwhile
+    try:
+        _wait(bootstrap, deadline, timeout_s, process, log)
+    finally:
+        quiet.setLevel(level)
+
+
+def _wait(
+    bootstrap: str, deadline: float, timeout_s: float, process: subprocess.Popen[bytes] | None, log: Path | None
+) -> None:
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             where = f"; see {log}" if log else ""
@@ -179,7 +191,8 @@ def fetch_jars(quiet: bool = True) -> Path:
     except subprocess.TimeoutExpired:
         raise ConfigError("Maven did not fetch Apache Kafka's jars within 15 minutes") from None
     if out.returncode != 0:
-        lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "ERROR" in ln] or ["(no error line)"]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
+        lines = [ln for ln in text.splitlines() if "ERROR" in ln] or ["(no error line)"]
         raise ConfigError(f"Maven failed to fetch Apache Kafka's jars: {lines[0].strip()[:300]}")
     (target / ".complete").write_text(kafka_version())
     return target

@@ -97,6 +97,16 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str, *, options: Cli
         await admin.close()
 
 
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str) -> None:
+    """Start a producer or consumer; an unreachable broker is a BrokerUnavailable, with the
+    client closed (no "Unclosed" warning, no traceback for the command line to show)."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        await client.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}") from exc
+
+
 def producer(bootstrap: str, *, options: ClientOptions | None = None, **kwargs: object) -> AIOKafkaProducer:
     opts: dict[str, object] = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": "all", **(options or {})}
     opts.update(kwargs)
@@ -108,7 +118,7 @@ async def produce_all(
 ) -> int:
     """Produce (topic, key, value) records in order and wait until the broker has them all."""
     prod = producer(bootstrap, options=options)
-    await prod.start()
+    await start_client(prod, bootstrap)
     n = 0
     try:
         for topic, key, value in records:
@@ -159,7 +169,7 @@ async def produce_batched(
     """Produce (topic, key, value) records with ``send_batched`` and wait until the broker has
     them all: a burst offered ~5x faster than ``produce_all``, in order within each partition."""
     prod = producer(bootstrap, options=options)
-    await prod.start()
+    await start_client(prod, bootstrap)
     counts: dict[str, int] = {}
     n = 0
 
@@ -220,7 +230,7 @@ async def tail_topic(
         fetch_max_wait_ms=50,
         **(options or {}),
     )
-    await consumer.start()
+    await start_client(consumer, bootstrap)
     try:
         parts = await _partitions(consumer, topic)
         if partitions is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.broker import Broker
+from shared.broker import Broker, free_port, java_major, kafka_version, port_is_free, tansu_version
 from shared.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -127,3 +128,116 @@ def test_up_stops_everything_on_ctrl_c(service_env: dict[str, str], tmp_path: Pa
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     assert not any(_alive(p) for p in pids.values())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "show", "99"],
+        ["models", "list"],
+        ["models", "promote", "2"],
+        ["topics"],
+        ["replay", "CSV", "--target", "y"],
+    ],
+)
+def test_an_unreachable_broker_gets_one_line(args: list[str], tmp_path: Path) -> None:
+    csv = tmp_path / "rows.csv"
+    csv.write_text("x,y\n1.0,0\n")
+    args = [str(csv) if a == "CSV" else a for a in args]
+    res = _run(args, {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}, timeout=90)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach Kafka" in lines[0], res.stderr
+
+
+def _no_java_path(tmp_path: Path) -> str:
+    """A PATH with Python but neither java nor mvn."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    return str(bin_dir)
+
+
+def test_broker_auto_without_a_jdk_falls_back_to_tansu_in_one_line(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PATH": _no_java_path(tmp_path), "DRIFTLOOP_LOG_JSON": "false"}
+    env.pop("DRIFTLOOP_BROKER_ENGINE", None)
+    proc = subprocess.Popen(CLI + ["broker", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "no java on PATH" in first and "Tansu" in first, first
+        ready = ""
+        while "ready on" not in ready:
+            ready = proc.stderr.readline()
+            assert ready, "the broker command ended before it was ready"
+        assert f"tansu {tansu_version()} ready on 127.0.0.1:{port}" in ready, ready
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert port_is_free(port), "the Tansu process outlived the broker command"
+
+
+def test_broker_engine_kafka_without_a_jdk_gets_one_line(tmp_path: Path) -> None:
+    env = {"PATH": _no_java_path(tmp_path)}
+    res = _run(["broker", "--engine", "kafka", "--port", str(free_port())], env, timeout=30)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a JDK 17" in lines[0], res.stderr
+
+
+def test_maven_failing_to_fetch_gets_one_line(tmp_path: Path) -> None:
+    if shutil.which("mvn") is None or (java_major() or 0) < 17:
+        pytest.skip("needs java and mvn on PATH")
+    # A cache under a file: Maven cannot create its local repository there.
+    (tmp_path / "file").write_text("")
+    res = _run(["broker", "--engine", "kafka", "--port", str(free_port())], {"XDG_CACHE_HOME": str(tmp_path / "file")})
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert "Maven failed to fetch" in lines[-1] and len(lines) <= 2, res.stderr  # "fetching ..." then the error
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_engine_setting_gets_one_line() -> None:
+    res = _run(["broker"], {"DRIFTLOOP_BROKER_ENGINE": "zookeeper"}, timeout=30)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broker_engine" in lines[0], res.stderr
+
+
+def test_broker_runs_apache_kafka_on_disk_and_stops_cleanly_by_pid(broker: Broker, tmp_path: Path) -> None:
+    if broker.engine != "kafka":
+        pytest.skip("the Apache Kafka tier")
+    port = free_port()
+    env = {**os.environ, "DRIFTLOOP_DATA_DIR": str(tmp_path / "data"), "DRIFTLOOP_LOG_JSON": "false"}
+    proc = subprocess.Popen(
+        CLI + ["broker", "--engine", "kafka", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        ready = ""
+        while "ready on" not in ready:
+            ready = proc.stderr.readline()
+            assert ready, "the broker command ended before it was ready"
+        assert f"kafka {kafka_version()} ready on 127.0.0.1:{port}" in ready, ready
+        java_pid = int(ready.rsplit("(pid ", 1)[1].rstrip(")\n"))
+        assert _alive(java_pid)
+        assert (tmp_path / "data" / "kafka" / "log" / "meta.properties").is_file()
+
+        async def make_topic() -> list[str]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic("kept", 1, 1)])
+                return list(await admin.list_topics())
+            finally:
+                await admin.close()
+
+        assert "kept" in asyncio.run(make_topic())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert not _alive(java_pid), "the JVM outlived the broker command"
+    assert port_is_free(port)
+    # On disk: the topic is in the log directory the next start reuses.
+    assert (tmp_path / "data" / "kafka" / "log" / "kept-0").is_dir()
