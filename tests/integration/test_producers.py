@@ -265,7 +265,8 @@ def test_every_producer_and_codec_is_ingested_and_predicted(
         stack.stop_services()
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
-    assert not dead, [(d["error_code"], d["error_message"], d["original_value"][:80]) for d in dead[:10]]
+    letters = [(d["error_code"], d["source_topic"], d["source_partition"], d["error_message"][:160]) for d in dead]
+    assert not letters, f"{len(letters)} dead letters, the first: {letters[:5]}"
     assert not (lost := _missing(pairs, champion)), f"events without a champion prediction, per pair: {lost}"
     assert not (lost := _missing(pairs, labels_clean)), f"labels not on labels.clean, per pair: {lost}"
     for topic in (topics.events_raw, topics.labels_raw):
