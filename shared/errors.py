@@ -76,6 +76,13 @@ class LabelTaskMismatch(InvalidRecord):
     code = "label_task_mismatch"
 
 
+class PoisonBatch(InvalidRecord):
+    """A whole record batch the consumer cannot decode (a corrupt batch, a codec it lacks):
+    dead-lettered by its offset range, and the service moves past it."""
+
+    code = "poison_batch"
+
+
 class LabelExpired(InvalidRecord):
     """A label that waited past the join TTL for a FeatureVector that never came."""
 
@@ -152,6 +159,7 @@ DEAD_LETTER_CODES: tuple[str, ...] = tuple(
         FeatureSetMismatch,
         ContractViolation,
         LabelExpired,
+        PoisonBatch,
         LabelTaskMismatch,
     )
 ) + ("internal_error",)

@@ -20,6 +20,12 @@ class ServiceMetrics:
         self.dead_letters = Counter(
             "driftloop_dead_letters_total", "Records sent to the dead-letter topic", ["service", "code"], registry=r
         )
+        self.poison_batches = Counter(
+            "driftloop_poison_batches_total",
+            "Record batches skipped because they cannot be decoded (dead-lettered by offset range)",
+            ["service", "topic"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "driftloop_batch_processing_seconds",
             "Time to process one consumed batch",

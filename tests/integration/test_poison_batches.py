@@ -1,0 +1,100 @@
+"""A record batch no consumer can decode, on the session broker (tests/rawbatch.py says which
+corruption each broker takes): ingestion as a real process counts it, logs its topic,
+partition and offset range, dead-letters it with code ``poison_batch``, commits past it and
+keeps running; the valid records around it, in the same fetch, are all forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rawbatch import HEADER_BYTES, gzip_with_trailing_garbage, produce_raw, record_batch
+from waiting import scrape_metrics, wait_for_records
+
+from services.runner import Stack
+from shared.broker import Broker
+from shared.serde import Serde
+from shared.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+def events(*ids: str) -> list[bytes]:
+    now = int(time.time() * 1000)
+    return [json.dumps({"event_id": i, "entity_id": "e1", "event_time": now, "fields": {"x": 1}}).encode() for i in ids]
+
+
+async def committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp.partition: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def test_a_poison_batch_is_counted_logged_dead_lettered_and_skipped(
+    broker: Broker, service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    p0, p1 = TopicPartition(topics.events_raw, 0), TopicPartition(topics.events_raw, 1)
+    poison0 = gzip_with_trailing_garbage(events("bad0", "bad1", "bad2"), key=b"e1")
+    poison1 = gzip_with_trailing_garbage(events("bad3", "bad4"), key=b"e1")
+    # Written before the service starts, so that its first fetch holds valid records before
+    # and after the poison batch (partition 0), and a poison batch with nothing after it (1).
+    writes = [
+        (p0, record_batch(events("before0", "before1"), key=b"e1")),  # offsets 0-1
+        (p0, poison0),  # 2-4
+        (p0, record_batch(events("after0", "after1"), key=b"e1")),  # 5-6
+        (p1, poison1),  # 0-1
+    ]
+    for tp, batch in writes:
+        code = asyncio.run(produce_raw(bootstrap, tp, batch))
+        assert code == 0, f"{broker.engine} refused the batch with error code {code}"
+    logs = tmp_path / "logs"
+    with Stack(env=service_env, log_dir=logs, services=("ingestion",)) as stack:
+        clean = wait_for_records(bootstrap, topics.events_clean, 4, check=stack.check)
+        dead = wait_for_records(bootstrap, topics.deadletter, 2, check=stack.check)
+        # Still running, and still consuming the partition past its poison batch.
+        asyncio.run(produce_raw(bootstrap, p0, record_batch(events("later"), key=b"e1")))  # 7
+        clean = wait_for_records(bootstrap, topics.events_clean, 5, check=stack.check)
+        stack.check()
+        metrics = scrape_metrics(int(service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]))
+    group = f"{topics.prefix}ingestion"
+    offsets = asyncio.run(committed(bootstrap, group, [p0, p1]))
+
+    assert sorted(serde.decode("RawEvent", r.value)["event_id"] for r in clean) == [
+        "after0",
+        "after1",
+        "before0",
+        "before1",
+        "later",
+    ]
+    letters = sorted((serde.decode("DeadLetter", r.value) for r in dead), key=lambda d: d["source_partition"])
+    assert [(d["source_partition"], d["source_offset"], d["error_code"]) for d in letters] == [
+        (0, 2, "poison_batch"),
+        (1, 0, "poison_batch"),
+    ], letters
+    for d, batch, (first, last) in ((letters[0], poison0, (2, 4)), (letters[1], poison1, (0, 1))):
+        assert d["source_topic"] == topics.events_raw and d["service"] == "ingestion"
+        assert f"offsets {first}-{last}" in d["error_message"], d["error_message"]
+        # The batch as the broker stored it: its records section is what was written.
+        assert d["original_value"] is not None and d["original_value"][HEADER_BYTES:] == batch[HEADER_BYTES:]
+
+    assert f'driftloop_poison_batches_total{{service="ingestion",topic="{topics.events_raw}"}} 2.0' in metrics
+    assert 'driftloop_dead_letters_total{code="poison_batch",service="ingestion"} 2.0' in metrics
+
+    lines = [json.loads(line) for line in (logs / "ingestion.log").read_text().splitlines() if line.startswith("{")]
+    skipped = sorted(
+        (x["partition"], x["first_offset"], x["last_offset"])
+        for x in lines
+        if x.get("event") == "poison_batch_skipped" and x.get("topic") == topics.events_raw
+    )
+    assert skipped == [(0, 2, 4), (1, 0, 1)], skipped
+
+    # Committed past each poison batch: a restart does not meet them again.
+    assert offsets == {0: 8, 1: 2}, offsets
