@@ -34,6 +34,7 @@ EXPECTED_ALERTS = {
     "ConsumerStalled",
     "ServiceDown",
     "ModelLoadRefused",
+    "PoisonBatchSkipped",
 }
 SEVERITIES = {"critical", "warning", "info"}
 
