@@ -1,7 +1,8 @@
 """Every real producer with every codec, end to end: JSON events and labels sent by aiokafka,
 librdkafka (confluent-kafka in-process, Debian's kcat as a process) and Kafka's own Java
 console producer, each with no compression, gzip, snappy, lz4 and zstd, all reach ingestion,
-and every event gets its champion prediction, with no dead letter.
+and every event gets its champion prediction, with no dead letter. On Tansu only the two
+in-process producers run: Debian's kcat cannot connect to it.
 
 The record batches on the raw topics are read back raw to check that each pair really sent
 its codec: librdkafka quietly sends a batch uncompressed when compressing would not shrink
@@ -26,12 +27,13 @@ from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
+from confluent_kafka import KafkaError, Message, Producer
 from tools import require_tool
 from waiting import wait_for_records
 
 from services.runner import Stack
 from shared.broker import Broker, kafka_classpath
-from shared.kafka import create_topics, delete_topics_with_prefix, read_topic
+from shared.kafka import Partitioner, create_topics, delete_topics_with_prefix, read_topic
 from shared.serde import Serde
 from shared.topics import Topics, TopicSpec
 
@@ -101,15 +103,14 @@ def send_aiokafka(bootstrap: str, codec: str, batches: list[tuple[str, Keyed]]) 
 
 
 def send_confluent(bootstrap: str, codec: str, batches: list[tuple[str, Keyed]]) -> None:
-    from confluent_kafka import KafkaError, Message, Producer
-
     errors: list[str] = []
 
     def delivered(err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             errors.append(str(err))
 
-    # Default partitioner (CRC32, not murmur2): ingestion must not depend on where raw records land.
+    # Default partitioner (CRC32, not murmur2): ingestion must not depend on where raw records
+    # land. A linger gathers a pair's records into batches large enough to compress at all.
     prod = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 50})
     for topic, records in batches:
         for key, value in records:
@@ -122,6 +123,7 @@ def send_kcat(bootstrap: str, codec: str, batches: list[tuple[str, Keyed]]) -> N
     kcat = require_tool("kcat", KCAT_WHY)
     for topic, records in batches:
         proc = subprocess.run(
+            # As confluent-kafka: a linger, so that librdkafka has batches worth compressing.
             [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", SEP, "-z", codec, "-X", "linger.ms=50"],
             input=_lines(records),
             capture_output=True,
@@ -177,7 +179,8 @@ PRODUCERS: dict[str, Callable[[str, str, list[tuple[str, Keyed]]], None]] = {
     "kcat": send_kcat,
     "console": send_console,
 }
-# Debian's kcat cannot talk to Tansu (ApiVersionRequest fails); the Java producer is tested on Kafka only.
+# Debian's kcat cannot talk to Tansu (ApiVersionRequest fails); the Java producer, a JVM per
+# codec and topic, is the slow part of the run and is checked on the broker of record only.
 ON_TANSU = ("aiokafka", "confluent")
 
 
@@ -284,8 +287,6 @@ def test_every_producer_and_codec_is_ingested_and_predicted(
 def test_the_java_default_partitioner_and_ours_agree(broker: Broker) -> None:
     """Keys produced by the Java console producer (default partitioner) land where
     shared.kafka.Partitioner says: records keyed by entity stay co-partitioned whoever wrote them."""
-    from shared.kafka import Partitioner
-
     if broker.engine != "kafka":
         pytest.skip("the partitioner is the client's; checked once, against Apache Kafka")
     java = require_tool("java", "Kafka's Java partitioner cannot be compared with ours")
