@@ -473,7 +473,7 @@ class ServiceContext(Generic[S]):
             "client_id": self.app.id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
-            "fetch_max_wait_ms": self.settings.fetch_max_wait_ms or c.fetch_max_wait_ms,
+            "fetch_max_wait_ms": self.settings.fetch_max_wait_ms or c.effective_fetch_max_wait_ms,
             "max_poll_records": self.settings.batch_size,
             # What a lagging service holds prefetched: this much per assigned partition at most.
             "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
@@ -588,7 +588,7 @@ class ServiceContext(Generic[S]):
         client = AIOKafkaClient(
             bootstrap_servers=self.common.bootstrap_servers, client_id=f"{self.app.id}-poison", **self.kafka_options
         )
-        max_wait_ms = self.settings.fetch_max_wait_ms or self.common.fetch_max_wait_ms
+        max_wait_ms = self.settings.fetch_max_wait_ms or self.common.effective_fetch_max_wait_ms
 
         async def read(tp: TopicPartition, offset: int) -> bytes:
             return await poison.read_log(client, tp, offset, MAX_PARTITION_FETCH_BYTES, max_wait_ms)

@@ -495,5 +495,6 @@ def test_compose_kafka_runs_the_version_the_tests_run(compose):
 
     image = compose["services"]["kafka"]["image"]
     assert image == f"apache/kafka:{kafka_version()}", (
-        f"{rel(COMPOSE_FILE)}: kafka image {image!r}; the tests run Apache Kafka {kafka_version()} (shared/jars/pom.xml)"
+        f"{rel(COMPOSE_FILE)}: kafka image {image!r}; "
+        f"the tests run Apache Kafka {kafka_version()} (shared/jars/pom.xml)"
     )
