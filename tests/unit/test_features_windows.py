@@ -1,10 +1,11 @@
-"""Windowed aggregates: every statistic against a brute-force recomputation over the
-entity's events in the window at each event's time, for random (and out-of-order) streams."""
+"""Windowed aggregates: every statistic against a brute-force recomputation in plain Python
+over the entity's events in the window at each event's time, for random (and out-of-order) streams."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from typing import Any
 
 import pytest
@@ -20,7 +21,6 @@ from services.features.windows import (
     format_duration,
     parse_duration,
     parse_spec,
-    statistic,
 )
 from shared.errors import ConfigError
 from shared.settings import CommonSettings
@@ -29,16 +29,46 @@ WINDOWS = [Window("sliding", 50), Window("tumbling", 40), Window("hopping", 60, 
 AGGS = tuple(Aggregate("x", stat, w, 0.4) for stat in STATS for w in WINDOWS)
 
 
+def in_window(window: Window, e: int, t: int) -> bool:
+    """Whether event time ``e`` lies in the window an event at ``t`` is computed over, from
+    the definitions in the module docstring (not ``Window.start``)."""
+    if window.kind == "sliding":
+        return t - window.size_ms < e <= t
+    if window.kind == "tumbling":
+        return t // window.size_ms == e // window.size_ms and e <= t
+    assert window.step_ms is not None
+    # The windows [k*step, k*step + size) holding t (event times here are >= 0); the oldest one's start.
+    starts = [k * window.step_ms for k in range(t // window.step_ms + 1) if k * window.step_ms + window.size_ms > t]
+    return min(starts) <= e <= t
+
+
 def brute_force(
     agg: Aggregate, accepted: list[tuple[int, int, str, float | None]], t: int, arrival: int, event_id: str
 ) -> float | None:
-    """The statistic over the accepted events at or before (t, arrival) in the window ending at t."""
-    start = agg.window.start(t)
-    window = sorted(e for e in accepted if start <= e[0] <= t and (e[0], e[1]) <= (t, arrival))
+    """The statistic over the accepted events at or before (t, arrival) in the window ending
+    at t, computed here from first principles, not by the module's own ``statistic()``."""
+    window = sorted(e for e in accepted if in_window(agg.window, e[0], t) and (e[0], e[1]) <= (t, arrival))
     if agg.stat == "since_last":
         prev = [e[0] for e in window if e[3] is not None and e[2] != event_id]
         return (t - prev[-1]) / 1000.0 if prev else None
-    return statistic(agg, [(e[0], e[3]) for e in window if e[3] is not None])
+    values = [e[3] for e in window if e[3] is not None]  # in event-time, then arrival, order
+    if agg.stat == "count":
+        return float(len(values))
+    if not values:
+        return None
+    if agg.stat == "mean":
+        return statistics.fmean(values)
+    if agg.stat == "std":
+        return statistics.pstdev(values)
+    if agg.stat == "min":
+        return min(values)
+    if agg.stat == "max":
+        return max(values)
+    if agg.stat == "ewma":
+        # Closed form: the oldest value weighs (1 - a)^(n-1), the i-th newer a(1 - a)^(n-1-i).
+        a, n = agg.alpha, len(values)
+        return (1 - a) ** (n - 1) * values[0] + sum(a * (1 - a) ** (n - 1 - i) * v for i, v in enumerate(values) if i)
+    raise AssertionError(f"no oracle for {agg.stat}")
 
 
 event_st = st.tuples(
