@@ -102,7 +102,7 @@ def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tupl
     task = task_of(dataset)
     model = build_model(spec_for_task(spec, task), seed, task)
     started = time.perf_counter()
-    predicted = bare_prequential(dataset.rows, label_delay, model)
+    predicted = bare_prequential(dataset.rows, label_delay, model, task)
     rate = len(dataset.rows) / (time.perf_counter() - started)
     triples = [(i, p, y) for i, (p, (_, y)) in enumerate(zip(predicted, dataset.rows, strict=True)) if y is not None]
     if task == REGRESSION:
@@ -395,7 +395,35 @@ def inference_paced(
 # --- the command ----------------------------------------------------------------------------------
 
 
-def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, label_delay: int) -> dict[str, Any]:
+def cycled(dataset: Dataset, n: int) -> Dataset:
+    """The dataset's rows repeated to ``n`` events (a soak longer than the data lasts); the
+    repeats carry new event ids, since the replay numbers events by their position."""
+    rows = [dataset.rows[i % len(dataset.rows)] for i in range(n)]
+    entities = [dataset.entities[i % len(dataset.rows)] for i in range(n)] if dataset.entities else None
+    return Dataset(dataset.name, rows, [p for p in dataset.drift_points if p < n], entities)
+
+
+def latency_by_minute(predictions: list[dict[str, Any]]) -> list[float | None]:
+    """p99 of event-in -> champion-prediction-out per minute of ingest time, from the first."""
+    timed = [(p["ingest_time"], p["predicted_at"]) for p in predictions if p["role"] == "champion" and p["ingest_time"]]
+    if not timed:
+        return []
+    first = min(t for t, _ in timed)
+    minutes: dict[int, list[float]] = {}
+    for t_in, t_out in timed:
+        minutes.setdefault((t_in - first) // 60_000, []).append(float(t_out - t_in))
+    return [percentile(minutes.get(m, []), 99) for m in range(max(minutes) + 1)]
+
+
+def run_bench(
+    dataset: Dataset,
+    out: Path,
+    *,
+    events: int,
+    offered_rate: float,
+    label_delay: int,
+    soak_s: float | None = None,
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     common = CommonSettings()
     serde = Serde(FileSchemaRegistry(common.schema_dir))
@@ -466,14 +494,23 @@ def run_bench(dataset: Dataset, out: Path, *, events: int, offered_rate: float, 
 
         # The whole stream, paced: latency at a fixed offered load, and the loop's quality
         # when it keeps up with the stream (the label delay is then what it says).
-        n_lat = len(dataset.rows)
+        paced = cycled(dataset, int(soak_s * offered_rate)) if soak_s else dataset
+        n_lat = len(paced.rows)
         say(f"paced: {n_lat} events offered at {offered_rate:.0f}/s (latency and loop quality)")
-        lat = run_demo(
-            dataset,
-            out / "latency",
-            label_delay=label_delay,
-            rate=offered_rate,
-            env_overrides=_phase_env(bootstrap, "lat"),
+        lat_env = _phase_env(bootstrap, "lat")
+        lat = run_demo(paced, out / "latency", label_delay=label_delay, rate=offered_rate, env_overrides=lat_env)
+        lat_topics = Topics(lat_env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions)
+        per_minute = latency_by_minute(
+            [serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, lat_topics.predictions))]
+        )
+        # A minute that is only partly in the run says little: the first and last whole ones.
+        whole = per_minute[:-1] if len(per_minute) > 2 else per_minute
+        res.update(
+            soak_s=soak_s,
+            p99_latency_by_minute_ms=per_minute,
+            p99_latency_first_minute_ms=whole[0] if whole else None,
+            p99_latency_last_minute_ms=whole[-1] if whole else None,
+            p99_last_to_first_minute=(whole[-1] / whole[0]) if len(whole) >= 2 and whole[0] else None,
         )
         res.update(
             offered_rate=offered_rate,
@@ -577,6 +614,9 @@ ROWS = (
     ("p95_latency_ms", "event in -> prediction out, p95"),
     ("p99_latency_ms", "event in -> prediction out, p99"),
     ("max_latency_ms", "event in -> prediction out, max"),
+    ("p99_latency_first_minute_ms", "p99 of the paced run's first whole minute"),
+    ("p99_latency_last_minute_ms", "p99 of its last whole minute"),
+    ("p99_last_to_first_minute", "last minute's p99 / first minute's: 1 means no slowing down as topics fill"),
     ("swap_pause_ms", "longest gap in predictions across a model swap (paced run)"),
     ("max_prediction_gap_ms", "longest gap in predictions of all (paced run): a swap pause near it is a stall"),
     ("swaps_in_latency_run", "model swaps during the paced run"),
@@ -697,7 +737,14 @@ def write_bench_report(out: Path, res: dict[str, Any]) -> None:
 
 def bench_cli(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.target, args.events)
-    res = run_bench(dataset, args.out, events=len(dataset.rows), offered_rate=args.rate, label_delay=args.label_delay)
+    res = run_bench(
+        dataset,
+        args.out,
+        events=len(dataset.rows),
+        offered_rate=args.rate,
+        label_delay=args.label_delay,
+        soak_s=args.soak_s,
+    )
     rows = rows_for(res.get("task"))
     width = max(len(k) for k, _ in rows)
     for k, _ in rows:

@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="offered events/s for the latency run (default 1000)",
     )
     be.add_argument("--label-delay", type=_non_negative_int, default=50, metavar="N")
+    be.add_argument(
+        "--soak-s",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="pace the latency run for S seconds, cycling the dataset if it ends sooner",
+    )
     be.add_argument("--out", type=Path, default=Path("out/bench"), metavar="DIR")
 
     d.add_argument("--timeout", type=_positive_float, default=600.0, metavar="S", help="give up after S seconds")

@@ -42,7 +42,21 @@ def test_bench_prints_every_figure(broker: Broker, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", "--events", "900", "--rate", "300", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "bench",
+            "--events",
+            "900",
+            "--rate",
+            "300",
+            # Longer than the 900 events last at 300/s: the paced run cycles them.
+            "--soak-s",
+            "5",
+            "--out",
+            str(out),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -54,6 +68,8 @@ def test_bench_prints_every_figure(broker: Broker, tmp_path: Path) -> None:
     assert not missing, {k: res.get(k) for k in missing}
     assert res["machine"]["cores"] >= 1 and res["machine"]["python"]
     assert res["events_without_prediction"] == 0
+    assert res["latency_events"] == 1500 and res["soak_s"] == 5
+    assert res["p99_latency_by_minute_ms"] and res["p99_latency_first_minute_ms"] > 0
     # Inference alone, its champion swapped while paced vectors stream in: none lost or repeated.
     assert res["inference_events_without_prediction"] == 0
     assert res["inference_duplicate_predictions"] == 0
