@@ -1,11 +1,12 @@
 """Hand-made record batches for the poison-batch tests, and a raw Produce that writes one as is.
 
-The corruption both brokers accept: a gzip batch whose compressed payload is a valid gzip
-stream followed by garbage, with a valid CRC. Apache Kafka decompresses a gzip batch on
-produce to check its records, but Java's GZIPInputStream ignores what follows the stream;
-Python's gzip module refuses it (BadGzipFile), so aiokafka cannot decode the batch. Tansu
-stores whatever it is given. Apache Kafka refuses a bad CRC (CORRUPT_MESSAGE), an unknown
-codec id, and truncated or garbage gzip, snappy and zstd payloads.
+The corruptions both brokers accept: a gzip or lz4 batch whose compressed payload is a valid
+stream followed by garbage, with a valid CRC. Apache Kafka decompresses such a batch on
+produce to check its records, but its decompressors stop at the end of the stream; Python's
+gzip module (BadGzipFile) and cramjam's lz4 refuse what follows, so aiokafka cannot decode
+the batch. Apache Kafka 4.4 refuses a bad CRC (CORRUPT_MESSAGE), an unknown codec id
+(UNKNOWN_SERVER_ERROR), and truncated or garbage gzip, snappy, lz4 and zstd payloads, and
+snappy or zstd with trailing garbage. Tansu takes all of those but the unknown codec id.
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def with_payload(batch: bytes, payload: bytes) -> bytes:
     return bytes(out)
 
 
+def with_trailing_garbage(values: list[bytes], codec: str = "gzip", key: bytes | None = None) -> bytes:
+    """A ``codec`` batch whose payload is a valid compressed stream followed by garbage."""
+    batch = record_batch(values, codec, key)
+    return with_payload(batch, batch[HEADER_BYTES:] + b"garbage!")
+
+
 def gzip_with_trailing_garbage(values: list[bytes], key: bytes | None = None) -> bytes:
-    batch = record_batch(values, "gzip", key)
-    return with_payload(batch, batch[HEADER_BYTES:] + b"not gzip")
+    return with_trailing_garbage(values, "gzip", key)
 
 
 def with_codec_id(batch: bytes, codec_id: int) -> bytes:
