@@ -44,7 +44,11 @@ async def write(bootstrap: str, topic: str, poison: bytes) -> int:
     return code
 
 
-async def scenario(bootstrap: str, topic: str) -> tuple[list[bytes], list[tuple[TopicPartition, BadBatch]]]:
+async def scenario(
+    bootstrap: str, topic: str, headers: bool = True
+) -> tuple[list[bytes], list[tuple[TopicPartition, BadBatch]]]:
+    """Consume ``topic`` as the runtime does; ``headers=False`` reads no batch header, so
+    that the batch's end is found by stepping offsets."""
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=f"g{uuid.uuid4().hex[:8]}", enable_auto_commit=False
@@ -59,7 +63,7 @@ async def scenario(bootstrap: str, topic: str) -> tuple[list[bytes], list[tuple[
     handed: dict[TopicPartition, int] = {}
 
     async def read(tp: TopicPartition, offset: int) -> bytes:
-        return await read_log(client, tp, offset, 1 << 20, 500)
+        return await read_log(client, tp, offset, 1 << 20, 500) if headers else b""
 
     def hand(batches: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         for tp, records in batches.items():
@@ -106,3 +110,16 @@ def test_isolate_hands_every_valid_record_once_and_skips_the_poison_batch(broker
     assert sorted(seen) == sorted(expected)  # each once: none lost, none repeated
     assert [(tp.partition, b.first, b.last) for tp, b in skipped] == [(POISON_AT, 2, 5)]
     assert skipped[0][1].raw  # its header was read: the range comes from it
+
+
+def test_without_a_readable_header_the_range_is_found_by_stepping(broker: Broker) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    topic = f"{prefix}poison"
+    asyncio.run(create_topics(broker.bootstrap_servers, [TopicSpec(topic, PARTITIONS, {})]))
+    try:
+        assert asyncio.run(write(broker.bootstrap_servers, topic, POISONS["gzip_trailing_garbage"])) == 0
+        seen, skipped = asyncio.run(scenario(broker.bootstrap_servers, topic, headers=False))
+    finally:
+        asyncio.run(delete_topics_with_prefix(broker.bootstrap_servers, prefix))
+    assert len(seen) == len(set(seen)) == (PARTITIONS - 1) * 3 + 3
+    assert [(tp.partition, b.first, b.last, b.raw) for tp, b in skipped] == [(POISON_AT, 2, 5, b"")]
