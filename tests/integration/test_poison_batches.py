@@ -98,3 +98,30 @@ def test_a_poison_batch_is_counted_logged_dead_lettered_and_skipped(
 
     # Committed past each poison batch: a restart does not meet them again.
     assert offsets == {0: 8, 1: 2}, offsets
+
+
+def test_a_codec_the_service_lacks_is_a_poison_batch_not_a_crash(
+    broker: Broker, service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
+) -> None:
+    """The failure of the issue: lz4 input to a service without the codec library. Here
+    ingestion runs with an import shim that hides cramjam, so aiokafka raises
+    UnsupportedCodecError on the lz4 batch; the batch is skipped and the gzip one after it
+    (a codec Python always has) is forwarded."""
+    bootstrap = broker.bootstrap_servers
+    shim = tmp_path / "no-cramjam"
+    shim.mkdir()
+    (shim / "cramjam.py").write_text('raise ImportError("hidden by the test")\n')
+    tp = TopicPartition(topics.events_raw, 2)
+    lz4 = record_batch(events("lz0", "lz1"), "lz4", key=b"e1")
+    for batch in (lz4, record_batch(events("gz0"), "gzip", key=b"e1")):
+        assert asyncio.run(produce_raw(bootstrap, tp, batch)) == 0
+    logs = tmp_path / "logs"
+    env = {**service_env, "PYTHONPATH": str(shim)}
+    with Stack(env=env, log_dir=logs, services=("ingestion",)) as stack:
+        clean = wait_for_records(bootstrap, topics.events_clean, 1, check=stack.check)
+        dead = wait_for_records(bootstrap, topics.deadletter, 1, check=stack.check)
+        stack.check()
+    assert [serde.decode("RawEvent", r.value)["event_id"] for r in clean] == ["gz0"]
+    [letter] = [serde.decode("DeadLetter", r.value) for r in dead]
+    assert (letter["source_partition"], letter["source_offset"], letter["error_code"]) == (2, 0, "poison_batch")
+    assert "offsets 0-1" in letter["error_message"] and "UnsupportedCodecError" in letter["error_message"]
