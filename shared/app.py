@@ -11,7 +11,9 @@ more than the work), and a Faust worker took ~25 s to stop on SIGTERM. Here one 
 consumer per service fetches batches of every source topic; each batch is handled record
 by record, its output and the state stores' changelog records are handed to one producer,
 the producer is flushed, and only then are the batch's offsets committed (at-least-once:
-nothing is committed before its output is on the broker).
+nothing is committed before its output is on the broker). A record batch the consumer cannot
+decode (a corrupt batch, a codec the service lacks) is found by shared/poison.py, counted,
+logged and dead-lettered by its offset range, and committed past with the next batch.
 """
 
 from __future__ import annotations
