@@ -13,7 +13,7 @@ by record, its output and the state stores' changelog records are handed to one 
 the producer is flushed, and only then are the batch's offsets committed (at-least-once:
 nothing is committed before its output is on the broker). A record batch the consumer cannot
 decode (a corrupt batch, a codec the service lacks) is found by shared/poison.py, counted,
-logged and dead-lettered by its offset range, and committed past with the next batch.
+logged and dead-lettered by its offset range, and committed past as a handled batch is.
 """
 
 from __future__ import annotations
