@@ -263,7 +263,7 @@ def _summarize(
         if task is None:
             return None
         form = spec_for_task(spec, task)
-        return form, bare_prequential(dataset.rows[:events_sent], label_delay, build_model(form, 42, task))
+        return form, bare_prequential(dataset.rows[:events_sent], label_delay, build_model(form, 42, task), task)
 
     return summarize(
         sent_event_ids=[f"{run_id}-{i}" for i in range(events_sent)],

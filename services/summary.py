@@ -20,7 +20,7 @@ import numpy as np
 
 from services.monitoring.core import class_key, macro_f1
 from services.streams import index_of, numeric
-from shared.modelspec import REGRESSION, infer_task, is_number, predict, same_class
+from shared.modelspec import REGRESSION, infer_task, is_number, label_fits, predict, same_class
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -53,10 +53,13 @@ def static_predictions(
     return sorted(out, key=lambda t: t[0])
 
 
-def bare_prequential(rows: Sequence[tuple[dict[str, Any], Any]], label_delay: int, model: Any) -> list[Any]:
+def bare_prequential(
+    rows: Sequence[tuple[dict[str, Any], Any]], label_delay: int, model: Any, task: str | None = None
+) -> list[Any]:
     """Bare River: ``model`` predicts each row, then learns the row ``label_delay`` rows
-    back (the label delay the loop had); the prediction of each row (None: unlabelled rows
-    are predicted too, never learned)."""
+    back (the label delay the loop had); the prediction of each row. Unlabelled rows, and
+    with a ``task`` rows whose label it cannot learn (the loop dead-letters them), are
+    predicted and never learned."""
     out: list[Any] = []
     pending: deque[tuple[dict[str, float], Any]] = deque()
     for fields, label in rows:
@@ -65,7 +68,7 @@ def bare_prequential(rows: Sequence[tuple[dict[str, Any], Any]], label_delay: in
         pending.append((x, label))
         if len(pending) > label_delay:
             xj, yj = pending.popleft()
-            if yj is not None:
+            if yj is not None and (task is None or label_fits(task, yj)):
                 model.learn_one(xj, yj)
     return out
 
@@ -197,6 +200,10 @@ def summarize(
     # Known drift points are concept changes: their detection is a concept alert.
     alert_idx = sorted(index_of(a["event_id"]) for a in alerts if a["event_id"] and a["kind"] == "concept")
     trained = {r["version"] for r in registry if r["params"].get("trained") == "true"}
+    # From the first event a trained version served: what the loop costs against bare River
+    # once it has a model (the cadence, the evaluation, the swap), without the cold start
+    # that the untrained bootstrap serves until the first version is cut.
+    trained_from = min((index_of(e) for e, p in served.items() if p["model_version"] in trained), default=None)
     summary: dict[str, Any] = {
         "task": task,
         "events_sent": len(sent),
@@ -238,6 +245,11 @@ def summarize(
             "bare_river_rmse": rmse(bare_errors) if bare else None,
             "bare_river_mae_same_window": mae(bare_errors, baseline_from) if bare else None,
             "bare_river_rmse_same_window": rmse(bare_errors, baseline_from) if bare else None,
+            "trained_window_start": trained_from,
+            "served_mae_trained_window": mae(served_errors, trained_from) if trained_from is not None else None,
+            "bare_river_mae_trained_window": mae(bare_errors, trained_from)
+            if bare and trained_from is not None
+            else None,
         }
     else:
         bare_hits = [(i, same_class(p, y)) for i, p, y in bare_triples]
@@ -253,6 +265,11 @@ def summarize(
             "baseline_static_macro_f1": f1_of(static_triples),
             "bare_river_accuracy": accuracy(bare_hits) if bare else None,
             "bare_river_accuracy_same_window": accuracy(bare_hits, baseline_from) if bare else None,
+            "trained_window_start": trained_from,
+            "served_accuracy_trained_window": accuracy(served_hits, trained_from) if trained_from is not None else None,
+            "bare_river_accuracy_trained_window": (
+                accuracy(bare_hits, trained_from) if bare and trained_from is not None else None
+            ),
             "bare_river_macro_f1": f1_of(bare_triples) if bare else None,
         }
     summary |= {

@@ -115,6 +115,7 @@ def test_multiclass_is_reported_by_accuracy_and_macro_f1_with_string_classes() -
     served = [None, "path", "sky", "sky", "path", "sky"]
     bare = ["sky", "sky", "sky", "grass", "path", "path"]
     recs = _records(labels, served, "multiclass", scores=True)
+    recs["predictions"][0]["model_version"] = 1  # the untrained bootstrap served the first event
     summary, series = summarize(
         **recs,
         load_baseline=lambda: Frozen(cls="sky"),
@@ -128,6 +129,10 @@ def test_multiclass_is_reported_by_accuracy_and_macro_f1_with_string_classes() -
     # sky: tp 2, fp 1, fn 1 -> 2/3; path: tp 2 -> 1; grass: fn 1 -> 0.
     assert summary["served_macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert series["served_hits"] == [(0, False), (1, True), (2, True), (3, False), (4, True), (5, True)]
+    # From the first event a trained version served, both on the same events.
+    assert summary["trained_window_start"] == 1
+    assert summary["served_accuracy_trained_window"] == pytest.approx(4 / 5)
+    assert summary["bare_river_accuracy_trained_window"] == pytest.approx(3 / 5)
 
 
 def test_without_a_recorded_task_the_labels_tell() -> None:
@@ -176,3 +181,6 @@ def test_bare_prequential_learns_each_row_the_label_delay_later() -> None:
     rows = [({"x": 1}, 1.0), ({"x": 1}, 2.0), ({"x": 1}, None), ({"x": 1}, 4.0), ({"x": 1}, 5.0)]
     # Row i is predicted from the last labelled row at or before i - 2 (a delay of 1 event).
     assert bare_prequential(rows, 1, Last()) == [0.0, 0.0, 1.0, 2.0, 2.0]
+    # With a task, a label it cannot learn is never learned, as the loop dead-letters it.
+    rows = [({"x": 1}, 1.0), ({"x": 1}, "n/a"), ({"x": 1}, 3.0), ({"x": 1}, 4.0)]
+    assert bare_prequential(rows, 0, Last(), "regression") == [0.0, 1.0, 1.0, 3.0]
