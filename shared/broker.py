@@ -219,6 +219,10 @@ class KafkaBroker:
     storage tool on first start and reused after, so what the broker holds survives a
     restart, a SIGKILL included. The controller listens on a port of its own, chosen free at
     each start (a static one-voter quorum, so the port is not recorded in the log).
+
+    ``sasl_users`` (username -> password) adds a SASL_PLAINTEXT listener with the PLAIN
+    mechanism on ``sasl_port`` (free at start when unset) beside the PLAINTEXT one, which the
+    broker keeps for itself and for tests.
     """
 
     port: int
@@ -228,9 +232,17 @@ class KafkaBroker:
     engine: Engine = "kafka"
     process: subprocess.Popen[bytes] | None = None
     host: str = HOST
+    sasl_users: dict[str, str] | None = None
+    sasl_port: int | None = None
 
     def __post_init__(self) -> None:
         self.version = kafka_version()
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        if self.sasl_port is None:
+            raise ConfigError("this broker has no SASL listener (sasl_users unset, or not started)")
+        return f"{self.host}:{self.sasl_port}"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -263,6 +275,18 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "num.partitions": "1",
         }
+        if self.sasl_users:
+            assert self.sasl_port is not None
+            sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
+            settings["listeners"] += f",{sasl}"
+            settings["advertised.listeners"] += f",{sasl}"
+            settings["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            settings["sasl.enabled.mechanisms"] = "PLAIN"
+            # PlainLoginModule's user_<name>="<password>" options are the accounts it accepts.
+            users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users.items())
+            settings["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
     def _java(self, lib: Path, main: str, *args: str, heap: bool = False) -> list[str]:
@@ -279,6 +303,8 @@ class KafkaBroker:
         lib = fetch_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         controller_port = free_port()
+        if self.sasl_users and self.sasl_port is None:
+            self.sasl_port = free_port()
         props = self.data_dir / "server.properties"
         props.write_text(self._properties(controller_port))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
@@ -331,7 +357,11 @@ def _kafka_cluster_id() -> str:
     """A random cluster id in Kafka's form: 16 bytes, URL-safe base64 without padding."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        # One that starts with "-" reads as an option to the storage tool (1 start in 64 failed so).
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def kafka_classpath() -> str:

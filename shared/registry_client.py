@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.errors import RegistrySignatureInvalid
+from shared.errors import InvalidRecord, RegistrySignatureInvalid
 from shared.kafka import ClientOptions, client_options, follow, load_registry_records
 from shared.registry import ChampionChange, Registry, registry_key
 from shared.serde import Serde
@@ -40,6 +40,7 @@ class RegistryClient:
         options: ClientOptions | None = None,
         hmac_key: bytes | None = None,
         metrics: CollectorRegistry | None = None,
+        keep_unreadable: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -49,6 +50,10 @@ class RegistryClient:
         self.hmac_key = hmac_key
         self.registry = Registry(hmac_key)
         self.refused = 0
+        # Records that are no ModelVersion, for the owner to dead-letter (take_unreadable);
+        # kept only when asked, so that one service, not every follower, dead-letters them.
+        self.keep_unreadable = keep_unreadable
+        self._unreadable: list[tuple[ConsumerRecord, InvalidRecord]] = []
         self._refused_c = Counter(
             "driftloop_registry_records_refused_total",
             "Registry records refused (unsigned or wrongly signed while an HMAC key is set)",
@@ -61,7 +66,13 @@ class RegistryClient:
 
     @classmethod
     def from_settings(
-        cls, common: CommonSettings, topic: str, serde: Serde, log: Any, metrics: CollectorRegistry | None = None
+        cls,
+        common: CommonSettings,
+        topic: str,
+        serde: Serde,
+        log: Any,
+        metrics: CollectorRegistry | None = None,
+        keep_unreadable: bool = False,
     ) -> RegistryClient:
         return cls(
             common.bootstrap_servers,
@@ -71,12 +82,18 @@ class RegistryClient:
             options=client_options(common),
             hmac_key=common.hmac_key,
             metrics=metrics,
+            keep_unreadable=keep_unreadable,
         )
 
     def _apply(self, records: list[ConsumerRecord]) -> list[ChampionChange]:
         changes = []
         for rec in records:
             self._next[rec.partition] = rec.offset + 1
+            if rec.value is None:
+                # A tombstone: compaction's way to delete a key. Registry history is never
+                # deleted, so the version stays as it was and nothing is dead-lettered.
+                self.log.warning("registry_tombstone_ignored", offset=rec.offset, key=str(rec.key)[:200])
+                continue
             try:
                 change = self.registry.apply(self.serde.decode("ModelVersion", rec.value))
             except RegistrySignatureInvalid as exc:
@@ -86,10 +103,17 @@ class RegistryClient:
                 continue
             except Exception as exc:  # noqa: BLE001 - a bad registry record must not stop serving
                 self.log.error("registry_record_unreadable", offset=rec.offset, error=str(exc)[:200])
+                if self.keep_unreadable:
+                    bad = exc if isinstance(exc, InvalidRecord) else InvalidRecord(f"not a ModelVersion: {exc!r}")
+                    self._unreadable.append((rec, bad))
                 continue
             if change is not None:
                 changes.append(change)
         return changes
+
+    def take_unreadable(self) -> list[tuple[ConsumerRecord, InvalidRecord]]:
+        taken, self._unreadable = self._unreadable, []
+        return taken
 
     async def load(self) -> None:
         self._apply(await load_registry_records(self.bootstrap, self.topic, options=self.options))

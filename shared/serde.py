@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,11 +18,14 @@ from typing import Any
 import fastavro
 from fastavro.types import Schema
 
-from shared.errors import DecodeError, SchemaMismatch, UnknownSchema
+from shared.errors import DecodeError, NonFiniteNumber, RecordTooLarge, SchemaMismatch, UnknownSchema
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 HEADER_SIZE = _HEADER.size  # magic byte + schema id: what precedes the Avro body
+#: Entries a map of a record read from a topic may hold: ingestion lets 1024 fields in, and
+#: windows multiply them, but a map of tens of thousands would grow every model it reaches.
+MAX_MAP_ENTRIES = 16_384
 RECORDS = (
     "RawEvent",
     "Label",
@@ -126,6 +130,14 @@ class Serde:
             raise DecodeError(f"{record} body is not a record")
         return value
 
+    def decode_input(self, record: str, data: bytes | None) -> dict[str, Any]:
+        """``decode``, then refused as a service's input when a number in it is NaN or infinite
+        (Avro's double takes them; no model or metric can) or a map is larger than
+        MAX_MAP_ENTRIES."""
+        value = self.decode(record, data)
+        _check_values(record, value)
+        return value
+
     def with_ingest_time(self, data: bytes, ingest_time_ms: int) -> bytes | None:
         """``data``, a framed RawEvent already decoded and found to carry no ingest_time, with
         ``ingest_time_ms`` set, without encoding it again: written with the current RawEvent
@@ -166,3 +178,17 @@ class Serde:
     @staticmethod
     def is_framed(data: bytes | None) -> bool:
         return bool(data) and len(data) >= _HEADER.size and data[0] == MAGIC  # type: ignore[index]
+
+
+def _check_values(record: str, value: Any, where: str = "") -> None:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NonFiniteNumber(f"{record}{where} is {value}")
+    elif isinstance(value, dict):
+        if len(value) > MAX_MAP_ENTRIES:
+            raise RecordTooLarge(f"{record}{where} has {len(value)} entries, the limit is {MAX_MAP_ENTRIES}")
+        for k, v in value.items():
+            _check_values(record, v, f"{where}.{k}"[:120])
+    elif isinstance(value, list):
+        for v in value:
+            _check_values(record, v, where)

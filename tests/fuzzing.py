@@ -212,3 +212,83 @@ def hypothesis_objects(kind: str, now_ms: int) -> st.SearchStrategy[bytes]:
         json_values | odd_text,
         st.dictionaries(odd_text, json_values, max_size=3),
     )
+
+
+# --- every other input topic: framed Avro only, read by services downstream of ingestion ---
+
+#: The record each internal input topic carries, and the services that consume it.
+INTERNAL_TOPICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "events.clean": ("RawEvent", ("features",)),
+    "labels.clean": ("Label", ("features", "monitoring")),
+    "features": ("FeatureVector", ("inference", "monitoring")),
+    "predictions": ("Prediction", ("monitoring",)),
+    "examples": ("LabeledExample", ("retraining",)),
+    "alerts": ("DriftAlert", ("retraining",)),
+    "models.registry": ("ModelVersion", ("inference",)),
+}
+NAN, INF = float("nan"), float("inf")
+HUGE_MAP = 20_000  # entries: above shared/serde.py MAX_MAP_ENTRIES, under the broker's 1 MB record
+
+
+def non_finite_variants(record: str, good: dict[str, Any]) -> list[dict[str, Any]]:
+    """``good`` with NaN or an infinity in each place of ``record`` that holds a double."""
+    if record == "RawEvent":
+        return [{**good, "fields": {**good["fields"], "x": NAN}}, {**good, "fields": {"x": -INF}}]
+    if record == "Label":
+        return [{**good, "label": NAN}, {**good, "label": INF}]
+    if record == "FeatureVector":
+        return [{**good, "features": {**good["features"], "x": NAN}}, {**good, "features": {"x": INF}}]
+    if record == "Prediction":
+        return [{**good, "predicted": NAN}, {**good, "scores": {"true": NAN, "false": 0.5}}]
+    if record == "LabeledExample":
+        return [{**good, "features": {"x": -INF}}, {**good, "label": NAN}]
+    if record == "DriftAlert":
+        return [{**good, "statistic": NAN}, {**good, "threshold": INF}]
+    return []
+
+
+def huge_map(record: str, good: dict[str, Any]) -> dict[str, Any] | None:
+    field = {"RawEvent": "fields", "FeatureVector": "features", "LabeledExample": "features"}.get(record)
+    if record == "Prediction":
+        field = "scores"
+    if field is None:
+        return None
+    return {**good, field: {f"f{i}": float(i) for i in range(HUGE_MAP)}}
+
+
+def hostile_framed(
+    record: str, good: dict[str, Any], serde: Serde, rng: random.Random
+) -> list[tuple[str, bytes | None, str]]:
+    """(category, value, dead-letter code) for the hostile inputs of a topic carrying
+    ``record``, built from ``good``, one valid record of it."""
+    avro = serde.encode(record, good)
+    other_record, other = ("FeatureVector", _any_vector()) if record != "FeatureVector" else ("Label", _any_label())
+    out: list[tuple[str, bytes | None, str]] = [
+        ("garbage_bytes", bytes([rng.randrange(1, 256)]) + rng.randbytes(40), "decode_error"),
+        ("wrong_magic_byte", b"\x01" + avro[1:], "decode_error"),
+        ("unknown_schema_id", b"\x00" + struct.pack(">I", 999) + avro[5:], "unknown_schema_id"),
+        ("wrong_record_type", serde.encode(other_record, other), "schema_mismatch"),
+        ("truncated_avro", avro[: len(avro) // 2], "decode_error"),
+        ("trailing_bytes", avro + b"\x00\x01", "decode_error"),
+        ("empty_value", b"", "decode_error"),
+        ("tombstone", None, "decode_error"),
+    ]
+    out += [("non_finite", serde.encode(record, v), "non_finite_number") for v in non_finite_variants(record, good)]
+    if (big := huge_map(record, good)) is not None:
+        out.append(("huge_map", serde.encode(record, big), "record_too_large"))
+    return out
+
+
+def _any_vector() -> dict[str, Any]:
+    return {
+        "event_id": "o",
+        "entity_id": "o",
+        "event_time": 1,
+        "features": {},
+        "feature_set_version": "v",
+        "ingest_time": None,
+    }
+
+
+def _any_label() -> dict[str, Any]:
+    return {"event_id": "o", "entity_id": "o", "label": True, "label_time": 1}

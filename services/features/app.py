@@ -124,7 +124,7 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
                 await dead_letter_label(dict(record), event.message.partition)
 
     async def on_event(event: EventT) -> None:
-        clean = ctx.serde.decode("RawEvent", event.message.value)
+        clean = ctx.serde.decode_input("RawEvent", event.message.value)
         ctx.event_id = clean["event_id"]
         if windows_state is None:
             vector = spec.vector(clean)
@@ -141,7 +141,7 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         await expire(event, vector["event_time"])
 
     async def on_label(event: EventT) -> None:
-        label = ctx.serde.decode("Label", event.message.value)
+        label = ctx.serde.decode_input("Label", event.message.value)
         ctx.event_id = label["event_id"]
         waiting = {**label, OFFSET: event.message.offset}  # for its dead letter, should it expire
         await emit_example(join.on_label(waiting, label["label_time"], event.message.partition))

@@ -30,8 +30,9 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
     app = ctx.app
     name = ctx.common.model_name
     store = ArtifactStore(ctx.common.artifact_store)
+    # Inference dead-letters what on the registry topic is no ModelVersion (retraining only logs it).
     client = RegistryClient.from_settings(
-        ctx.common, ctx.topics.name("models.registry"), ctx.serde, ctx.log, ctx.metrics.registry
+        ctx.common, ctx.topics.name("models.registry"), ctx.serde, ctx.log, ctx.metrics.registry, keep_unreadable=True
     )
     server = Server()
     ready = asyncio.Event()
@@ -135,6 +136,8 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
             ctx.log.info("challenger_loaded", model_name=name, model_version=version, trigger=record["trigger"])
 
     async def on_batch() -> None:
+        for record, exc in client.take_unreadable():
+            await ctx.dead_letter(record, exc)
         await ensure_baseline()
         await sync_challengers()
 
@@ -191,7 +194,7 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
         await ctx.each(stream, on_vector)
 
     async def on_vector(event: EventT) -> None:
-        vector = ctx.serde.decode("FeatureVector", event.message.value)
+        vector = ctx.serde.decode_input("FeatureVector", event.message.value)
         ctx.event_id = vector["event_id"]
         now = int(time.time() * 1000)
         # A swap can land between any two records (the registry follower runs whenever this

@@ -210,13 +210,13 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
             refresh_gauges()
 
     async def on_vector(event: EventT) -> None:
-        vector = ctx.serde.decode("FeatureVector", event.message.value)
+        vector = ctx.serde.decode_input("FeatureVector", event.message.value)
         ctx.event_id = vector["event_id"]
         await raise_alerts(monitor.on_vector(vector), vector, vector["event_time"])
         await housekeeping(event, vector["event_time"])
 
     async def on_prediction(event: EventT) -> None:
-        prediction = ctx.serde.decode("Prediction", event.message.value)
+        prediction = ctx.serde.decode_input("Prediction", event.message.value)
         ctx.event_id = prediction["event_id"]
         join = joins.get(prediction["role"])
         if join is not None:  # challengers are evaluated by retraining, not here
@@ -227,7 +227,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         await housekeeping(event, prediction["event_time"])
 
     async def on_label(event: EventT) -> None:
-        label = ctx.serde.decode("Label", event.message.value)
+        label = ctx.serde.decode_input("Label", event.message.value)
         ctx.event_id = label["event_id"]
         for join in joins.values():
             await emit(join.on_label(label, label["label_time"], event.message.partition))

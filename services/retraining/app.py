@@ -217,7 +217,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         await ctx.each(stream, on_example)
 
     async def on_example(event: EventT) -> None:
-        example = ctx.serde.decode("LabeledExample", event.message.value)
+        example = ctx.serde.decode_input("LabeledExample", event.message.value)
         ctx.event_id = example["event_id"]
         gate: TaskGate[tuple[dict[str, Any], Any]] = state["gate"]
         try:
@@ -240,7 +240,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         examples_g.labels(name).set(lc.examples_seen)
 
     async def on_alert(event: EventT) -> None:
-        alert = ctx.serde.decode("DriftAlert", event.message.value)
+        alert = ctx.serde.decode_input("DriftAlert", event.message.value)
         lc: Lifecycle | None = state["lc"]
         if lc is not None and alert["model_name"] == name and alert["kind"] in ("concept", "performance"):
             ctx.log.info("drift_alert_received", alert_id=alert["alert_id"], detector=alert["detector"])

@@ -159,3 +159,172 @@ def test_every_hostile_input_is_dead_lettered_and_ingestion_keeps_up(
     assert clean == []
     assert len(lag) == 2 * topics.partitions, f"lag not exported for every partition: {lag}"
     assert not any(lag.values()), f"consumer lag did not return to 0: {lag}"
+
+
+# --- every other input topic, through the four services downstream of ingestion -----------
+
+VALID_AFTER_TIMEOUT_S = 120
+
+
+def internal_valid(topic: str, now: int, fsv: str, event_id: str) -> dict[str, Any]:
+    """A valid record for ``topic``: sent after its hostile ones, it must still be processed."""
+    vector = {
+        "event_id": event_id,
+        "entity_id": "fz-ent",
+        "event_time": now,
+        "features": {"x": 0.25},
+        "feature_set_version": fsv,
+        "ingest_time": now,
+    }
+    if topic == "events.clean":
+        return {
+            **{k: v for k, v in vector.items() if k not in ("features", "feature_set_version")},
+            "fields": {"x": 0.25},
+        }
+    if topic == "labels.clean":
+        # The valid event's label: features joins them into an example.
+        return {"event_id": "fz-valid-events.clean", "entity_id": "fz-ent", "label": True, "label_time": now}
+    if topic == "features":
+        return vector
+    if topic == "predictions":
+        return {**vector, "model_name": "default", "model_version": 1, "role": "champion", "predicted": True,
+                "scores": {"true": 0.75, "false": 0.25}, "predicted_at": now}  # fmt: skip
+    if topic == "examples":
+        return {**{k: v for k, v in vector.items() if k != "ingest_time"}, "label": True, "label_time": now}
+    if topic == "alerts":
+        return {"alert_id": event_id, "kind": "concept", "detector": "adwin", "subject": "error", "statistic": 1.0,
+                "threshold": 0.5, "model_name": "default", "model_version": 1, "window_start_time": now,
+                "window_end_time": now, "window_size": 10, "event_id": None, "created_at": now}  # fmt: skip
+    raise AssertionError(topic)
+
+
+def metric_value(port: str, line_start: str) -> float | None:
+    for line in scrape(port).splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_every_input_topic_of_every_service_dead_letters_hostile_records(
+    service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fuzzing import INTERNAL_TOPICS, hostile_framed
+
+    from shared.modelspec import build_model
+    from shared.registry import ArtifactStore, registry_key, version_record
+    from shared.settings import CommonSettings
+
+    env = {**service_env, "DRIFTLOOP_RETRAINING_TASK": "binary"}  # retraining learns from its first example
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    fsv = CommonSettings().effective_feature_set_version
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    now = int(time.time() * 1000)
+    rng = random.Random(20261202)
+    # (topic, category, key, value, code); every record goes to partition 0, the valid ones last.
+    inputs: list[tuple[str, str, bytes, bytes | None, str]] = []
+    valid: dict[str, tuple[bytes, bytes | None]] = {}
+    # Version 50: the drift alert below may make retraining register versions of its own.
+    registry_key_v50 = registry_key("default", 50)
+    for short, (record, _) in INTERNAL_TOPICS.items():
+        if short == "models.registry":
+            good = version_record(
+                name="default", version=50, status="candidate", reason="fuzz: a valid record after the hostile ones",
+                artifact=ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"]).save("default", 50, build_model("logreg", 1)),
+                parent=1, trigger="manual", window={"examples": 0}, params={"spec": "logreg", "trained": "true"},
+                metrics={}, feature_set_version=fsv, code_version="fuzz", now_ms=now,
+            )  # fmt: skip
+        else:
+            good = internal_valid(short, now, fsv, f"fz-valid-{short}")
+        for i, (category, value, code) in enumerate(hostile_framed(record, good, serde, rng)):
+            # A compacted topic takes no null key; elsewhere, every other hostile record has an empty key.
+            key = b"fz-hostile" if short == "models.registry" or i % 2 else b""
+            if short == "models.registry" and category == "tombstone":
+                continue  # sent on its own below: ignored, not dead-lettered
+            inputs.append((topics.name(short), category, key, value, code))
+        # The valid record of a topic has an empty key (entity and event are in the body), but the registry's.
+        valid[short] = (registry_key_v50 if short == "models.registry" else b"", serde.encode(record, good))
+    tombstone = (topics.name("models.registry"), registry_key("default", 1), None)
+
+    async def produce_in_order() -> list[tuple[str, int, int]]:
+        prod = producer(bootstrap, max_request_size=2_000_000)
+        await prod.start()
+        try:
+            futs = [await prod.send(t, key=k, value=v, partition=0) for t, _, k, v, _ in inputs]
+            futs.append(await prod.send(tombstone[0], key=tombstone[1], value=None, partition=0))
+            # The label of the valid prediction, so that monitoring's outcome shows it was processed.
+            label = {"event_id": "fz-valid-predictions", "entity_id": "fz-ent", "label": True, "label_time": now}
+            futs.append(await prod.send(topics.labels_clean, key=b"", value=serde.encode("Label", label), partition=0))
+            for short, (k, v) in valid.items():
+                futs.append(await prod.send(topics.name(short), key=k, value=v, partition=0))
+            metas = [await f for f in futs]
+        finally:
+            await prod.stop()
+        return [(m.topic, m.partition, m.offset) for m in metas[: len(inputs)]]
+
+    consumers = {topics.name(short): services for short, (_, services) in INTERNAL_TOPICS.items()}
+    logs = tmp_path / "logs"
+    with Stack(env=env, log_dir=logs, services=("features", "inference", "monitoring", "retraining")) as stack:
+        stack.wait_ready(90)
+        positions = asyncio.run(produce_in_order())
+        expected = {
+            (*pos, service): (category, key, value, code)
+            for (topic, category, key, value, code), pos in zip(inputs, positions, strict=True)
+            for service in consumers[topic]
+        }
+        deadline = time.monotonic() + VALID_AFTER_TIMEOUT_S
+        while True:
+            stack.check()
+            dead = [serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.deadletter))]
+            letters = {(d["source_topic"], d["source_partition"], d["source_offset"], d["service"]): d for d in dead}
+            if expected.keys() <= letters.keys() or time.monotonic() > deadline:
+                break
+
+        # Every valid record sent after the hostile ones was processed:
+        def seen(short: str, event_id: str) -> bool:
+            records = asyncio.run(read_topic(bootstrap, topics.name(short)))
+            return any(Serde.leading_string(r.value) == event_id for r in records)
+
+        inference_port = env["DRIFTLOOP_INFERENCE_METRICS_PORT"]
+        retraining_port = env["DRIFTLOOP_RETRAINING_METRICS_PORT"]
+        checks = {
+            "events.clean -> features": lambda: seen("features", "fz-valid-events.clean"),
+            "labels.clean -> examples (features' join)": lambda: seen("examples", "fz-valid-events.clean"),
+            "features -> predictions (inference)": lambda: seen("predictions", "fz-valid-features"),
+            "predictions + labels.clean -> outcomes (monitoring)": lambda: seen("outcomes", "fz-valid-predictions"),
+            "examples -> learned (retraining)": lambda: (
+                metric_value(retraining_port, 'driftloop_training_examples{model="default"}') or 0
+            ) >= 2,  # the valid example sent and the one features joined
+            "alerts -> received (retraining)": lambda: "fz-valid-alerts" in (logs / "retraining.log").read_text(),
+            "models.registry -> v50 in shadow (inference)": lambda: metric_value(
+                inference_port, 'driftloop_model_info{model="default",role="challenger",version="50"}'
+            ) == 1.0,
+        }  # fmt: skip
+        pending = dict(checks)
+        while pending and time.monotonic() < deadline:
+            pending = {what: check for what, check in pending.items() if not check()}
+            stack.check()
+        stack.check()  # no service stopped
+        served = metric_value(inference_port, 'driftloop_served_model_version{model="default"}')
+        inference_log = (logs / "inference.log").read_text()
+
+    codes = Counter((k[0].removeprefix(topics.prefix), code) for k, (_, _, _, code) in expected.items())
+    print(f"fuzz: {len(inputs)} hostile inputs, {len(expected)} dead letters expected: {dict(sorted(codes.items()))}")
+    assert len(inputs) >= 7 * 9 and len(expected) >= 80
+    assert not pending, f"valid records after the hostile ones were not processed: {sorted(pending)}"
+    missing = sorted((e[1], k[3]) for k, e in expected.items() if k not in letters)
+    assert not missing, f"{len(missing)} hostile inputs not dead-lettered (category, service): {missing}"
+    wrong = sorted(
+        (k[0].removeprefix(topics.prefix), cat, k[3], letters[k]["error_code"], code)
+        for k, (cat, _, _, code) in expected.items()
+        if letters[k]["error_code"] != code
+    )
+    assert not wrong, f"dead-lettered with another code (topic, category, service, got, expected): {wrong}"
+    for k, (category, key, value, _) in expected.items():
+        d = letters[k]
+        assert d["original_value"] == value and d["original_key"] == key and d["error_message"], (k, category)
+    # Nothing but the hostile inputs was dead-lettered, each once per consuming service.
+    assert len(dead) == len(expected), sorted({(d["source_topic"], d["error_code"]) for d in dead} - set())
+    # The registry tombstone (on v1, the served champion) is ignored: v1 keeps serving.
+    assert served == 1.0
+    assert "registry_tombstone_ignored" in inference_log
