@@ -1,15 +1,22 @@
-"""Waiting for records on a topic of the real broker, shared by the integration tests."""
+"""Waiting on the real broker's topics and on the services' /metrics, shared by the
+integration and e2e tests: poll for a condition, never sleep for a guessed time."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from aiokafka import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.kafka import read_topic
+
+T = TypeVar("T")
+# shared/app.py refreshes driftloop_consumer_lag_records this often.
+LAG_REFRESH_S = 2.0
 
 
 def wait_for_records(
@@ -28,7 +35,85 @@ def wait_for_records(
         time.sleep(0.5)
 
 
+def wait_until(
+    what: str,
+    probe: Callable[[], T],
+    timeout_s: float = 60.0,
+    check: Callable[[], None] | None = None,
+    every_s: float = 0.5,
+) -> T:
+    """``probe()``'s first truthy result; an AssertionError naming ``what`` at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check is not None:
+            check()
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
 def scrape_metrics(port: int) -> str:
     """The text a service's /metrics endpoint serves."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         return str(resp.read().decode())
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sum of the samples of ``name`` whose labels include ``labels``, in a /metrics
+    text; None when there is no such sample."""
+    values = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    return sum(values) if values else None
+
+
+def wait_for_metric(
+    port: int,
+    name: str,
+    ok: Callable[[float], bool],
+    timeout_s: float = 60.0,
+    check: Callable[[], None] | None = None,
+    **labels: str,
+) -> float:
+    """The value of ``metric_value(name, **labels)`` on the service at ``port`` once
+    ``ok(value)``; an AssertionError with the last value seen at the timeout."""
+    last: list[float | None] = [None]
+
+    def probe() -> tuple[float] | None:
+        last[0] = value = metric_value(scrape_metrics(port), name, **labels)
+        return (value,) if value is not None and ok(value) else None
+
+    try:
+        return wait_until(f"{name}{labels or ''}", probe, timeout_s, check, every_s=0.2)[0]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last value {last[0]}") from None
+
+
+def wait_drained(ports: Mapping[str, int], timeout_s: float = 60.0, check: Callable[[], None] | None = None) -> None:
+    """Until each service at ``ports`` has delivered the output of every record on its
+    source topics: its consumer lag is 0 on every partition and its records_in_total has
+    not moved across a full lag refresh. Called in pipeline order once no producer writes
+    any more, nothing is left to come out of them afterwards (a late duplicate included)."""
+    for service, port in ports.items():
+        deadline = time.monotonic() + timeout_s
+        seen: tuple[float, float] | None = None  # (records in, when) at a scrape with lag 0
+        while True:
+            if check is not None:
+                check()
+            text = scrape_metrics(port)
+            lag = metric_value(text, "driftloop_consumer_lag_records", service=service)
+            records_in = metric_value(text, "driftloop_records_in_total", service=service) or 0.0
+            now = time.monotonic()
+            if lag != 0 or seen is None or seen[0] != records_in:
+                seen = (records_in, now) if lag == 0 else None
+            elif now - seen[1] > LAG_REFRESH_S + 0.5:
+                break
+            if now > deadline:
+                raise AssertionError(f"{service} not drained after {timeout_s:.0f} s: lag {lag}, {records_in} in")
+            time.sleep(0.2)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for_metric
 
 from services.runner import Stack
 from services.streams import sea_stream
@@ -175,11 +176,17 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
             preds = _predictions(bootstrap, topics, serde, "v-2")
             return preds if any(p["role"] == "champion" for p in preds) else None
 
-        time.sleep(1.0)
+        inference_port = int(env["DRIFTLOOP_INFERENCE_METRICS_PORT"])
+        version = challenger["version"]
+        wait_for_metric(inference_port, "driftloop_served_model_version", lambda v: v == version, model="default")
         _send(bootstrap, topics.features, "FeatureVector", [_vector("v-2")], serde)
-        preds = _wait("a prediction after the promotion", after)
-        time.sleep(1.0)
+        _wait("a prediction after the promotion", after)
+        # A marker behind v-2 on its partition: once it is predicted, every prediction of
+        # v-2 (a shadow one included) is on the topic.
+        _send(bootstrap, topics.features, "FeatureVector", [_vector("v-3")], serde)
+        _wait("the marker's prediction", lambda: _predictions(bootstrap, topics, serde, "v-3"))
         preds = _predictions(bootstrap, topics, serde, "v-2")
+        assert len([p for p in preds if p["role"] == "champion"]) == 1, preds
         assert {p["model_version"] for p in preds if p["role"] == "champion"} == {challenger["version"]}
         assert challenger["version"] not in {p["model_version"] for p in preds if p["role"] == "challenger"}
         stack.check()

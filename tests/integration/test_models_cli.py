@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for_metric, wait_until
 
 from services.runner import Stack
 from shared.kafka import producer, read_topic
@@ -77,14 +78,20 @@ def _predict_once(bootstrap: str, topics: Topics, serde: Serde, event_id: str, t
         await p.stop()
 
     asyncio.run(send())
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for r in asyncio.run(read_topic(bootstrap, topics.predictions)):
-            p = serde.decode("Prediction", r.value)
-            if p["event_id"] == event_id and p["role"] == "champion":
-                return int(p["model_version"])
-        time.sleep(0.3)
-    raise AssertionError(f"no prediction for {event_id}")
+
+    def served() -> list[int]:
+        preds = [serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, topics.predictions))]
+        return [int(p["model_version"]) for p in preds if p["event_id"] == event_id and p["role"] == "champion"]
+
+    versions = wait_until(f"the prediction for {event_id}", served, timeout_s, every_s=0.3)
+    assert len(versions) == 1, f"{event_id} got {len(versions)} champion predictions"
+    return versions[0]
+
+
+def _wait_served(env: dict[str, str], version: int) -> None:
+    """Until inference serves ``version``: the CLI's registry record has reached it."""
+    port = int(env["DRIFTLOOP_INFERENCE_METRICS_PORT"])
+    wait_for_metric(port, "driftloop_served_model_version", lambda v: v == version, 30, model="default")
 
 
 def test_promote_and_rollback_reach_inference(
@@ -107,7 +114,7 @@ def test_promote_and_rollback_reach_inference(
         promoted = _cli(["promote", "1", "--reason", "v3 misbehaves"], service_env)
         assert promoted.returncode == 0, promoted.stderr
         assert "default v1: champion" in promoted.stdout and "default v3: archived" in promoted.stdout
-        time.sleep(1.0)
+        _wait_served(service_env, 1)
         assert _predict_once(bootstrap, topics, serde, "after-promote") == 1
 
         rolled = _cli(["rollback"], service_env)  # v1 has no parent
@@ -117,7 +124,7 @@ def test_promote_and_rollback_reach_inference(
         rolled = _cli(["rollback", "--reason", "worse than v2"], service_env)
         assert rolled.returncode == 0, rolled.stderr
         assert "default v2: champion" in rolled.stdout and "default v3: rejected" in rolled.stdout
-        time.sleep(1.0)
+        _wait_served(service_env, 2)
         assert _predict_once(bootstrap, topics, serde, "after-rollback") == 2
         stack.check()
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from waiting import scrape_metrics, wait_for_records
+from waiting import scrape_metrics, wait_drained, wait_for_records
 
 from services.runner import Stack
 from services.streams import monitoring_stream
@@ -53,10 +53,13 @@ def test_monitoring_joins_scores_and_alerts(
     env = {**service_env, "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS": "adwin", "DRIFTLOOP_MONITORING_WINDOW": "200"}
     with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
         asyncio.run(produce_all(bootstrap, _records(serde, topics)))
-        outcomes = wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
-        time.sleep(2)  # one more gauge refresh
-        port = env["DRIFTLOOP_MONITORING_METRICS_PORT"]
-        metrics = scrape_metrics(int(port))
+        wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
+        # Every input handled and its output delivered, with no input for longer than the
+        # 2 s gauge timer: no late outcome can follow, and the gauges include the last one.
+        port = int(env["DRIFTLOOP_MONITORING_METRICS_PORT"])
+        wait_drained({"monitoring": port}, check=stack.check)
+        metrics = scrape_metrics(port)
+        outcomes = asyncio.run(read_topic(bootstrap, topics.outcomes))
 
     decoded = [serde.decode("Outcome", r.value) for r in outcomes]
     assert sorted(o["event_id"] for o in decoded) == sorted(f"m-{i}" for i in range(N))  # one each
