@@ -13,7 +13,7 @@ all of it. Use it to compare policies over a range of lags, not as the loop's fi
 Elec2 with concept alerts and the demo's cadence it gives 0.769 at a lag of 200 events,
 where the loop paced at 1,000 events/s (150-250 events of lag) served 0.777-0.779.
 
-    python -m services.lifecycle_sim --dataset ../shared/data/elec2.csv --target class --lag 0 --lag 200
+    python -m services.lifecycle_sim --dataset elec2 --lag 0 --lag 200
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 
 from services.retraining.lifecycle import Lifecycle, Promote, Register, Reject, Rollback
 from services.streams import load_dataset, numeric
+from shared.errors import DriftloopError
 from shared.modelspec import build_model, predict, same_class
 
 
@@ -219,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drift", action="store_true", help="concept alerts from the monitoring core")
     p.add_argument("--policy", action="append", help="names from POLICIES (default: all)")
     args = p.parse_args(argv)
-    rows = load_dataset(args.dataset, args.target, args.events).rows
+    try:
+        rows = load_dataset(args.dataset, args.target, args.events).rows
+    except DriftloopError as exc:  # a dataset that is not there: one line, not a traceback
+        print(f"lifecycle_sim: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"dataset": Path(args.dataset).stem, "bare_river": round(bare_river(rows, args.label_delay), 4)}))
     for name in args.policy or POLICIES:
         for lag in args.lag or [200]:

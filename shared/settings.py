@@ -195,6 +195,16 @@ class FeaturesSettings(ServiceSettings):
     offline_flush_s: float = Field(default=5.0, gt=0)
 
 
+def _known_spec(spec: str) -> str:
+    # At start, before any connection: inference reads its spec only once the registry is
+    # loaded, so an unknown one was a traceback in the JSON log after connecting to Kafka.
+    from shared.modelspec import SPECS
+
+    if spec not in SPECS:
+        raise ValueError(f"unknown model spec {spec!r}; choose one of {', '.join(SPECS)}")
+    return spec
+
+
 class InferenceSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_INFERENCE_", extra="ignore")
     metrics_port: int = Field(default=9103, ge=0, le=65535)
@@ -202,6 +212,8 @@ class InferenceSettings(ServiceSettings):
     seed: int = 42
     shadow_baseline: bool = True
     shadow_challengers: bool = True
+
+    _model_spec = field_validator("model_spec")(_known_spec)
 
 
 class MonitoringSettings(ServiceSettings):
@@ -225,6 +237,7 @@ class RetrainingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_RETRAINING_", extra="ignore")
     metrics_port: int = Field(default=9105, ge=0, le=65535)
     model_spec: str = "logreg"
+    _model_spec = field_validator("model_spec")(_known_spec)
     # What the model predicts; auto: a regressor spec is a regression, otherwise the first
     # labels tell (shared/modelspec.py infer_task), and model_spec's family is built in that
     # task's form (logreg on numbers is linreg). Integral labels are held, at most

@@ -6,6 +6,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +68,16 @@ def features_cli(args: argparse.Namespace) -> int:
     root = CommonSettings().offline_store
     if not root:
         raise ConfigError("the offline store is disabled (DRIFTLOOP_OFFLINE_STORE is empty)")
-    with _output(args.out) as out:
-        n = export(Path(root), args.record, out, args.format, args.feature_set, args.since, args.until)
+    try:
+        with _output(args.out) as out:
+            n = export(Path(root), args.record, out, args.format, args.feature_set, args.since, args.until)
+            out.flush()
+    except BrokenPipeError:
+        if args.out is not None:
+            raise
+        # The reader closed the pipe (`| head -1`): it has what it wanted. Standard output goes
+        # to /dev/null so that the interpreter's final flush raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     print(f"exported {n} {args.record} records from {root}" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, label_fits_prediction
+from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, label_fits_prediction
 from services.monitoring.drift import Detection
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.settings import MonitoringSettings
@@ -37,13 +37,19 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         for role in ROLES
     }
     skipped = sorted(set(monitor.concept_detectors) - set(monitor.regression_concept_detectors))
-    if skipped:
-        ctx.log.info(
-            "regression_concept_detectors",
-            used=list(monitor.regression_concept_detectors),
-            skipped=skipped,
-            reason="these model a 0/1 error stream; a regressor's absolute error is a real value",
-        )
+
+    def log_regression_detectors() -> None:
+        # Once, at the first regression outcome: the task is not known at start, and a
+        # classifier's monitoring skips nothing.
+        state["regression_logged"] = True
+        if skipped:
+            ctx.log.info(
+                "regression_concept_detectors",
+                used=list(monitor.regression_concept_detectors),
+                skipped=skipped,
+                reason="these model a 0/1 error stream; a regressor's absolute error is a real value",
+            )
+
     perf = {
         metric: Gauge(f"driftloop_model_{metric}", help_, ["model", "version", "role"], registry=reg)
         for metric, help_ in (
@@ -107,7 +113,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     )
     outcomes_out = ctx.raw_topic("outcomes")
     alerts_out = ctx.raw_topic("alerts")
-    state = {"champion_version": 0, "watermark": 0, "records": 0}
+    state = {"champion_version": 0, "watermark": 0, "records": 0, "regression_logged": False}
 
     def figures(tracker: PerformanceTracker) -> tuple[tuple[str, float | None], ...]:
         return (
@@ -193,6 +199,8 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
                 error_code="label_task_mismatch",
             )
             return
+        if not state["regression_logged"] and is_regression(out.get("predicted"), out.get("scores"), out["label"]):
+            log_regression_detectors()
         await ctx.send(outcomes_out, out["entity_id"], ctx.serde.encode("Outcome", out))
         outcomes_c.labels(out["model_name"], str(out["model_version"]), out["role"], str(out["correct"]).lower()).inc()
         if out["role"] == "champion":
