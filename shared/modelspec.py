@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from river import base, forest, linear_model, multiclass, preprocessing, tree
+from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
 
 from shared.errors import ConfigError, LabelTaskMismatch, UnknownModelSpec
 
@@ -121,6 +121,18 @@ def fixed_task(spec: str, task: str) -> str | None:
 def is_regressor(model: Any) -> bool:
     """A River regressor, or a pipeline ending in one."""
     return isinstance(model, base.Regressor)
+
+
+def fits_task(model: Any, task: str) -> bool:
+    """Whether ``model`` can learn ``task``'s labels (a model of a record older than the task
+    field, resumed for a task the labels told): a regressor numbers, any classifier two
+    classes, and one that is not River's binary-only LogisticRegression several."""
+    if task == REGRESSION or is_regressor(model):
+        return task == REGRESSION and is_regressor(model)
+    if task == MULTICLASS:
+        last = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
+        return not isinstance(last, linear_model.LogisticRegression)
+    return True
 
 
 def is_number(value: Any) -> bool:

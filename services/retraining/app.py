@@ -18,7 +18,7 @@ from services.retraining.lifecycle import Action, Lifecycle, Promote, Register, 
 from services.retraining.task import TaskGate
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.errors import LabelTaskMismatch
-from shared.modelspec import build_model, check_task, fixed_task, spec_for_task
+from shared.modelspec import build_model, check_task, fits_task, fixed_task, spec_for_task
 from shared.registry import ArtifactStore, ChampionChange, version_record, with_status
 from shared.registry_client import RegistryClient, code_version
 from shared.settings import RetrainingSettings
@@ -136,6 +136,10 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
         """The lifecycle, for ``task``: resumed from the champion when it was trained for it."""
         check_task(task)
         model, version = state["champion"]
+        if model is not None and not fits_task(model, task):
+            # A champion recorded before versions carried their task, of another kind.
+            ctx.log.warning("champion_task_differs", model_name=name, model_version=version, task=task)
+            model, version = None, None
         spec = spec_for_task(s.model_spec, task)
         state["task"], state["spec"] = task, spec
         state["lc"] = Lifecycle.from_policy(

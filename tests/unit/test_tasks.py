@@ -39,6 +39,7 @@ from shared.modelspec import (
     REGRESSION,
     build_model,
     check_label,
+    fits_task,
     fixed_task,
     infer_task,
     is_regressor,
@@ -134,6 +135,23 @@ def test_the_task_setting_and_a_regressor_spec_fix_the_task_before_any_label() -
 def test_a_family_in_each_task_form(spec: str, task: str, expected: str) -> None:
     assert spec_for_task(spec, task) == expected
     assert is_regressor(build_model(spec, 1, task)) is (task == REGRESSION)
+
+
+@pytest.mark.parametrize(
+    ("spec", "task", "fits"),
+    [
+        ("logreg", BINARY, True),
+        ("logreg", MULTICLASS, False),  # River's LogisticRegression is binary only
+        ("hat", MULTICLASS, True),
+        ("arf", MULTICLASS, True),
+        ("linreg", REGRESSION, True),
+        ("linreg", BINARY, False),
+        ("hat", REGRESSION, False),
+    ],
+)
+def test_a_resumed_model_of_another_kind_does_not_fit_the_task(spec: str, task: str, fits: bool) -> None:
+    assert fits_task(build_model(spec, 1), task) is fits
+    assert fits_task(build_model(spec, 1, task), task)  # built for the task, always
 
 
 # --- the gate: examples held until the labels tell -----------------------------------------------
