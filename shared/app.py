@@ -192,6 +192,8 @@ class ServiceContext(Generic[S]):
 
     def __post_init__(self) -> None:
         self._latency = self.metrics.event_latency.labels(self.service)
+        self._inflight_batches = self.metrics.inflight_batches.labels(self.service)
+        self._inflight_records = self.metrics.inflight_records.labels(self.service)
 
     # --- declarations -------------------------------------------------------------------------
 
@@ -280,9 +282,19 @@ class ServiceContext(Generic[S]):
         # The next batch is handled while this one's output is on its way: its offsets are
         # committed by a task once every record of it (and of the batches before) is
         # delivered. At most MAX_UNSETTLED batches are in flight; then we wait.
-        self._unsettled.append(
-            asyncio.create_task(self._settle(self._unsettled[-1] if self._unsettled else None, deliveries, offsets))
+        settle = asyncio.create_task(
+            self._settle(self._unsettled[-1] if self._unsettled else None, deliveries, offsets)
         )
+        held = sum(len(records) for records in batches.values())
+        self._inflight_batches.inc()
+        self._inflight_records.inc(held)
+
+        def settled(_: asyncio.Task[None], held: int = held) -> None:
+            self._inflight_batches.dec()
+            self._inflight_records.dec(held)
+
+        settle.add_done_callback(settled)
+        self._unsettled.append(settle)
         self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
         while len(self._unsettled) > MAX_UNSETTLED or (self._unsettled and self._unsettled[0].done()):
             await self._unsettled.popleft()
@@ -381,6 +393,7 @@ class ServiceContext(Generic[S]):
                     max_wait_s=300,
                     partitions=todo,
                     options=self.kafka_options,
+                    on_poison=self._poison_in_changelog,
                 ):
                     applied += store.load(
                         (r.partition, r.key.decode(), None if r.value is None else orjson.loads(r.value)) for r in batch
@@ -600,6 +613,21 @@ class ServiceContext(Generic[S]):
             return await poison.isolate(self._consumer, self._fetched_to, read, POISON_FETCH_TIMEOUT_MS)
         finally:
             await client.close()
+
+    async def _poison_in_changelog(self, skipped: poison.Isolated) -> None:
+        """A changelog batch that cannot be decoded: recovery goes on without it (its keys
+        keep their older values), counted and logged; it is the service's own record."""
+        tp, batch = skipped.tp, skipped.batch
+        self.metrics.poison_batches.labels(self.service, tp.topic).inc()
+        self.log.error(
+            "poison_batch_skipped",
+            topic=tp.topic,
+            partition=tp.partition,
+            first_offset=batch.first,
+            last_offset=batch.last,
+            during="state_recovery",
+            error=repr(skipped.error)[:500],
+        )
 
     async def _dead_letter_batch(self, skipped: poison.Isolated) -> None:
         """Count, log and dead-letter a skipped poison batch by its offset range."""

@@ -16,16 +16,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
+from shared import poison
 from shared.errors import BrokerUnavailable, ConfigError
 from shared.settings import CommonSettings
 from shared.topics import TopicSpec
 
 #: Keyword arguments for an aiokafka client: security_protocol, ssl_context, sasl_*.
 ClientOptions = Mapping[str, Any]
+#: Told of a record batch that was skipped because it cannot be decoded.
+OnPoison = Callable[[poison.Isolated], Awaitable[None]]
 
 
 def _ssl_context(common: CommonSettings) -> ssl.SSLContext:
@@ -198,10 +202,13 @@ async def read_topic(
     idle_timeout_s: float = 2.0,
     max_wait_s: float = 60.0,
     options: ClientOptions | None = None,
+    on_poison: OnPoison | None = None,
 ) -> list[ConsumerRecord]:
     """Every record of ``topic`` from the beginning to its current high watermark."""
     out: list[ConsumerRecord] = []
-    async for batch in tail_topic(bootstrap, topic, stop_at_end=True, max_wait_s=max_wait_s, options=options):
+    async for batch in tail_topic(
+        bootstrap, topic, stop_at_end=True, max_wait_s=max_wait_s, options=options, on_poison=on_poison
+    ):
         out.extend(batch)
     return out
 
@@ -216,11 +223,14 @@ async def tail_topic(
     start: dict[int, int] | None = None,
     partitions: Iterable[int] | None = None,
     options: ClientOptions | None = None,
+    on_poison: OnPoison | None = None,
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of ``topic`` from the beginning, without a consumer group.
 
     With ``stop_at_end`` it stops once every partition's position has reached the high
     watermark reported by a fetch. ``start`` maps partitions to the offset to start at.
+    With ``on_poison``, a record batch that cannot be decoded is skipped (shared/poison.py)
+    and handed to it; without, its error is raised.
     """
     # A short fetch wait: the embedded broker holds a fetch for its whole max wait.
     consumer = AIOKafkaConsumer(
@@ -244,8 +254,23 @@ async def tail_topic(
             if start and tp.partition in start:
                 consumer.seek(tp, start[tp.partition])
         deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+        # Where each partition starts: isolating a poison batch rewinds to these, never before.
+        handed = {tp: await consumer.position(tp) for tp in tps}
         while True:
-            got = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            try:
+                got = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            except Exception as exc:  # noqa: BLE001 - a decoder's error can be of any type
+                if on_poison is None or not poison.may_be_poison(exc):
+                    raise
+                found = await _isolate(consumer, handed, bootstrap, options)
+                if found is None:
+                    raise
+                await on_poison(found)
+                handed[found.tp] = found.batch.last + 1
+                got = found.records
+            for tp, recs in got.items():
+                if recs:
+                    handed[tp] = recs[-1].offset + 1
             batch = [r for recs in got.values() for r in recs]
             if batch:
                 yield batch
@@ -257,6 +282,25 @@ async def tail_topic(
                 return
     finally:
         await consumer.stop()
+
+
+POISON_FETCH_TIMEOUT_MS = 10_000
+POISON_READ_BYTES = 1024 * 1024
+
+
+async def _isolate(
+    consumer: AIOKafkaConsumer, handed: dict[TopicPartition, int], bootstrap: str, options: ClientOptions | None
+) -> poison.Isolated | None:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="driftloop-poison", **(options or {}))
+
+    async def read(tp: TopicPartition, offset: int) -> bytes:
+        return await poison.read_log(client, tp, offset, POISON_READ_BYTES, 100)
+
+    try:
+        await client.bootstrap()
+        return await poison.isolate(consumer, handed, read, POISON_FETCH_TIMEOUT_MS)
+    finally:
+        await client.close()
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
@@ -279,10 +323,10 @@ async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool
 
 
 async def load_registry_records(
-    bootstrap: str, topic: str, *, options: ClientOptions | None = None
+    bootstrap: str, topic: str, *, options: ClientOptions | None = None, on_poison: OnPoison | None = None
 ) -> list[ConsumerRecord]:
     """The registry topic as it stands now, oldest first."""
-    return await read_topic(bootstrap, topic, max_wait_s=30.0, options=options)
+    return await read_topic(bootstrap, topic, max_wait_s=30.0, options=options, on_poison=on_poison)
 
 
 async def follow(
@@ -292,6 +336,7 @@ async def follow(
     start: dict[int, int] | None = None,
     *,
     options: ClientOptions | None = None,
+    on_poison: OnPoison | None = None,
 ) -> None:
     """Call ``on_records`` with every batch of ``topic`` from ``start`` (default: the
     beginning), forever.
@@ -299,7 +344,7 @@ async def follow(
     Every instance reads the whole topic (no consumer group): this is how each service
     keeps its own copy of the event-sourced registry.
     """
-    async for batch in tail_topic(bootstrap, topic, start=start, options=options):
+    async for batch in tail_topic(bootstrap, topic, start=start, options=options, on_poison=on_poison):
         await on_records(batch)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.errors import InvalidRecord, RegistrySignatureInvalid
+from shared import poison
+from shared.errors import InvalidRecord, PoisonBatch, RegistrySignatureInvalid
 from shared.kafka import ClientOptions, client_options, follow, load_registry_records
 from shared.registry import ChampionChange, Registry, registry_key
 from shared.serde import Serde
@@ -62,6 +63,7 @@ class RegistryClient:
         )
         # Exported at 0 from the start, so that a rule or panel on it sees a series before the first refusal.
         self._refused_c.labels(RegistrySignatureInvalid.code)
+        self._refused_c.labels(PoisonBatch.code)
         self._next: dict[int, int] = {}
 
     @classmethod
@@ -116,7 +118,23 @@ class RegistryClient:
         return taken
 
     async def load(self) -> None:
-        self._apply(await load_registry_records(self.bootstrap, self.topic, options=self.options))
+        self._apply(
+            await load_registry_records(self.bootstrap, self.topic, options=self.options, on_poison=self._poison)
+        )
+
+    async def _poison(self, skipped: poison.Isolated) -> None:
+        """A registry batch that cannot be decoded: skipped, counted and logged; the versions
+        it held are unknown to this follower (a later record of the same version restores it)."""
+        self._refused_c.labels(PoisonBatch.code).inc()
+        self.refused += 1
+        self.log.error(
+            "poison_batch_skipped",
+            topic=skipped.tp.topic,
+            partition=skipped.tp.partition,
+            first_offset=skipped.batch.first,
+            last_offset=skipped.batch.last,
+            error=repr(skipped.error)[:500],
+        )
 
     async def follow(
         self,
@@ -130,7 +148,9 @@ class RegistryClient:
                 await on_batch()
 
         # Carry on where load() stopped: replaying history would replay old champion changes.
-        await follow(self.bootstrap, self.topic, on_records, start=dict(self._next), options=self.options)
+        await follow(
+            self.bootstrap, self.topic, on_records, start=dict(self._next), options=self.options, on_poison=self._poison
+        )
 
     def signed(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record as this client publishes it: signed when a key is configured."""
