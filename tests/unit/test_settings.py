@@ -264,6 +264,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "ssl_cafile": (str(REPO_ROOT / "pyproject.toml"), REPO_ROOT / "pyproject.toml"),
     "fetch_max_wait_ms": ("25", 25),
     "task": ("regression", "regression"),
+    "model_spec": ("hat", "hat"),
     "broker_engine": ("tansu", "tansu"),
     "producer_idempotence": ("false", False),
 }
