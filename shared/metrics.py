@@ -46,6 +46,20 @@ class ServiceMetrics:
             ["service", "topic", "partition"],
             registry=r,
         )
+        # What a service holds of its input in memory, beyond aiokafka's prefetch (bounded by
+        # max_partition_fetch_bytes): the batches handled whose output is not yet delivered.
+        self.inflight_batches = Gauge(
+            "driftloop_inflight_batches",
+            "Batches handled whose output is not yet delivered (at most MAX_UNSETTLED + 1)",
+            ["service"],
+            registry=r,
+        )
+        self.inflight_records = Gauge(
+            "driftloop_inflight_records",
+            "Input records of the batches handled whose output is not yet delivered",
+            ["service"],
+            registry=r,
+        )
         self.event_latency = Histogram(
             "driftloop_event_latency_seconds",
             "Time from the event entering Kafka to this service's output for it",
