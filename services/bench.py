@@ -531,6 +531,12 @@ def run_bench(
             served_mae_same_window=lat.get("served_mae_same_window"),
             static_mae=lat.get("baseline_static_mae"),
             static_rmse=lat.get("baseline_static_rmse"),
+            # From the first event a trained version served, where bare River's cold start
+            # (its first label_delay predictions untrained) is left out as the loop's is.
+            served_accuracy_trained_window=lat.get("served_accuracy_trained_window"),
+            bare_river_accuracy_trained_window=lat.get("bare_river_accuracy_trained_window"),
+            served_mae_trained_window=lat.get("served_mae_trained_window"),
+            bare_river_mae_trained_window=lat.get("bare_river_mae_trained_window"),
             drift_alerts=lat["drift_alerts"],
             promotions=lat["promotions"],
             model_versions=lat["model_versions"],
@@ -647,6 +653,10 @@ ROWS = (
     ("served_rmse", "RMSE of what users received (paced run)"),
     ("static_rmse", "first trained model, frozen, out of sample"),
     ("bare_river_rmse", "bare River prequential, same label delay"),
+    ("served_accuracy_trained_window", "served accuracy from the first event a trained version served (paced run)"),
+    ("bare_river_accuracy_trained_window", "bare River accuracy on the same events"),
+    ("served_mae_trained_window", "served MAE from the first event a trained version served (paced run)"),
+    ("bare_river_mae_trained_window", "bare River MAE on the same events"),
     ("drift_alerts", "drift alerts (paced run)"),
     ("promotions", "model promotions (paced run)"),
     ("cpu_seconds_per_1k_events", "CPU seconds of the five services per 1k events"),
