@@ -289,3 +289,15 @@ def test_lifecycle_sim_example_options_exist() -> None:
         timeout=60,
     )
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+
+
+def test_the_bounds_the_producing_section_names_are_the_code_s() -> None:
+    from services.ingestion.validate import Limits
+    from shared.serde import MAX_MAP_ENTRIES
+    from shared.settings import IngestionSettings
+
+    text = " ".join(section("Producing to driftloop").split())
+    assert f"a map of more than {MAX_MAP_ENTRIES:,} entries" in text
+    assert f"`DRIFTLOOP_INGESTION_MAX_RECORD_BYTES` ({IngestionSettings().max_record_bytes:,})" in text
+    assert f"`DRIFTLOOP_INGESTION_MAX_LATENESS_S` ({Limits().max_lateness_ms // (24 * 3600 * 1000)} days)" in text
+    assert IngestionSettings().max_lateness_s * 1000 == Limits().max_lateness_ms
