@@ -1,6 +1,6 @@
 """Crash test: under a steady replay, every service is killed with SIGKILL three times and
-restarted. The output set must still cover the input set, the joins must leave no
-duplicate (whatever the kills re-emitted upstream), and the per-entity window state every
+restarted. Every event sent must get a prediction, and exactly one example and one
+champion outcome (whatever the kills re-emitted upstream), and the per-entity window state every
 restarted features worker recovers from its changelog must give exactly the vectors a
 recomputation over the clean events gives."""
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_drained, wait_until
 
 from services.features.spec import FeatureSpec
 from services.replay import replay
@@ -48,6 +49,26 @@ def _decoded(bootstrap: str, topic: str, record: str, serde: Serde) -> list[tupl
 def _duplicates(records: list[dict[str, Any]]) -> int:
     counts = Counter(r["event_id"] for r in records)
     return sum(c - 1 for c in counts.values())
+
+
+def _once_each(records: list[dict[str, Any]], sent: set[str]) -> dict[str, int]:
+    """The sent events a topic does not hold exactly once, with their counts (0: missing)."""
+    counts = Counter(r["event_id"] for r in records)
+    return {e: counts[e] for e in sorted(sent | set(counts)) if counts[e] != 1}
+
+
+def _complete(bootstrap: str, topics: Topics, serde: Serde, sent: set[str]) -> bool:
+    """Whether every sent event has a champion prediction, an example and a champion outcome."""
+    roles = {"Prediction": topics.predictions, "LabeledExample": topics.examples, "Outcome": topics.outcomes}
+    for record, topic in roles.items():
+        got = {
+            v["event_id"]
+            for _, v in _decoded(bootstrap, topic, record, serde)
+            if v.get("role", "champion") == "champion"
+        }
+        if not sent <= got:
+            return False
+    return True
 
 
 def _wait_ready(restarted: dict[str, float], ports: dict[str, int], stack: Stack) -> dict[str, float]:
@@ -122,24 +143,23 @@ def test_every_service_killed_three_times_loses_nothing(
         sent = {f"crash-{i}" for i in range(sent_n)}
         assert result["replay"].labels_sent == sent_n
 
-        # Every event gets its prediction once the loop has resumed (this is where a lost
-        # record would show: nothing would ever answer for it).
-        deadline = time.monotonic() + 120
-        predicted: set[str] = set()
-        while time.monotonic() < deadline:
-            stack.check()
-            predicted = {
-                p["event_id"]
-                for _, p in _decoded(bootstrap, topics.predictions, "Prediction", serde)
-                if p["role"] == "champion"
-            }
-            if sent <= predicted:
-                break
-            time.sleep(2)
-        time.sleep(3)  # let the last labels join
+        # Every event gets its prediction, its example and its champion outcome once the
+        # loop has resumed (this is where a lost record would show: nothing would ever
+        # answer for it); then every service on the way drains, so that a late duplicate
+        # cannot come after the reads below.
+        wait_until(
+            "every sent event predicted, joined and scored",
+            lambda: _complete(bootstrap, topics, serde, sent),
+            120,
+            stack.check,
+            every_s=2,
+        )
+        wait_drained({name: ports[name] for name in SERVICES[:4]}, check=stack.check)
     finally:
         stack.stop_services()
 
+    raw = [e for _, e in _decoded(bootstrap, topics.events_raw, "RawEvent", serde)]
+    raw_labels = [x for _, x in _decoded(bootstrap, topics.labels_raw, "Label", serde)]
     clean = _decoded(bootstrap, topics.events_clean, "RawEvent", serde)
     vectors = [v for _, v in _decoded(bootstrap, topics.features, "FeatureVector", serde)]
     predictions = [p for _, p in _decoded(bootstrap, topics.predictions, "Prediction", serde)]
@@ -182,6 +202,8 @@ def test_every_service_killed_three_times_loses_nothing(
             print(f"  {name:<11} ready {secs:5.1f} s after its restart", file=sys.stderr)
 
     assert len(kills) == 3 * len(SERVICES)
+    # What the replay counted is what reached the broker: each event and label once.
+    assert _once_each(raw, sent) == {} and _once_each(raw_labels, sent) == {}
     assert not lost, f"{len(lost)} events never got a prediction, e.g. {sorted(lost)[:5]}"
     # Only redeliveries are rejected: a record seen again after a kill is a duplicate.
     assert set(codes) <= {"duplicate_event"}, codes
@@ -189,9 +211,13 @@ def test_every_service_killed_three_times_loses_nothing(
     # delivery of a batch's output and of its changelog can let ingestion or inference
     # emit an event twice: at-least-once without transactions. Those are counted above;
     # the joins downstream absorb them.)
-    assert _duplicates(examples) == 0
-    for role in ("champion", "baseline"):
-        assert _duplicates([o for o in outcomes if o["role"] == role]) == 0
+    wrong = _once_each(examples, sent)
+    assert not wrong, f"{len(wrong)} events without exactly one example, e.g. {list(wrong.items())[:5]}"
+    wrong = _once_each([o for o in outcomes if o["role"] == "champion"], sent)
+    assert not wrong, f"{len(wrong)} events without exactly one champion outcome, e.g. {list(wrong.items())[:5]}"
+    # The static baseline predicts from the first trained version on: not every event has
+    # its outcome, none has two.
+    assert _duplicates([o for o in outcomes if o["role"] == "baseline"]) == 0
     assert len(first_vector) == len(sent)
     assert not mismatched, f"{len(mismatched)} vectors differ from the recomputation, e.g. {mismatched[:3]}"
     assert all(secs <= RESUME_LIMIT_S for _, secs in kills)
