@@ -18,7 +18,7 @@ from typing import Any
 import fastavro
 from fastavro.types import Schema
 
-from shared.errors import DecodeError, NonFiniteNumber, RecordTooLarge, SchemaMismatch, UnknownSchema
+from shared.errors import ConfigError, DecodeError, NonFiniteNumber, RecordTooLarge, SchemaMismatch, UnknownSchema
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -59,7 +59,12 @@ class FileSchemaRegistry:
 
     def __init__(self, schema_dir: Path) -> None:
         self.schema_dir = Path(schema_dir)
-        index = json.loads((self.schema_dir / "registry.json").read_text())
+        try:
+            index = json.loads((self.schema_dir / "registry.json").read_text())
+        except (OSError, ValueError) as exc:  # at start, before any connection: one line
+            raise ConfigError(
+                f"schema dir {self.schema_dir} (DRIFTLOOP_SCHEMA_DIR): no readable registry.json"
+            ) from exc
         self._by_id: dict[int, Schema] = {}
         self._latest: dict[str, tuple[int, int]] = {}
         named: dict[str, Any] = {}

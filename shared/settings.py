@@ -9,6 +9,8 @@ embedded broker.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,22 @@ from shared.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_BROKER_DEFAULT = "127.0.0.1:9092"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_NAME = re.compile(r"[A-Za-z0-9._-]*")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    labels = text.split(".")
+    # All-digit labels are an IPv4 address that ip_address() refused (999.1.1.1).
+    return all(_HOST_LABEL.fullmatch(x) for x in labels) and not all(x.isdigit() for x in labels)
 
 
 class CommonSettings(BaseSettings):
@@ -111,6 +129,25 @@ class CommonSettings(BaseSettings):
                 raise ConfigError(f"DRIFTLOOP_{name.upper()}={path} is not a readable file")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ConfigError("DRIFTLOOP_SSL_CERTFILE and DRIFTLOOP_SSL_KEYFILE go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _values_are_usable(self) -> CommonSettings:
+        # Checked here, before any connection: each of these failed later, as a traceback
+        # (an address /metrics cannot bind) or not at all (an unknown log level
+        # logged at INFO, a topic prefix Kafka refuses only when a topic is created).
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"DRIFTLOOP_LOG_LEVEL={self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
+        if not _NAME.fullmatch(self.topic_prefix):
+            raise ConfigError(
+                f"DRIFTLOOP_TOPIC_PREFIX={self.topic_prefix!r}: topic names take letters, digits, '.', '_' and '-'"
+            )
+        for env, value in (("MODEL_NAME", self.model_name), ("FEATURE_SET_VERSION", self.feature_set_version)):
+            # Both become parts of registry keys and of artifact and offline store paths.
+            if not value or not _NAME.fullmatch(value):
+                raise ConfigError(f"DRIFTLOOP_{env}={value!r}: use 1 or more letters, digits, '.', '_' or '-'")
+        if not _is_host(self.metrics_addr):
+            raise ConfigError(f"DRIFTLOOP_METRICS_ADDR={self.metrics_addr!r} is neither an IP address nor a host name")
         return self
 
     @property

@@ -13,8 +13,9 @@ written, so that a README change that breaks one fails here.
   mean of the hour up to the event.
 - Command line: every `driftloop ...` line of the synopsis (each option filled in with a value
   of its placeholder) and every inline `driftloop ...` example is accepted by the parser; the
-  cheap ones run (`features export | head -1` ends quietly, an unknown model spec is one line
-  before any connection, the lifecycle_sim example's options exist).
+  cheap ones run (`features export | head -1` ends quietly, the lifecycle_sim example's
+  options exist). A bad value of each of fifteen settings (names, choices, bounds, files, specs)
+  is one line before any connection, as the settings section says.
 The README has no curl example (the HTTP endpoint is described, not shown), so none is run.
 """
 
@@ -255,23 +256,43 @@ def test_features_export_into_a_closed_pipe_ends_quietly(tmp_path: Path, serde: 
     assert run.stderr == "rc=0\n", run.stderr
 
 
-def test_an_unknown_model_spec_is_one_line_before_connecting() -> None:
-    for service in ("inference", "retraining"):
-        env = {
-            f"DRIFTLOOP_{service.upper()}_MODEL_SPEC": "gbm",
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens: it must not get that far
-            "PATH": "/usr/bin:/bin",
-        }
-        run = subprocess.run(
-            [sys.executable, "-m", "services.cli", "run", service],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert run.returncode == 2 and run.stdout == "", (service, run.stdout)
-        assert run.stderr.count("\n") == 1 and "unknown model spec 'gbm'" in run.stderr, run.stderr
+#: (service, setting, a bad value, what its one line says): each is refused before any connection.
+BAD_SETTINGS = [
+    ("inference", "DRIFTLOOP_INFERENCE_MODEL_SPEC", "gbm", "unknown model spec 'gbm'"),
+    ("retraining", "DRIFTLOOP_RETRAINING_MODEL_SPEC", "gbm", "unknown model spec 'gbm'"),
+    ("retraining", "DRIFTLOOP_RETRAINING_TASK", "ranking", "task"),
+    ("inference", "DRIFTLOOP_LOG_LEVEL", "LOUD", "DRIFTLOOP_LOG_LEVEL"),
+    ("ingestion", "DRIFTLOOP_TOPIC_PREFIX", "my topics/", "DRIFTLOOP_TOPIC_PREFIX"),
+    ("inference", "DRIFTLOOP_MODEL_NAME", "a:b", "DRIFTLOOP_MODEL_NAME"),
+    ("features", "DRIFTLOOP_FEATURE_SET_VERSION", "", "DRIFTLOOP_FEATURE_SET_VERSION"),
+    ("monitoring", "DRIFTLOOP_METRICS_ADDR", "999.1.1.1", "DRIFTLOOP_METRICS_ADDR"),
+    ("ingestion", "DRIFTLOOP_SCHEMA_DIR", "/no/such/dir", "DRIFTLOOP_SCHEMA_DIR"),
+    ("ingestion", "DRIFTLOOP_PARTITIONS", "0", "partitions"),
+    ("ingestion", "DRIFTLOOP_INGESTION_MAX_LATENESS_S", "-1", "max_lateness_s"),
+    ("monitoring", "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS", "adwin,oracle", "unknown drift detector 'oracle'"),
+    ("features", "DRIFTLOOP_FEATURES_WINDOWS", "price:mean", "DRIFTLOOP_FEATURES_WINDOWS"),
+    ("inference", "DRIFTLOOP_ARTIFACT_STORE", "s3://bucket", "only file://"),
+    ("ingestion", "DRIFTLOOP_SECURITY_PROTOCOL", "SASL_PLAINTEXT", "DRIFTLOOP_SASL_USERNAME"),
+]
+
+
+@pytest.mark.parametrize(("service", "name", "value", "says"), BAD_SETTINGS, ids=[b[1] for b in BAD_SETTINGS])
+def test_a_bad_setting_is_one_line_before_connecting(service: str, name: str, value: str, says: str) -> None:
+    env = {
+        name: value,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens: it must not get that far
+        "PATH": "/usr/bin:/bin",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "services.cli", "run", service],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and run.stdout == "", run.stdout
+    assert run.stderr.count("\n") == 1 and says in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
 def test_lifecycle_sim_example_options_exist() -> None:

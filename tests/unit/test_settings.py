@@ -265,6 +265,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "fetch_max_wait_ms": ("25", 25),
     "task": ("regression", "regression"),
     "model_spec": ("hat", "hat"),
+    "log_level": ("DEBUG", "DEBUG"),
     "broker_engine": ("tansu", "tansu"),
     "producer_idempotence": ("false", False),
 }
