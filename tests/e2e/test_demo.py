@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,12 +87,15 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     registry = _decoded(bootstrap, topics.models_registry, "ModelVersion", serde)
     alerts = _decoded(bootstrap, topics.alerts, "DriftAlert", serde)
 
-    # Every event sent has a prediction or a dead letter.
-    assert len(sent) == EVENTS == summary["events_sent"]
+    # Every event sent has a prediction or a dead letter, and no event two champion predictions.
+    assert len(raw) == len(sent) == EVENTS == summary["events_sent"]
     predicted = {p["event_id"] for p in predictions}
     dead_ids = {d["event_id"] for d in dead}
     assert sent <= predicted | dead_ids
     assert summary["events_without_prediction"] == 0
+    twice = {e: c for e, c in Counter(p["event_id"] for p in predictions).items() if c > 1}
+    assert not twice, f"{len(twice)} events with more than one champion prediction, e.g. {list(twice.items())[:5]}"
+    assert len(outcomes) == len({o["event_id"] for o in outcomes}), "an event scored twice as champion"
 
     # At least two versions registered, and inference served more than one of them.
     versions = {r["version"] for r in registry}
