@@ -305,13 +305,16 @@ async def _isolate(
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
+        # Looked up once more after the deadline: a process paused meanwhile (SIGSTOP, a
+        # suspended laptop) wakes up past it without having asked.
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return sorted(parts)
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailable(f"topic {topic} does not exist")
         await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
         await asyncio.sleep(0.1)
-    raise BrokerUnavailable(f"topic {topic} does not exist")
 
 
 async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
