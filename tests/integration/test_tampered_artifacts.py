@@ -176,7 +176,8 @@ def test_tampered_records_are_refused_and_the_champion_keeps_serving(
             assert sample(metrics(), name, code=code) == 0.0, f"{name}{{code={code!r}}} is not exported at 0"
             wait_until(
                 f"Prometheus to scrape {name}{{code={code!r}}} at 0",
-                lambda n=name, c=code: prom.query(f'{n}{{job="inference", code="{c}"}} == 0'),
+                # An empty answer is no answer: wait_until takes any value but None and False.
+                lambda n=name, c=code: prom.query(f'{n}{{job="inference", code="{c}"}} == 0') or None,
                 stack.check,
             )
 
