@@ -546,16 +546,14 @@ def severity(kinds: Sequence[str], detectors: Sequence[str], subjects: Sequence[
 
 class IncidentMerger:
     """Merges detections into incidents: the first detection opens one, every detection in the
-    next ``window`` ticks joins it, and it closes (is returned) at the first tick after that,
-    or at once on the tick a concept detection joins it: retraining answers concept incidents,
-    and should not wait for the window (input drift, seen first as labels come late, is in).
+    next ``window`` ticks joins it, and it closes (is returned) at the first tick after that.
 
     After an incident closes, detections during ``holdoff`` ticks are counted in ``held``
     and raise nothing: a drift keeps detectors firing for a while as they re-learn it, and
-    the incident already reported it. A concept detection is held back only when the
-    incident reported a concept drift and the detection judges a version the incident had
-    seen: retraining acts only on concept incidents, and a version promoted since (in answer
-    to it, say) is judged on its own, so that a second drift soon after the first is reported.
+    the incident already reported it. A concept detection is never held back by an incident
+    without one: retraining acts only on concept incidents. (Letting through concept drifts of
+    versions promoted since the incident would too: on a stream that drifts all the time, a
+    loop promoting often then raises an incident per promotion.)
 
     A tick is whatever clock the caller passes in (the monitoring core: records observed),
     so that the merge is deterministic and replayable.
@@ -568,7 +566,6 @@ class IncidentMerger:
         self._opened_at = 0
         self._closed_at: int | None = None
         self._closed_concept = False
-        self._closed_version = 0  # the newest model version the last incident judged
         self.held = 0
 
     @property
@@ -592,19 +589,17 @@ class IncidentMerger:
             out.append(self._close(now))
         for d in detections:
             if self._open is None:
-                if self._held(d, now, model_version):
+                if self._held(d, now):
                     self.held += 1
                     continue
                 self._open, self._opened_at = [], now
             self._open.append((d, event_id, time_ms, model_version))
-        if self._open is not None and any(m[0].kind == "concept" for m in self._open):
-            out.append(self._close(now))
         return out
 
-    def _held(self, d: Detection, now: int, version: int) -> bool:
+    def _held(self, d: Detection, now: int) -> bool:
         if self._closed_at is None or now - self._closed_at >= self.holdoff:
             return False
-        return d.kind != "concept" or (self._closed_concept and version <= self._closed_version)
+        return d.kind != "concept" or self._closed_concept
 
     def flush(self, now: int) -> list[Incident]:
         """Closes the open incident, if any (the stream went quiet)."""
@@ -621,7 +616,6 @@ class IncidentMerger:
         detectors = tuple(dict.fromkeys(m[0].detector for m in merged))
         subjects = tuple(dict.fromkeys(m[0].subject for m in merged))
         self._closed_concept = "concept" in kinds
-        self._closed_version = max(m[3] for m in merged)
         return Incident(
             kind=lead.kind,
             detector=lead.detector,
