@@ -42,18 +42,6 @@ Definitions, with ``tolerance`` (default ``DEFAULT_TOLERANCE`` = 1000 events)
   inside windows or not).
 * Further alerts inside a window after its first are neither detections nor false alarms;
   they are counted as ``repeat_alerts``.
-* **Precision** is detected drifts over every alert (repeats included: each is a page an
-  operator reads), **recall** detected over drifts, **F1** their harmonic mean (0 when nothing
-  is detected; None without drift points). **Always-alarm F1** is that of a detector firing on
-  every event, de-bounced by the same cooldown (an alert every ``cooldown`` events): a
-  detector worth running scores above it.
-
-With a false-alarm target (``false_alarms_per_10k``, the CLI takes the service's setting)
-every detector runs at its calibrated threshold and numeric streams are standardised, as the
-service runs them; without one, at the fixed thresholds. The **incident** rows run every
-applicable detector of a stream on one subject through the service's ``IncidentMerger``
-(``incident_window``, ``incident_holdoff``): an incident counts as an alert at its leading
-detection's event, scored as above.
 """
 
 from __future__ import annotations
@@ -72,13 +60,10 @@ import numpy as np
 
 from services.monitoring.drift import (
     BINARY_ONLY,
-    BUILDERS,
     DETECTORS,
     NUMERIC_ONLY,
     Debouncer,
-    IncidentMerger,
     SubjectDetectors,
-    calibrate,
     parse_detectors,
 )
 from shared.errors import ConfigError
@@ -282,52 +267,17 @@ class DetectorScore:
     tolerance: int
     cooldown: int
     seconds: float = field(default=0.0, compare=False)  # detector time, streams excluded
-    precision: float | None = None
-    recall: float | None = None
-    f1: float | None = None
-    always_alarm_f1: float | None = None
-    threshold: float | None = None  # the calibrated one; None at the fixed threshold
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def f1_score(runs: Sequence[RunScore]) -> tuple[float | None, float | None, float | None]:
-    """(precision, recall, F1) of the pooled runs (definitions in the module docstring)."""
-    drifts = sum(r.drifts for r in runs)
-    detected = sum(len(r.delays) for r in runs)
-    alerts = detected + sum(r.false_alarms + r.repeat_alerts for r in runs)
-    precision = detected / alerts if alerts else None
-    recall = detected / drifts if drifts else None
-    if recall is None:
-        return precision, None, None
-    if not detected:
-        return precision, recall, 0.0
-    assert precision is not None
-    return precision, recall, 2 * precision * recall / (precision + recall)
-
-
-def always_alarm(drift_points: Sequence[int], n: int, tolerance: int, cooldown: int) -> RunScore:
-    """The run of a detector that fires on every event, de-bounced by ``cooldown``."""
-    return score_run(range(0, n, max(1, cooldown)), drift_points, n, tolerance)
-
-
 def aggregate(
-    detector: str,
-    stream: str,
-    runs: Sequence[RunScore],
-    tolerance: int,
-    cooldown: int,
-    seconds: float = 0.0,
-    *,
-    baseline: Sequence[RunScore] = (),
-    threshold: float | None = None,
+    detector: str, stream: str, runs: Sequence[RunScore], tolerance: int, cooldown: int, seconds: float = 0.0
 ) -> DetectorScore:
-    """Pools the runs; ``baseline``: the always-alarm detector's runs on the same streams."""
     delays = [d for r in runs for d in r.delays]
     events = sum(r.events for r in runs)
     false_alarms = sum(r.false_alarms for r in runs)
-    precision, recall, f1 = f1_score(runs)
     return DetectorScore(
         detector=detector,
         stream=stream,
@@ -345,73 +295,17 @@ def aggregate(
         tolerance=tolerance,
         cooldown=cooldown,
         seconds=seconds,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        always_alarm_f1=f1_score(baseline)[2] if baseline else None,
-        threshold=threshold,
     )
 
 
 # --- running the detectors ---------------------------------------------------------------------
 
 
-#: The service calibrates with its own seed, whatever the stream: so does every run here.
-CALIBRATION_SEED: int = MonitoringSettings.model_fields["seed"].default
-
-
-def _thresholds(specs: Sequence[str], target: float | None, binary: bool) -> dict[str, float]:
-    if target is None:
-        return {}
-    return {s: calibrate(s, target, binary=binary, seed=CALIBRATION_SEED) for s in specs if s in BUILDERS}
-
-
-def _subject(specs: Sequence[str], seed: int, cooldown: int, binary: bool, target: float | None) -> SubjectDetectors:
-    return SubjectDetectors(
-        "concept" if binary else "input",
-        "error_rate" if binary else "x",
-        tuple(specs),
-        seed,
-        Debouncer(cooldown),
-        thresholds=_thresholds(specs, target, binary),
-        standardize=target is not None and not binary,
-    )
-
-
-def alerts_of(
-    spec: str,
-    values: Sequence[float],
-    seed: int,
-    cooldown: int,
-    *,
-    binary: bool,
-    false_alarms_per_10k: float | None = None,
-) -> list[int]:
+def alerts_of(spec: str, values: Sequence[float], seed: int, cooldown: int, *, binary: bool) -> list[int]:
     """Event indices at which the detector, de-bounced as in the service, raised an alert."""
-    subject = _subject((spec,), seed, cooldown, binary, false_alarms_per_10k)
+    kind = "concept" if binary else "input"
+    subject = SubjectDetectors(kind, "error_rate" if binary else "x", (spec,), seed, Debouncer(cooldown))
     return [t for t, x in enumerate(np.asarray(values, dtype=float).tolist()) if subject.update(x)]
-
-
-def incidents_of(
-    specs: Sequence[str],
-    values: Sequence[float],
-    seed: int,
-    cooldown: int,
-    *,
-    binary: bool,
-    window: int,
-    holdoff: int,
-    false_alarms_per_10k: float | None = None,
-) -> list[int]:
-    """Event indices of the leading detections of the incidents the detectors raise together
-    on one subject, merged as in the service (the clock: one tick per event)."""
-    subject = _subject(specs, seed, cooldown, binary, false_alarms_per_10k)
-    merger = IncidentMerger(window, holdoff)
-    closed = []
-    for t, x in enumerate(np.asarray(values, dtype=float).tolist()):
-        closed += merger.update(subject.update(x), t, event_id=str(t))
-    closed += merger.flush(len(values))
-    return sorted(int(i.event_id) for i in closed if i.event_id is not None)
 
 
 def _seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
@@ -430,42 +324,18 @@ def _evaluate_stream(
     tolerance: int,
     cooldown: int,
     params: StreamParams,
-    false_alarms_per_10k: float | None = None,
-    incident: tuple[int, int] | None = None,
 ) -> list[DetectorScore]:
-    """Each spec's score on the stream kind, then (``incident``: window and holdoff) the
-    merged incidents' score, named ``incident``."""
     binary = STREAMS[kind].binary
-    names = [*specs, "incident"] if incident is not None else list(specs)
-    runs: dict[str, list[RunScore]] = {s: [] for s in names}
-    seconds = dict.fromkeys(names, 0.0)
+    runs: dict[str, list[RunScore]] = {s: [] for s in specs}
+    seconds = dict.fromkeys(specs, 0.0)
     for seed in seeds:
         values = make_stream(kind, n, drift_points, seed, params)
         for spec in specs:
             start = time.perf_counter()
-            alerts = alerts_of(spec, values, seed, cooldown, binary=binary, false_alarms_per_10k=false_alarms_per_10k)
+            alerts = alerts_of(spec, values, seed, cooldown, binary=binary)
             seconds[spec] += time.perf_counter() - start
             runs[spec].append(score_run(alerts, drift_points, n, tolerance))
-        if incident is not None:
-            start = time.perf_counter()
-            alerts = incidents_of(
-                specs,
-                values,
-                seed,
-                cooldown,
-                binary=binary,
-                window=incident[0],
-                holdoff=incident[1],
-                false_alarms_per_10k=false_alarms_per_10k,
-            )
-            seconds["incident"] += time.perf_counter() - start
-            runs["incident"].append(score_run(alerts, drift_points, n, tolerance))
-    baseline = [always_alarm(drift_points, n, tolerance, cooldown)] * len(seeds)
-    thresholds = _thresholds(specs, false_alarms_per_10k, binary)
-    return [
-        aggregate(s, kind, runs[s], tolerance, cooldown, seconds[s], baseline=baseline, threshold=thresholds.get(s))
-        for s in names
-    ]
+    return [aggregate(s, kind, runs[s], tolerance, cooldown, seconds[s]) for s in specs]
 
 
 def _check(n: int, drift_points: Sequence[int] | None, tolerance: int, cooldown: int) -> tuple[int, ...]:
@@ -513,14 +383,11 @@ def evaluate_all(
     tolerance: int = DEFAULT_TOLERANCE,
     cooldown: int = DEFAULT_COOLDOWN,
     params: StreamParams | None = None,
-    false_alarms_per_10k: float | None = None,
-    incident: tuple[int, int] | None = None,
 ) -> list[DetectorScore]:
     """Every applicable (detector, stream kind) pair over the seeds: binary-only detectors on
     the 0/1 streams only. ``specs`` default to ``DEFAULT_DETECTORS`` (all but the slow
     KSWIN), ``stream_kinds`` to every kind in ``STREAMS``. Each stream is drawn once per seed
-    and fed to every detector. Scores come in spec order, then stream order; with
-    ``incident`` (window, holdoff), the merged incidents' scores follow, in stream order."""
+    and fed to every detector. Scores come in spec order, then stream order."""
     specs = tuple(
         dict.fromkeys(parse_detectors(",".join(specs if specs is not None else DEFAULT_DETECTORS), binary=None))
     )
@@ -538,11 +405,8 @@ def evaluate_all(
         binary = STREAMS[kind].binary
         applicable = [s for s in specs if (s not in BINARY_ONLY or binary) and (s not in NUMERIC_ONLY or not binary)]
         if applicable:
-            scores += _evaluate_stream(
-                applicable, kind, seed_list, n, points, tolerance, cooldown, params, false_alarms_per_10k, incident
-            )
+            scores += _evaluate_stream(applicable, kind, seed_list, n, points, tolerance, cooldown, params)
     order = {s: i for i, s in enumerate(specs)}
-    order["incident"] = len(order)
     return sorted(scores, key=lambda sc: (order[sc.detector], kinds.index(sc.stream)))
 
 
@@ -551,22 +415,8 @@ def evaluate_all(
 
 def format_table(scores: Sequence[DetectorScore]) -> str:
     """One row per score: detector, stream, mean delay, false alarms /10k, missed / drifts,
-    repeat alerts, F1 and the always-alarm detector's, and runs."""
-    header = (
-        "detector",
-        "stream",
-        "mean delay",
-        "false alarms /10k",
-        "missed / drifts",
-        "repeats",
-        "F1",
-        "always-alarm F1",
-        "runs",
-    )
-
-    def num(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3f}"
-
+    repeat alerts and runs."""
+    header = ("detector", "stream", "mean delay", "false alarms /10k", "missed / drifts", "repeats", "runs")
     rows = [
         (
             s.detector,
@@ -575,8 +425,6 @@ def format_table(scores: Sequence[DetectorScore]) -> str:
             f"{s.false_alarms_per_10k:.2f}",
             f"{s.missed} / {s.drifts}",
             str(s.repeat_alerts),
-            num(s.f1),
-            num(s.always_alarm_f1),
             str(s.runs),
         )
         for s in scores
@@ -601,15 +449,10 @@ def report(
     tolerance: int,
     cooldown: int,
     params: StreamParams,
-    false_alarms_per_10k: float | None = None,
-    incident: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document ``evaluate-drift`` writes: each detector's scores, then the incidents'."""
+    """The JSON document ``evaluate-drift`` writes."""
     kinds = dict.fromkeys(s.stream for s in scores)
     return {
-        "false_alarms_per_10k_target": false_alarms_per_10k,
-        "incident_window": incident[0] if incident else None,
-        "incident_holdoff": incident[1] if incident else None,
         "events_per_run": n,
         "seeds": list(seeds),
         "drift_points": list(drift_points),
@@ -622,14 +465,10 @@ def report(
             "false_alarm": "an alert outside every detection window (including before the first drift point)",
             "false_alarms_per_10k": "10000 * false_alarms / events, events = runs * events_per_run",
             "repeat_alerts": "alerts in a window after its first (neither detections nor false alarms)",
-            "f1": "harmonic mean of precision (detected / every alert, repeats included), recall (detected / drifts)",
-            "always_alarm_f1": "F1 of a detector firing on every event, de-bounced by the cooldown",
-            "incident": "every detector of the stream on one subject, merged into incidents as the service does",
         },
         "streams": {k: {"binary": STREAMS[k].binary, "description": STREAMS[k].describe(params)} for k in kinds},
         "stream_params": asdict(params),
-        "scores": [_json_safe(s.to_dict()) for s in scores if s.detector != "incident"],
-        "incidents": [_json_safe(s.to_dict()) for s in scores if s.detector == "incident"],
+        "scores": [_json_safe(s.to_dict()) for s in scores],
     }
 
 
@@ -646,22 +485,9 @@ def evaluate_drift_cli(args: argparse.Namespace) -> int:
     points = _check(args.events, default_drift_points(args.events), args.tolerance, args.cooldown)
     seeds = tuple(range(args.seeds))
     params = StreamParams()
-    # What the service would run with this environment: its false-alarm target and merge.
-    settings = MonitoringSettings()
-    target = settings.false_alarms_per_10k
-    incident = (settings.incident_window, settings.incident_holdoff)
     start = time.perf_counter()
     scores = evaluate_all(
-        specs,
-        None,
-        seeds,
-        args.events,
-        points,
-        tolerance=args.tolerance,
-        cooldown=args.cooldown,
-        params=params,
-        false_alarms_per_10k=target,
-        incident=incident,
+        specs, None, seeds, args.events, points, tolerance=args.tolerance, cooldown=args.cooldown, params=params
     )
     wall = time.perf_counter() - start
     doc = report(
@@ -672,8 +498,6 @@ def evaluate_drift_cli(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         cooldown=args.cooldown,
         params=params,
-        false_alarms_per_10k=target,
-        incident=incident,
     )
     doc["wall_seconds"] = round(wall, 3)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -682,8 +506,7 @@ def evaluate_drift_cli(args: argparse.Namespace) -> int:
     print(format_table(scores))
     print(
         f"\n{len(seeds)} seeds x {args.events} events, drift points {list(points)}, "
-        f"tolerance {args.tolerance}, cooldown {args.cooldown}; thresholds calibrated to {target:g} false alarms "
-        f"/10k events; incidents: window {incident[0]}, holdoff {incident[1]} events; {wall:.1f} s"
+        f"tolerance {args.tolerance}, cooldown {args.cooldown}; {wall:.1f} s"
     )
     if not chosen:
         print(f"left out (slow): {', '.join(sorted(SLOW_DETECTORS))}; name them in --detectors to include them")

@@ -19,14 +19,10 @@ from services.monitoring.evaluation import (
     RunScore,
     StreamParams,
     aggregate,
-    alerts_of,
-    always_alarm,
     default_drift_points,
     evaluate,
     evaluate_all,
-    f1_score,
     format_table,
-    incidents_of,
     make_stream,
     score_run,
 )
@@ -258,66 +254,3 @@ def test_cli_too_few_events_for_the_drift_points(capsys: pytest.CaptureFixture[s
     assert main(["evaluate-drift", "--events", "3", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("driftloop: error: drift points") and err.count("\n") == 1
-
-
-# --- F1 against the always-alarm detector, and the merged incidents --------------------------------
-
-
-def test_f1_counts_repeats_as_pages_and_is_undefined_without_drifts() -> None:
-    assert f1_score([RunScore(1000, 2, (10,), 1, 1, 2)]) == pytest.approx((0.25, 0.5, 1 / 3))
-    assert f1_score([RunScore(1000, 2, (), 2, 3, 0)]) == (0.0, 0.0, 0.0)
-    assert f1_score([RunScore(1000, 2, (), 2, 0, 0)]) == (None, 0.0, 0.0)
-    assert f1_score([RunScore(1000, 0, (), 0, 4, 0)]) == (0.0, None, None)
-
-
-def test_the_always_alarm_detector_is_the_debounced_detector_that_always_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(drift.DETECTORS, "always", lambda seed: _Stub(True))
-    points = [500, 1000, 1500]
-    s = evaluate("always", "error_rate", seeds=[7], n=2000, drift_points=points, tolerance=1000, cooldown=300)
-    baseline = always_alarm(points, 2000, 1000, 300)
-    assert (baseline.false_alarms, baseline.repeat_alerts, baseline.missed) == (2, 2, 0)
-    # 3 detected of 3 drifts, 3 of 7 alerts: F1 = 2 * (3/7) * 1 / (3/7 + 1)
-    assert s.f1 == s.always_alarm_f1 == pytest.approx(0.6)
-    real = evaluate("adwin", "error_rate", seeds=[1], n=2000, drift_points=points, cooldown=300)
-    assert real.always_alarm_f1 == pytest.approx(0.6) and real.f1 is not None
-
-
-def test_incidents_merge_what_the_detectors_agree_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    values = make_stream("mean_shift", 4000, [2000], 3, StreamParams(shift=3.0))
-    alone = {s: alerts_of(s, values, 3, 0, binary=False) for s in ("adwin", "psi")}
-    assert all(alone.values())  # each detector fires, several times without a cooldown
-    merged = incidents_of(("adwin", "psi"), values, 3, 0, binary=False, window=300, holdoff=1200)
-    assert 1 <= len(merged) < sum(len(a) for a in alone.values())
-    assert merged[0] == min(min(a) for a in alone.values())  # led by the first detection
-
-
-def test_a_calibrated_evaluation_reports_the_thresholds_and_the_incidents() -> None:
-    scores = evaluate_all(
-        ("adwin", "ddm"),
-        ("error_rate",),
-        seeds=[0, 1],
-        n=4000,
-        drift_points=[2000],
-        false_alarms_per_10k=1.0,
-        incident=(300, 1200),
-    )
-    assert [s.detector for s in scores] == ["adwin", "ddm", "incident"]
-    adwin, ddm, incident = scores
-    assert adwin.threshold == drift.calibrate("adwin", 1.0, binary=True)
-    assert ddm.threshold == drift.calibrate("ddm", 1.0, binary=True)
-    assert incident.threshold is None and incident.detected == 2 and incident.f1 is not None
-    assert incident.f1 > incident.always_alarm_f1
-
-
-def test_cli_reports_f1_and_the_incidents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(
-        ["evaluate-drift", "--seeds", "1", "--events", "2000", "--detectors", "adwin,ddm", "--out", str(tmp_path)]
-    )
-    assert rc == 0
-    doc = json.loads((tmp_path / "drift_evaluation.json").read_text())
-    assert doc["false_alarms_per_10k_target"] == 1.0 and doc["incident_window"] == 300
-    assert {s["stream"] for s in doc["incidents"]} == set(STREAMS)
-    assert all(s["detector"] == "incident" for s in doc["incidents"])
-    assert all("f1" in s and "always_alarm_f1" in s for s in doc["scores"] + doc["incidents"])
-    out = capsys.readouterr().out
-    assert "always-alarm F1" in out and "\nincident " in out
