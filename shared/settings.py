@@ -268,14 +268,6 @@ class MonitoringSettings(ServiceSettings):
     max_features: int = Field(default=50, ge=0)
     regression_tolerance: float = Field(default=0.0, ge=0)
     seed: int = 42
-    # Every detector's threshold is calibrated at start to this many false alarms per 10,000
-    # events of a stationary subject (services/monitoring/drift.py calibrate).
-    false_alarms_per_10k: float = Field(default=1.0, ge=0.1, le=100.0)
-    # Detections within this many events of the first merge into one incident, one DriftAlert;
-    # after it, detections are held back for incident_holdoff events (a drift keeps detectors
-    # firing while they re-learn it) unless they bring a concept drift the incident lacked.
-    incident_window: int = Field(default=300, ge=1)
-    incident_holdoff: int = Field(default=1200, ge=0)
 
 
 class RetrainingSettings(ServiceSettings):

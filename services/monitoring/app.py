@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, label_fits_prediction
-from services.monitoring.drift import KIND_PRIORITY, Detection, Incident
+from services.monitoring.drift import Detection
 from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from shared.settings import MonitoringSettings
 
@@ -91,37 +91,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         registry=reg,
     )
     alerts_c = Counter(
-        "driftloop_drift_alerts_total",
-        "Drift alerts raised (one per incident, by its leading detection)",
-        ["model", "kind", "detector", "subject"],
-        registry=reg,
-    )
-    detections_c = Counter(
-        "driftloop_drift_detections_total",
-        "Detector firings let through by the per-subject cooldown, before they merge into incidents",
-        ["model", "kind", "detector", "subject"],
-        registry=reg,
-    )
-    incidents_c = Counter(
-        "driftloop_drift_incidents_total", "Drift incidents raised", ["model", "kind", "severity"], registry=reg
-    )
-    held_c = Counter(
-        "driftloop_drift_detections_held_total",
-        "Detections held back by the incident hold-off: the drift an incident just reported",
-        ["model"],
-        registry=reg,
-    )
-    held_c.labels(name)
-    for kind in KIND_PRIORITY:
-        for level in ("low", "medium", "high"):
-            incidents_c.labels(name, kind, level)
-    ctx.log.info(
-        "drift_thresholds",
-        false_alarms_per_10k=s.false_alarms_per_10k,
-        numeric=monitor.thresholds["numeric"],
-        binary=monitor.thresholds["binary"],
-        incident_window=s.incident_window,
-        incident_holdoff=s.incident_holdoff,
+        "driftloop_drift_alerts_total", "Drift alerts raised", ["model", "kind", "detector", "subject"], registry=reg
     )
     statistic_g = Gauge(
         "driftloop_drift_statistic",
@@ -143,7 +113,7 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     )
     outcomes_out = ctx.raw_topic("outcomes")
     alerts_out = ctx.raw_topic("alerts")
-    state = {"champion_version": 0, "watermark": 0, "records": 0, "records_at_timer": 0, "regression_logged": False}
+    state = {"champion_version": 0, "watermark": 0, "records": 0, "regression_logged": False}
 
     def figures(tracker: PerformanceTracker) -> tuple[tuple[str, float | None], ...]:
         return (
@@ -183,56 +153,36 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         score_g.labels(name).set(monitor.score_mean)
 
     async def raise_alerts(detections: list[Detection], record: dict[str, Any], time_ms: int) -> None:
-        """Counts the detections made on ``record`` and sends the incidents they close."""
         for d in detections:
-            detections_c.labels(name, d.kind, d.detector, d.subject).inc()
+            alert = {
+                "alert_id": str(uuid.uuid4()),
+                "kind": d.kind,
+                "detector": d.detector,
+                "subject": d.subject,
+                "statistic": float(d.statistic),
+                "threshold": float(d.threshold),
+                "model_name": name,
+                "model_version": int(record.get("model_version") or state["champion_version"]),
+                # Detectors report their window as a count of observations, not its start:
+                # both times are the triggering observation's.
+                "window_start_time": time_ms,
+                "window_end_time": time_ms,
+                "window_size": int(d.window_size),
+                "event_id": record.get("event_id"),
+                "created_at": int(time.time() * 1000),
+            }
+            await ctx.send(alerts_out, name, ctx.serde.encode("DriftAlert", alert))
+            alerts_c.labels(name, d.kind, d.detector, d.subject).inc()
             statistic_g.labels(name, d.kind, d.detector, d.subject).set(d.statistic)
-        version = int(record.get("model_version") or state["champion_version"])
-        held = monitor.held_detections
-        closed = monitor.incidents(detections, event_id=record.get("event_id"), time_ms=time_ms, model_version=version)
-        if monitor.held_detections > held:
-            held_c.labels(name).inc(monitor.held_detections - held)
-        for incident in closed:
-            await send_incident(incident)
-
-    async def send_incident(i: Incident) -> None:
-        alert = {
-            "alert_id": str(uuid.uuid4()),
-            "kind": i.kind,
-            "detector": i.detector,
-            "subject": i.subject,
-            "statistic": float(i.statistic),
-            "threshold": float(i.threshold),
-            "model_name": name,
-            "model_version": i.model_version,
-            # The times of the first and the last detection merged.
-            "window_start_time": i.start_time,
-            "window_end_time": i.end_time,
-            "window_size": int(i.window_size),
-            "event_id": i.event_id,
-            "created_at": int(time.time() * 1000),
-            "detectors": list(i.detectors),
-            "subjects": list(i.subjects),
-            "kinds": list(i.kinds),
-            "detections": i.detections,
-            "severity": i.severity,
-        }
-        await ctx.send(alerts_out, name, ctx.serde.encode("DriftAlert", alert))
-        alerts_c.labels(name, i.kind, i.detector, i.subject).inc()
-        incidents_c.labels(name, i.kind, i.severity).inc()
-        ctx.log.warning(
-            "drift_detected",
-            kind=i.kind,
-            detector=i.detector,
-            subject=i.subject,
-            statistic=i.statistic,
-            severity=i.severity,
-            detectors=list(i.detectors),
-            subjects=list(i.subjects),
-            detections=i.detections,
-            model_version=i.model_version,
-            event_id=i.event_id,
-        )
+            ctx.log.warning(
+                "drift_detected",
+                kind=d.kind,
+                detector=d.detector,
+                subject=d.subject,
+                statistic=d.statistic,
+                model_version=alert["model_version"],
+                event_id=alert["event_id"],
+            )
 
     async def emit(out: dict[str, Any] | None) -> None:
         if out is None:
@@ -307,11 +257,6 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
     async def gauges() -> None:
         # Also on a clock: a version swapped in at the very end of a stream gets its figures.
         refresh_gauges()
-        # An open incident closes on the event clock; when the stream goes quiet, here.
-        if monitor.incident_pending and state["records"] == state["records_at_timer"]:
-            for incident in monitor.flush_incidents():
-                await send_incident(incident)
-        state["records_at_timer"] = state["records"]
 
     for join in joins.values():
         ctx.recovered_callbacks.append(join.reindex)  # recovered entries must expire too

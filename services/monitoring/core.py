@@ -16,16 +16,7 @@ from typing import Any
 
 from river import stats
 
-from services.monitoring.drift import (
-    BINARY_ONLY,
-    Debouncer,
-    Detection,
-    Incident,
-    IncidentMerger,
-    SubjectDetectors,
-    calibrated_thresholds,
-    parse_detectors,
-)
+from services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
 from shared.join import OnceJoin
 from shared.modelspec import is_number, same_class
 
@@ -274,19 +265,7 @@ class Monitor:
     absolute error (subject ``absolute_error``) with the concept detectors that take real
     values: DDM and EDDM model a 0/1 stream and are left out there
     (``regression_concept_detectors``). Each detection is de-bounced per subject and detector.
-
-    Concept and prediction drift are judged against the model that served: each champion
-    version's outcomes and scores go to detectors of its own (the last ``CONCEPT_VERSIONS`` versions are kept), so a
-    promotion, which changes the error rate by design, is no drift, and outcomes of the
-    previous version that arrive after the swap are still judged against it.
-
-    With ``false_alarms_per_10k``, every detector's threshold is calibrated to that rate on
-    stationary data (:func:`~services.monitoring.drift.calibrate`); None keeps the fixed ones.
-    :meth:`incidents` merges the detections into incidents on a clock of events seen
-    (:attr:`clock`): ``incident_window`` and ``incident_holdoff`` are events.
     """
-
-    CONCEPT_VERSIONS = 3
 
     def __init__(
         self,
@@ -298,9 +277,6 @@ class Monitor:
         cooldown: int = 300,
         max_features: int = 50,
         seed: int = 42,
-        false_alarms_per_10k: float | None = None,
-        incident_window: int = 300,
-        incident_holdoff: int = 1200,
     ) -> None:
         self.window = window
         self.input_detectors = tuple(input_detectors)
@@ -309,26 +285,17 @@ class Monitor:
         self.cooldown = cooldown
         self.max_features = max_features
         self.seed = seed
-        self.false_alarms_per_10k = false_alarms_per_10k
-        self.incident_window = incident_window
-        self.incident_holdoff = incident_holdoff
         self._debouncer = Debouncer(cooldown)
-        self.regression_concept_detectors = tuple(d for d in self.concept_detectors if d not in BINARY_ONLY)
-        numeric = (*self.input_detectors, *self.prediction_detectors, *self.regression_concept_detectors)
-        #: The thresholds in use: (binary, spec) -> value; empty when not calibrated.
-        self._numeric_thresholds = calibrated_thresholds(
-            tuple(dict.fromkeys(numeric)), false_alarms_per_10k, binary=False, seed=seed
-        )
-        self._binary_thresholds = calibrated_thresholds(
-            self.concept_detectors, false_alarms_per_10k, binary=True, seed=seed
-        )
         self._inputs: dict[str, SubjectDetectors] = {}
         self._feature_stats: dict[str, tuple[stats.EWMean, stats.EWVar]] = {}
-        self._predictions: dict[int, SubjectDetectors] = {}  # per champion version, as the concepts
-        # champion version -> (error_rate, absolute_error) detectors, least recently used first
-        self._concepts: dict[int, tuple[SubjectDetectors, SubjectDetectors]] = {}
-        self._merger = IncidentMerger(incident_window, incident_holdoff)
-        self._vectors = self._outcomes = 0  # the incident clock: events seen either way
+        self._prediction = SubjectDetectors("prediction", "score", prediction_detectors, seed, self._debouncer)
+        self._concept = SubjectDetectors(
+            "concept", "error_rate", concept_detectors, seed, self._debouncer, increase_only=True
+        )
+        self.regression_concept_detectors = tuple(d for d in self.concept_detectors if d not in BINARY_ONLY)
+        self._concept_abs = SubjectDetectors(
+            "concept", "absolute_error", self.regression_concept_detectors, seed, self._debouncer, increase_only=True
+        )
         self._score_mean = stats.EWMean(fading_factor=2 / (window + 1))
         self.trackers: dict[tuple[str, int, str], PerformanceTracker] = {}
         # Per model and role across versions: what the role delivered lately, which a
@@ -347,76 +314,9 @@ class Monitor:
             cooldown=s.alert_cooldown,
             max_features=s.max_features,
             seed=s.seed,
-            false_alarms_per_10k=s.false_alarms_per_10k,
-            incident_window=s.incident_window,
-            incident_holdoff=s.incident_holdoff,
         )
-
-    @property
-    def thresholds(self) -> dict[str, dict[str, float]]:
-        """The calibrated thresholds by subject type (numeric, binary); empty when fixed."""
-        return {"numeric": dict(self._numeric_thresholds), "binary": dict(self._binary_thresholds)}
-
-    def _concept_for(self, version: int) -> tuple[SubjectDetectors, SubjectDetectors]:
-        pair = self._concepts.pop(version, None)
-        if pair is None:
-            debouncer = Debouncer(self.cooldown)
-            pair = (
-                SubjectDetectors(
-                    "concept",
-                    "error_rate",
-                    self.concept_detectors,
-                    self.seed,
-                    debouncer,
-                    increase_only=True,
-                    thresholds=self._binary_thresholds,
-                ),
-                SubjectDetectors(
-                    "concept",
-                    "absolute_error",
-                    self.regression_concept_detectors,
-                    self.seed,
-                    debouncer,
-                    increase_only=True,
-                    thresholds=self._numeric_thresholds,
-                    standardize=True,
-                ),
-            )
-            while len(self._concepts) >= self.CONCEPT_VERSIONS:
-                self._concepts.pop(next(iter(self._concepts)))
-        self._concepts[version] = pair  # most recently used last
-        return pair
-
-    def incidents(
-        self, detections: Sequence[Detection], *, event_id: str | None, time_ms: int, model_version: int
-    ) -> list[Incident]:
-        """The incidents closed by this tick, after merging its detections (made by the
-        ``on_*`` call just before, on the record ``event_id`` at ``time_ms``)."""
-        return self._merger.update(
-            detections, self.clock, event_id=event_id, time_ms=time_ms, model_version=model_version
-        )
-
-    def flush_incidents(self) -> list[Incident]:
-        """The open incident, closed now (the stream went quiet: nothing else would close it)."""
-        return self._merger.flush(self.clock)
-
-    @property
-    def clock(self) -> int:
-        """Events seen: the larger of the feature vectors and the champion's outcomes counted
-        (one of each per event, the outcome later), so it runs with features or labels alone."""
-        return max(self._vectors, self._outcomes)
-
-    @property
-    def incident_pending(self) -> bool:
-        return self._merger.pending
-
-    @property
-    def held_detections(self) -> int:
-        """Detections held back by the incident hold-off."""
-        return self._merger.held
 
     def on_vector(self, vector: Mapping[str, Any]) -> list[Detection]:
-        self._vectors += 1
         found: list[Detection] = []
         for name, value in vector["features"].items():
             det = self._inputs.get(name)
@@ -425,13 +325,7 @@ class Monitor:
                     self.unmonitored_features += 1
                     continue
                 det = self._inputs[name] = SubjectDetectors(
-                    "input",
-                    name,
-                    self.input_detectors,
-                    self.seed,
-                    self._debouncer,
-                    thresholds=self._numeric_thresholds,
-                    standardize=True,
+                    "input", name, self.input_detectors, self.seed, self._debouncer
                 )
                 alpha = 2 / (self.window + 1)
                 self._feature_stats[name] = (stats.EWMean(fading_factor=alpha), stats.EWVar(fading_factor=alpha))
@@ -448,23 +342,7 @@ class Monitor:
         if p is None:
             return []
         self._score_mean.update(p)
-        # A new version scores differently by design: its scores are judged against its own.
-        version = int(prediction.get("model_version") or 0)
-        det = self._predictions.pop(version, None)
-        if det is None:
-            det = SubjectDetectors(
-                "prediction",
-                "score",
-                self.prediction_detectors,
-                self.seed,
-                Debouncer(self.cooldown),
-                thresholds=self._numeric_thresholds,
-                standardize=True,
-            )
-            while len(self._predictions) >= self.CONCEPT_VERSIONS:
-                self._predictions.pop(next(iter(self._predictions)))
-        self._predictions[version] = det
-        return det.update(p)
+        return self._prediction.update(p)
 
     def on_outcome(self, out: Mapping[str, Any]) -> list[Detection]:
         key = (out["model_name"], int(out["model_version"]), out["role"])
@@ -479,11 +357,9 @@ class Monitor:
         served.update(out)
         if out["role"] != "champion":
             return []
-        self._outcomes += 1
-        errors, absolute = self._concept_for(int(out["model_version"]))
         if is_regression(out.get("predicted"), out.get("scores"), out["label"]):
-            return absolute.update(out["loss"])
-        return errors.update(out["loss"])
+            return self._concept_abs.update(out["loss"])
+        return self._concept.update(out["loss"])
 
     def feature_stats(self) -> dict[str, tuple[float, float]]:
         return {n: (m.get(), max(v.get(), 0.0) ** 0.5) for n, (m, v) in self._feature_stats.items()}
