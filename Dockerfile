@@ -24,15 +24,16 @@ RUN groupadd --system --gid 10001 driftloop \
 # The installable part of the repo only: the host's .venv (hundreds of MB),
 # caches and tests stay out of the build context and the image. README.md is
 # needed because pyproject.toml names it as the package readme.
-COPY pyproject.toml README.md ./
-COPY shared ./shared
-COPY services ./services
-COPY schemas ./schemas
+COPY pyproject.toml README.md /tmp/driftloop/
+COPY driftloop /tmp/driftloop/driftloop
+COPY shared /tmp/driftloop/shared
+COPY services /tmp/driftloop/services
+COPY schemas /tmp/driftloop/schemas
 
-# Editable install on purpose: shared.settings resolves the schemas/ directory
-# relative to the source tree (REPO_ROOT / "schemas"), so the code must run
-# from /app rather than from a copy in site-packages.
-RUN pip install --no-cache-dir -e .
+# A normal install: the schemas and the Kafka pom ship inside the package as package
+# data. The sources are built outside the working directory and removed, so nothing
+# in /app can shadow the installed driftloop package.
+RUN pip install --no-cache-dir /tmp/driftloop && rm -rf /tmp/driftloop
 
 # The /data directories exist in the image and belong to the app user so that
 # a fresh Docker named volume mounted there inherits that ownership.

@@ -7,11 +7,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration integration-tansu e2e bench lint clean
+.PHONY: install demo test unit integration integration-tansu e2e bench lint clean typecheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# An editable install in setuptools' default (lenient) mode: its import hook maps
+# driftloop.shared to shared/ and driftloop.services to services/ (pyproject's
+# package-dir), and modules added later are found without reinstalling. Neither
+# editable_mode=compat (it would put the bare folder names on sys.path) nor strict
+# (a link tree that misses new files) is wanted.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -28,6 +33,7 @@ demo: $(STAMP)
 # fallback for machines without a JDK.
 test: $(STAMP) ensure-tools
 	$(BIN)/ruff check .
+	MYPY=$(BIN)/mypy bash scripts/typecheck
 	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
 	DRIFTLOOP_TEST_ENGINE=tansu $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/integration
 
@@ -54,6 +60,10 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	MYPY=$(BIN)/mypy bash scripts/typecheck
 
 clean:
-	rm -rf $(VENV) out .driftloop-data artifacts *.egg-info
+	rm -rf $(VENV) out .driftloop-data artifacts *.egg-info build dist
+
+typecheck: $(STAMP)
+	MYPY=$(BIN)/mypy bash scripts/typecheck

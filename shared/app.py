@@ -34,15 +34,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from shared import poison
-from shared.errors import DriftloopError, InvalidRecord, PoisonBatch, ProduceFailed
-from shared.kafka import OutRecord, Partitioner, client_options, create_topics, send_batched, tail_topic
-from shared.log import configure_logging, get_logger
-from shared.metrics import ServiceMetrics
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import CommonSettings, ServiceSettings
-from shared.state import StateStore
-from shared.topics import Topics, TopicSpec
+from driftloop.shared import poison
+from driftloop.shared.errors import DriftloopError, InvalidRecord, PoisonBatch, ProduceFailed
+from driftloop.shared.kafka import OutRecord, Partitioner, client_options, create_topics, send_batched, tail_topic
+from driftloop.shared.log import configure_logging, get_logger
+from driftloop.shared.metrics import ServiceMetrics
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.settings import CommonSettings, ServiceSettings
+from driftloop.shared.state import StateStore
+from driftloop.shared.topics import Topics, TopicSpec
 
 S = TypeVar("S", bound=ServiceSettings)
 MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
@@ -127,7 +127,7 @@ class ServiceApp:
         return register
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, ctx: ServiceContext[Any]) -> None:
         self.ctx = ctx
 

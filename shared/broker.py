@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from shared.errors import BrokerUnavailable, ConfigError, PortInUse
+from driftloop.shared.errors import BrokerUnavailable, ConfigError, PortInUse
+from driftloop.shared.resources import KAFKA_POM
 
 Engine = Literal["kafka", "tansu"]
 EngineSetting = Literal["auto", "kafka", "tansu"]
 MIN_JAVA = 17
-POM = Path(__file__).resolve().parent / "jars" / "pom.xml"
+# Package data (driftloop.shared/jars/pom.xml), found through importlib.resources.
+POM = KAFKA_POM
 HOST = "127.0.0.1"
 
 

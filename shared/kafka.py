@@ -21,10 +21,10 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from shared import poison
-from shared.errors import BrokerUnavailable, ConfigError
-from shared.settings import CommonSettings
-from shared.topics import TopicSpec
+from driftloop.shared import poison
+from driftloop.shared.errors import BrokerUnavailable, ConfigError
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.topics import TopicSpec
 
 #: Keyword arguments for an aiokafka client: security_protocol, ssl_context, sasl_*.
 ClientOptions = Mapping[str, Any]
@@ -34,7 +34,10 @@ OnPoison = Callable[[poison.Isolated], Awaitable[None]]
 
 def _ssl_context(common: CommonSettings) -> ssl.SSLContext:
     try:
-        return create_ssl_context(cafile=common.ssl_cafile, certfile=common.ssl_certfile, keyfile=common.ssl_keyfile)
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=common.ssl_cafile, certfile=common.ssl_certfile, keyfile=common.ssl_keyfile
+        )
+        return context
     except (ssl.SSLError, OSError) as exc:
         # The reason only (e.g. "PEM lib"), never file contents or key material.
         raise ConfigError(f"cannot build the TLS context from DRIFTLOOP_SSL_*: {type(exc).__name__}") from None

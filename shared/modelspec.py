@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
 from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
 
-from shared.errors import ConfigError, LabelTaskMismatch, UnknownModelSpec
+from driftloop.shared.errors import ConfigError, LabelTaskMismatch, UnknownModelSpec
 
 BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
 TASKS = (BINARY, MULTICLASS, REGRESSION)
@@ -61,7 +61,7 @@ def _arfr(seed: int) -> base.Regressor:
     )
 
 
-Model = base.Classifier | base.Regressor
+Model: TypeAlias = base.Classifier | base.Regressor
 SPECS: dict[str, Callable[[int], Model]] = {
     "logreg": _logreg,
     "hat": _hat,

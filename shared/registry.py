@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from shared.errors import (
+from driftloop.shared.errors import (
     ArtifactError,
     ArtifactIntegrityError,
     ArtifactOutsideStore,
     ConfigError,
     RegistrySignatureInvalid,
 )
-from shared.signing import SIGNATURE_FIELD, verify
+from driftloop.shared.signing import SIGNATURE_FIELD, verify
 
 STATUSES = ("candidate", "champion", "archived", "rejected")
 

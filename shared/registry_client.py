@@ -9,13 +9,13 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 
-from shared import poison
-from shared.errors import InvalidRecord, PoisonBatch, RegistrySignatureInvalid
-from shared.kafka import ClientOptions, client_options, follow, load_registry_records
-from shared.registry import ChampionChange, Registry, registry_key
-from shared.serde import Serde
-from shared.settings import CommonSettings
-from shared.signing import sign
+from driftloop.shared import poison
+from driftloop.shared.errors import InvalidRecord, PoisonBatch, RegistrySignatureInvalid
+from driftloop.shared.kafka import ClientOptions, client_options, follow, load_registry_records
+from driftloop.shared.registry import ChampionChange, Registry, registry_key
+from driftloop.shared.serde import Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.signing import sign
 
 Send = Callable[[bytes, bytes], Awaitable[None]]
 

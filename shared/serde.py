@@ -13,12 +13,19 @@ import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.types import Schema
 
-from shared.errors import ConfigError, DecodeError, NonFiniteNumber, RecordTooLarge, SchemaMismatch, UnknownSchema
+from driftloop.shared.errors import (
+    ConfigError,
+    DecodeError,
+    NonFiniteNumber,
+    RecordTooLarge,
+    SchemaMismatch,
+    UnknownSchema,
+)
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -91,7 +98,7 @@ class FileSchemaRegistry:
         return schema_id, self._by_id[schema_id]
 
     def ids(self) -> dict[int, str]:
-        return {i: s["name"] for i, s in self._by_id.items()}  # type: ignore[index]
+        return {i: cast("dict[str, Any]", s)["name"] for i, s in self._by_id.items()}
 
 
 class Serde:
@@ -182,7 +189,7 @@ class Serde:
 
     @staticmethod
     def is_framed(data: bytes | None) -> bool:
-        return bool(data) and len(data) >= _HEADER.size and data[0] == MAGIC  # type: ignore[index]
+        return data is not None and len(data) >= _HEADER.size and data[0] == MAGIC
 
 
 def _check_values(record: str, value: Any, where: str = "") -> None:

@@ -17,9 +17,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.errors import ConfigError
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.resources import SCHEMA_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_BROKER_DEFAULT = "127.0.0.1:9092"
 
 
@@ -59,7 +59,9 @@ class CommonSettings(BaseSettings):
     partitions: int = Field(default=4, ge=1)
     # 1 suits the embedded broker and a single-broker Kafka; use 3 on a production cluster.
     replication_factor: int = Field(default=1, ge=1)
-    schema_dir: Path = REPO_ROOT / "schemas"
+    # The packaged schemas (driftloop.schemas, read through importlib.resources); a folder
+    # of your own with its registry.json replaces them.
+    schema_dir: Path = SCHEMA_DIR
     artifact_store: str = "file://./artifacts"
     data_dir: Path = Path("./.driftloop-data")
     log_level: str = "INFO"
@@ -235,7 +237,7 @@ class FeaturesSettings(ServiceSettings):
 def _known_spec(spec: str) -> str:
     # At start, before any connection: inference reads its spec only once the registry is
     # loaded, so an unknown one was a traceback in the JSON log after connecting to Kafka.
-    from shared.modelspec import SPECS
+    from driftloop.shared.modelspec import SPECS
 
     if spec not in SPECS:
         raise ValueError(f"unknown model spec {spec!r}; choose one of {', '.join(SPECS)}")

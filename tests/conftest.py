@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import Broker, choose_engine, free_port, make_broker
-from shared.kafka import create_topics, delete_topics_with_prefix
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import CommonSettings
-from shared.topics import Topics
+from driftloop.shared.broker import Broker, choose_engine, free_port, make_broker
+from driftloop.shared.kafka import create_topics, delete_topics_with_prefix
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.topics import Topics
 
 TEST_ENGINE = os.environ.get("DRIFTLOOP_TEST_ENGINE", "kafka")
 
@@ -60,7 +60,7 @@ def serde() -> Serde:
 @pytest.fixture
 def service_env(broker: Broker, topics: Topics, tmp_path: Path) -> dict[str, str]:
     """The environment for services run as processes against the session broker."""
-    from services.runner import demo_env
+    from driftloop.runner import demo_env
 
     return {
         **demo_env(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from shared.serde import Serde
+from driftloop.shared.serde import Serde
 
 RECORDS = {"events": "RawEvent", "labels": "Label"}
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from tools import require_tool
 
-from shared.broker import free_port
+from driftloop.shared.broker import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = REPO_ROOT / "prometheus" / "rules" / "driftloop.yml"

@@ -12,7 +12,7 @@ from typing import TypeVar
 from aiokafka import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.kafka import read_topic
+from driftloop.shared.kafka import read_topic
 
 T = TypeVar("T")
 # shared/app.py refreshes driftloop_consumer_lag_records this often.

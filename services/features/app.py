@@ -9,12 +9,12 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.features.join import OFFSET, LabelJoin, expired_label_letter
-from services.features.offline import OfflineWriter
-from services.features.spec import FeatureSpec
-from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
-from shared.serde import HEADER_SIZE
-from shared.settings import FeaturesSettings
+from driftloop.services.features.join import OFFSET, LabelJoin, expired_label_letter
+from driftloop.services.features.offline import OfflineWriter
+from driftloop.services.features.spec import FeatureSpec
+from driftloop.shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from driftloop.shared.serde import HEADER_SIZE
+from driftloop.shared.settings import FeaturesSettings
 
 SERVICE = "features"
 OFFLINE_RECORDS = {"features": "FeatureVector", "examples": "LabeledExample"}
@@ -148,11 +148,11 @@ def wire(ctx: ServiceContext[FeaturesSettings]) -> None:
         await expire(event, label["label_time"])
 
     @app.agent(ctx.source("events.clean"), name=f"{SERVICE}.events")
-    async def on_events(stream: StreamT[Any]) -> None:
+    async def on_events(stream: StreamT) -> None:
         await ctx.each(stream, on_event)
 
     @app.agent(labels_in, name=f"{SERVICE}.labels")
-    async def on_labels(stream: StreamT[Any]) -> None:
+    async def on_labels(stream: StreamT) -> None:
         await ctx.each(stream, on_label)
 
 

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from services.features.offline import read
-from shared.errors import ConfigError
-from shared.settings import CommonSettings
+from driftloop.services.features.offline import read
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.settings import CommonSettings
 
 #: Columns before the features, per record kind; a CSV has one column per feature after them.
 BASE_COLUMNS = {

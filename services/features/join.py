@@ -1,6 +1,6 @@
 """The point-in-time label join (pure): a label meets exactly the features the model saw.
 
-The join mechanics are shared.join.OnceJoin: each event_id yields one example, whichever
+The join mechanics are driftloop.shared.join.OnceJoin: each event_id yields one example, whichever
 side comes first and however often either is redelivered.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from shared.errors import LabelExpired
-from shared.join import OnceJoin
+from driftloop.shared.errors import LabelExpired
+from driftloop.shared.join import OnceJoin
 
 #: Where a waiting label keeps its source offset, for its dead letter if it expires.
 OFFSET = "_offset"

@@ -30,7 +30,7 @@ import fastavro
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
-from shared.serde import zigzag_long
+from driftloop.shared.serde import zigzag_long
 
 #: The directory of each record kind, and the Avro record it holds.
 RECORDS = {"features": "FeatureVector", "examples": "LabeledExample"}

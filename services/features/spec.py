@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.features.windows import Aggregate, Outcome, Ratio, WindowedFeatures, apply_ratios, parse_spec
+from driftloop.services.features.windows import Aggregate, Outcome, Ratio, WindowedFeatures, apply_ratios, parse_spec
 
 
 @dataclass(frozen=True)

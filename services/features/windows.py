@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import ConfigError
+from driftloop.shared.errors import ConfigError
 
 KINDS = ("sliding", "tumbling", "hopping")
 STATS = ("count", "mean", "std", "min", "max", "ewma", "since_last")

@@ -8,13 +8,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.inference.serving import Server
-from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
-from shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, DriftloopError
-from shared.modelspec import build_model
-from shared.registry import ArtifactStore, ChampionChange, version_record
-from shared.registry_client import RegistryClient, code_version
-from shared.settings import InferenceSettings
+from driftloop.services.inference.serving import Server
+from driftloop.shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from driftloop.shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, DriftloopError
+from driftloop.shared.modelspec import build_model
+from driftloop.shared.registry import ArtifactStore, ChampionChange, version_record
+from driftloop.shared.registry_client import RegistryClient, code_version
+from driftloop.shared.settings import InferenceSettings
 
 SERVICE = "inference"
 #: The codes load_artifact counts a refused artifact under.
@@ -189,7 +189,7 @@ def wire(ctx: ServiceContext[InferenceSettings]) -> None:
         predictions_c.labels(name, str(prediction["model_version"]), prediction["role"]).inc()
 
     @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
-    async def on_features(stream: StreamT[Any]) -> None:
+    async def on_features(stream: StreamT) -> None:
         await ready.wait()
         await ctx.each(stream, on_vector)
 

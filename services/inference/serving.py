@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import FeatureSetMismatch
-from shared.modelspec import predict
+from driftloop.shared.errors import FeatureSetMismatch
+from driftloop.shared.modelspec import predict
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-from services.ingestion.contract import Contract
-from services.ingestion.dedup import Deduplicator
-from services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
-from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
-from shared.errors import DuplicateEvent
-from shared.settings import IngestionSettings
+from driftloop.services.ingestion.contract import Contract
+from driftloop.services.ingestion.dedup import Deduplicator
+from driftloop.services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
+from driftloop.shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from driftloop.shared.errors import DuplicateEvent
+from driftloop.shared.settings import IngestionSettings
 
 SERVICE = "ingestion"
 
@@ -45,7 +44,7 @@ def wire(ctx: ServiceContext[IngestionSettings]) -> None:
             await ctx.send(out, value["entity_id"], data or ctx.serde.encode(record, value))
             ctx.observe_latency(msg.timestamp)
 
-        async def process(stream: StreamT[Any]) -> None:
+        async def process(stream: StreamT) -> None:
             await ctx.each(stream, handle)
 
         app.agent(ctx.source(source), name=f"{SERVICE}.{source}")(process)

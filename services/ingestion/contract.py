@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from shared.errors import ConfigError, ContractViolation
+from driftloop.shared.errors import ConfigError, ContractViolation
 
 TYPES = ("number", "integer", "string", "boolean")
 _RULE_KEYS = {"type", "required", "min", "max", "allowed"}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import (
+from driftloop.shared.errors import (
     DecodeError,
     MissingField,
     NonFiniteNumber,
@@ -20,7 +20,7 @@ from shared.errors import (
     TooOld,
     WrongType,
 )
-from shared.serde import Serde
+from driftloop.shared.serde import Serde
 
 FIELD_TYPES = (type(None), bool, int, float, str)
 MAX_ID_CHARS = 256

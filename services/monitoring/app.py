@@ -9,10 +9,16 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, label_fits_prediction
-from services.monitoring.drift import Detection
-from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
-from shared.settings import MonitoringSettings
+from driftloop.services.monitoring.core import (
+    Monitor,
+    OutcomeJoin,
+    PerformanceTracker,
+    is_regression,
+    label_fits_prediction,
+)
+from driftloop.services.monitoring.drift import Detection
+from driftloop.shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from driftloop.shared.settings import MonitoringSettings
 
 SERVICE = "monitoring"
 ROLES = ("champion", "baseline")
@@ -242,15 +248,15 @@ def wire(ctx: ServiceContext[MonitoringSettings]) -> None:
         await housekeeping(event, label["label_time"])
 
     @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
-    async def on_features(stream: StreamT[Any]) -> None:
+    async def on_features(stream: StreamT) -> None:
         await ctx.each(stream, on_vector)
 
     @app.agent(ctx.source("predictions"), name=f"{SERVICE}.predictions")
-    async def on_predictions(stream: StreamT[Any]) -> None:
+    async def on_predictions(stream: StreamT) -> None:
         await ctx.each(stream, on_prediction)
 
     @app.agent(ctx.source("labels.clean"), name=f"{SERVICE}.labels")
-    async def on_labels(stream: StreamT[Any]) -> None:
+    async def on_labels(stream: StreamT) -> None:
         await ctx.each(stream, on_label)
 
     @app.timer(2.0)

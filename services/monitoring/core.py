@@ -16,9 +16,9 @@ from typing import Any
 
 from river import stats
 
-from services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
-from shared.join import OnceJoin
-from shared.modelspec import is_number, same_class
+from driftloop.services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
+from driftloop.shared.join import OnceJoin
+from driftloop.shared.modelspec import is_number, same_class
 
 _MIN_P = 1e-15
 

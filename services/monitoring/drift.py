@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 from river import drift
 
-from shared.errors import ConfigError
+from driftloop.shared.errors import ConfigError
 
 
 class Detector(Protocol):

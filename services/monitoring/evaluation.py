@@ -1,6 +1,6 @@
 """Drift detection quality, measured on synthetic streams whose drift points are known (pure).
 
-Each detector spec of :mod:`services.monitoring.drift` runs exactly as the monitoring service
+Each detector spec of :mod:`driftloop.services.monitoring.drift` runs exactly as the monitoring service
 runs it: built by ``make_detector`` inside a ``SubjectDetectors`` with its own ``Debouncer``,
 so de-bouncing is part of what is measured. An *alert* below is a ``Detection`` that
 ``SubjectDetectors.update`` returned, i.e. a detector firing that the debouncer let through.
@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from services.monitoring.drift import (
+from driftloop.services.monitoring.drift import (
     BINARY_ONLY,
     DETECTORS,
     NUMERIC_ONLY,
@@ -66,8 +66,8 @@ from services.monitoring.drift import (
     SubjectDetectors,
     parse_detectors,
 )
-from shared.errors import ConfigError
-from shared.settings import MonitoringSettings
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.settings import MonitoringSettings
 
 #: Events after a drift point within which an alert counts as its detection.
 DEFAULT_TOLERANCE = 1000
@@ -301,7 +301,7 @@ def aggregate(
 # --- running the detectors ---------------------------------------------------------------------
 
 
-def alerts_of(spec: str, values: Sequence[float], seed: int, cooldown: int, *, binary: bool) -> list[int]:
+def alerts_of(spec: str, values: Sequence[float] | np.ndarray, seed: int, cooldown: int, *, binary: bool) -> list[int]:
     """Event indices at which the detector, de-bounced as in the service, raised an alert."""
     kind = "concept" if binary else "input"
     subject = SubjectDetectors(kind, "error_rate" if binary else "x", (spec,), seed, Debouncer(cooldown))

@@ -14,14 +14,14 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.retraining.lifecycle import Action, Lifecycle, Promote, Register, Reject
-from services.retraining.task import TaskGate
-from shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
-from shared.errors import LabelTaskMismatch
-from shared.modelspec import build_model, check_task, fits_task, fixed_task, spec_for_task
-from shared.registry import ArtifactStore, ChampionChange, version_record, with_status
-from shared.registry_client import RegistryClient, code_version
-from shared.settings import RetrainingSettings
+from driftloop.services.retraining.lifecycle import Action, Lifecycle, Promote, Register, Reject
+from driftloop.services.retraining.task import TaskGate
+from driftloop.shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
+from driftloop.shared.errors import LabelTaskMismatch
+from driftloop.shared.modelspec import build_model, check_task, fits_task, fixed_task, spec_for_task
+from driftloop.shared.registry import ArtifactStore, ChampionChange, version_record, with_status
+from driftloop.shared.registry_client import RegistryClient, code_version
+from driftloop.shared.settings import RetrainingSettings
 
 SERVICE = "retraining"
 
@@ -216,7 +216,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             ctx.log.info("model_lifecycle_decision", model_name=name, model_version=a.version, decision=decision)
 
     @app.agent(ctx.source("examples"), name=f"{SERVICE}.examples")
-    async def on_examples(stream: StreamT[Any]) -> None:
+    async def on_examples(stream: StreamT) -> None:
         await ready.wait()
         await ctx.each(stream, on_example)
 
@@ -251,7 +251,7 @@ def wire(ctx: ServiceContext[RetrainingSettings]) -> None:
             await execute(lc.on_drift(alert["alert_id"]))
 
     @app.agent(ctx.source("alerts"), name=f"{SERVICE}.alerts")
-    async def on_alerts(stream: StreamT[Any]) -> None:
+    async def on_alerts(stream: StreamT) -> None:
         await ready.wait()
         await ctx.each(stream, on_alert)
 

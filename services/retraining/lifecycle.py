@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.errors import ConfigError
-from shared.modelspec import is_regressor, same_class
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.modelspec import is_regressor, same_class
 
 CHAMPION, CONTINUOUS, PARENT = "champion", "continuous", "parent"
 _EPS = 1e-12  # a gain equal to the margin counts as reaching it, despite float rounding
@@ -452,7 +452,7 @@ class Lifecycle:
     learner is then replaced by it (a restart from the post-drift window, which suits abrupt
     concept changes); without (the default), the continuous learner carries on with every
     example it learned, which suits streams whose recent past misleads a short evaluation.
-    Measured with services/lifecycle_sim.py (labels 50 events late, swap lags 0-300 events):
+    Measured with driftloop/lifecycle_sim.py (labels 50 events late, swap lags 0-300 events):
     keeping the learner serves +0.006 accuracy on Elec2 (mean over 7 lags) and -0.004 on
     SEA with abrupt changes (3 seeds x 3 lags).
     """

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from shared.errors import ConfigError, LabelTaskMismatch
-from shared.modelspec import MULTICLASS, check_label, check_task, infer_task
+from driftloop.shared.errors import ConfigError, LabelTaskMismatch
+from driftloop.shared.modelspec import MULTICLASS, check_label, check_task, infer_task
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import Broker
+from driftloop.shared.broker import Broker
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def test_bench_prints_every_figure(broker: Broker, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "driftloop.cli",
             "bench",
             "--events",
             "900",

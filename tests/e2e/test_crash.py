@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from waiting import wait_drained, wait_until
 
-from services.features.spec import FeatureSpec
-from services.replay import replay
-from services.runner import Stack, _metric_is_one
-from services.streams import Dataset, sea_stream
-from shared.kafka import read_topic
-from shared.serde import Serde
-from shared.settings import CommonSettings
-from shared.topics import Topics
+from driftloop.replay import replay
+from driftloop.runner import Stack, _metric_is_one
+from driftloop.services.features.spec import FeatureSpec
+from driftloop.shared.kafka import read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.topics import Topics
+from driftloop.streams import Dataset, sea_stream
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("ingestion", "features", "inference", "monitoring", "retraining")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from services.streams import index_of
-from shared.kafka import read_topic
-from shared.modelspec import same_class
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.shared.kafka import read_topic
+from driftloop.shared.modelspec import same_class
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
+from driftloop.streams import index_of
 
 pytestmark = pytest.mark.e2e
 EVENTS = 3000
@@ -34,7 +34,7 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "driftloop.cli",
             "demo",
             "--events",
             str(EVENTS),

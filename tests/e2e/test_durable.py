@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 
-from services.replay import replay
-from services.runner import Stack, _metric_is_one, demo_env
-from services.streams import Dataset, sea_stream
-from shared.broker import Broker, KafkaBroker, free_port
-from shared.kafka import create_topics, read_topic
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.replay import replay
+from driftloop.runner import Stack, _metric_is_one, demo_env
+from driftloop.shared.broker import Broker, KafkaBroker, free_port
+from driftloop.shared.kafka import create_topics, read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
+from driftloop.streams import Dataset, sea_stream
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("ingestion", "features", "inference", "monitoring", "retraining")
-CLI = [sys.executable, "-m", "services.cli"]
+CLI = [sys.executable, "-m", "driftloop.cli"]
 
 
 def _champion_predictions(bootstrap: str, topics: Topics, serde: Serde) -> dict[str, int]:

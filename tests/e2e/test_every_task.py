@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from river import datasets
 
-from shared.kafka import read_topic
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.shared.kafka import read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def demo(
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "driftloop.cli",
             "demo",
             "--dataset",
             str(dataset),

@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 from waiting import metric_value, scrape_metrics, wait_drained, wait_until
 
-from services.replay import replay
-from services.runner import Stack
-from services.streams import Dataset, sea_stream
-from shared.app import MAX_UNSETTLED
-from shared.kafka import read_topic
-from shared.serde import Serde
-from shared.settings import ServiceSettings
-from shared.topics import Topics
+from driftloop.replay import replay
+from driftloop.runner import Stack
+from driftloop.shared.app import MAX_UNSETTLED
+from driftloop.shared.kafka import read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.settings import ServiceSettings
+from driftloop.shared.topics import Topics
+from driftloop.streams import Dataset, sea_stream
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("ingestion", "features", "inference", "monitoring", "retraining")

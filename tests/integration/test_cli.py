@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.broker import Broker, free_port, java_major, kafka_version, port_is_free, tansu_version
-from shared.topics import Topics
+from driftloop.shared.broker import Broker, free_port, java_major, kafka_version, port_is_free, tansu_version
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "services.cli"]
+CLI = [sys.executable, "-m", "driftloop.cli"]
 
 
 def _run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -16,11 +16,11 @@ from aiokafka.record.memory_records import MemoryRecords
 from rawbatch import CODEC_IDS
 from waiting import scrape_metrics, wait_for_records
 
-from services.runner import Stack
-from shared.kafka import read_topic
-from shared.poison import read_log
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import read_topic
+from driftloop.shared.poison import read_log
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from waiting import wait_for_records
 
-from services.features.offline import read
-from services.runner import Stack
-from shared.kafka import produce_all
-from shared.serde import Serde
-from shared.settings import CommonSettings
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.services.features.offline import read
+from driftloop.shared.kafka import produce_all
+from driftloop.shared.serde import Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ from fuzzing import hostile, hypothesis_objects
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingestion.validate import Limits, decode, validate_event, validate_label
-from services.runner import Stack
-from shared.errors import DEAD_LETTER_CODES, InvalidRecord
-from shared.kafka import producer, read_topic
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.services.ingestion.validate import Limits, decode, validate_event, validate_label
+from driftloop.shared.errors import DEAD_LETTER_CODES, InvalidRecord
+from driftloop.shared.kafka import producer, read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -210,9 +210,9 @@ def test_every_input_topic_of_every_service_dead_letters_hostile_records(
 ) -> None:
     from fuzzing import INTERNAL_TOPICS, hostile_framed
 
-    from shared.modelspec import build_model
-    from shared.registry import ArtifactStore, registry_key, version_record
-    from shared.settings import CommonSettings
+    from driftloop.shared.modelspec import build_model
+    from driftloop.shared.registry import ArtifactStore, registry_key, version_record
+    from driftloop.shared.settings import CommonSettings
 
     env = {**service_env, "DRIFTLOOP_RETRAINING_TASK": "binary"}  # retraining learns from its first example
     for k, v in env.items():

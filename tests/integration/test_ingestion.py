@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from waiting import wait_for_records
 
-from services.runner import Stack
-from shared.kafka import produce_all
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import produce_all
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 

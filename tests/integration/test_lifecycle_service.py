@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from waiting import wait_for_metric
 
-from services.runner import Stack
-from services.streams import sea_stream
-from shared.kafka import produce_all, read_topic
-from shared.serde import Serde
-from shared.signing import verify
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import produce_all, read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.signing import verify
+from driftloop.shared.topics import Topics
+from driftloop.streams import sea_stream
 
 pytestmark = pytest.mark.integration
 KEY = "lifecycle-test-key"

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from waiting import wait_for_metric, wait_until
 
-from services.runner import Stack
-from shared.kafka import producer, read_topic
-from shared.modelspec import build_model
-from shared.registry import ArtifactStore, registry_key, version_record
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import producer, read_topic
+from driftloop.shared.modelspec import build_model
+from driftloop.shared.registry import ArtifactStore, registry_key, version_record
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "services.cli", "models"]
+CLI = [sys.executable, "-m", "driftloop.cli", "models"]
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from waiting import scrape_metrics, wait_for_records
 
-from services.monitoring.core import macro_f1
-from services.runner import Stack
-from services.streams import monitoring_stream
-from shared.kafka import produce_all
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.services.monitoring.core import macro_f1
+from driftloop.shared.kafka import produce_all
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
+from driftloop.streams import monitoring_stream
 
 pytestmark = pytest.mark.integration
 N = 600

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from waiting import scrape_metrics, wait_for_records
 
-from services.runner import Stack
-from services.streams import monitoring_stream
-from shared.kafka import produce_all, read_topic
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import produce_all, read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
+from driftloop.streams import monitoring_stream
 
 pytestmark = pytest.mark.integration
 N = 1200

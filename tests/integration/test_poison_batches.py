@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rawbatch import HEADER_BYTES, gzip_with_trailing_garbage, produce_raw, record_batch
 from waiting import scrape_metrics, wait_for_records
 
-from services.runner import Stack
-from shared.broker import Broker
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.broker import Broker
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 

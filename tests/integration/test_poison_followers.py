@@ -15,14 +15,14 @@ from aiokafka import TopicPartition
 from rawbatch import gzip_with_trailing_garbage, produce_raw, record_batch
 from waiting import scrape_metrics
 
-from services.runner import Stack
-from shared.broker import Broker
-from shared.kafka import create_topics, delete_topics_with_prefix, producer, read_topic
-from shared.modelspec import build_model
-from shared.poison import Isolated
-from shared.registry import ArtifactStore, registry_key, version_record
-from shared.serde import Serde
-from shared.topics import Topics, TopicSpec
+from driftloop.runner import Stack
+from driftloop.shared.broker import Broker
+from driftloop.shared.kafka import create_topics, delete_topics_with_prefix, producer, read_topic
+from driftloop.shared.modelspec import build_model
+from driftloop.shared.poison import Isolated
+from driftloop.shared.registry import ArtifactStore, registry_key, version_record
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics, TopicSpec
 
 pytestmark = pytest.mark.integration
 

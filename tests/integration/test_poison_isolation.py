@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from rawbatch import produce_raw, record_batch, with_bad_crc, with_trailing_garbage
 
-from shared.broker import Broker
-from shared.kafka import create_topics, delete_topics_with_prefix
-from shared.poison import BadBatch, isolate, may_be_poison, read_log
-from shared.topics import TopicSpec
+from driftloop.shared.broker import Broker
+from driftloop.shared.kafka import create_topics, delete_topics_with_prefix
+from driftloop.shared.poison import BadBatch, isolate, may_be_poison, read_log
+from driftloop.shared.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 

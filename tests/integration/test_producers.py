@@ -31,11 +31,11 @@ from confluent_kafka import KafkaError, Message, Producer
 from tools import require_tool
 from waiting import wait_for_records
 
-from services.runner import Stack
-from shared.broker import Broker, kafka_classpath
-from shared.kafka import Partitioner, create_topics, delete_topics_with_prefix, read_topic
-from shared.serde import Serde
-from shared.topics import Topics, TopicSpec
+from driftloop.runner import Stack
+from driftloop.shared.broker import Broker, kafka_classpath
+from driftloop.shared.kafka import Partitioner, create_topics, delete_topics_with_prefix, read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics, TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -286,7 +286,7 @@ def test_every_producer_and_codec_is_ingested_and_predicted(
 
 def test_the_java_default_partitioner_and_ours_agree(broker: Broker) -> None:
     """Keys produced by the Java console producer (default partitioner) land where
-    shared.kafka.Partitioner says: records keyed by entity stay co-partitioned whoever wrote them."""
+    driftloop.shared.kafka.Partitioner says: records keyed by entity stay co-partitioned whoever wrote them."""
     if broker.engine != "kafka":
         pytest.skip("the partitioner is the client's; checked once, against Apache Kafka")
     java = require_tool("java", "Kafka's Java partitioner cannot be compared with ours")

@@ -42,13 +42,13 @@ import pytest
 from live_prometheus import Prometheus, QueryError, prometheus_binary, rules
 from promql import metric_names
 
-from services.replay import replay
-from services.runner import Stack
-from services.streams import sea_stream
-from shared.kafka import producer
-from shared.serde import Serde
-from shared.settings import SERVICES
-from shared.topics import Topics
+from driftloop.replay import replay
+from driftloop.runner import Stack
+from driftloop.shared.kafka import producer
+from driftloop.shared.serde import Serde
+from driftloop.shared.settings import SERVICES
+from driftloop.shared.topics import Topics
+from driftloop.streams import sea_stream
 
 pytestmark = pytest.mark.integration
 

@@ -31,15 +31,15 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import build_parser
-from services.features.spec import FeatureSpec
-from services.ingestion.contract import Contract
-from services.runner import Stack
-from shared.broker import free_port
-from shared.errors import ContractViolation
-from shared.kafka import read_topic
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.cli import build_parser
+from driftloop.runner import Stack
+from driftloop.services.features.spec import FeatureSpec
+from driftloop.services.ingestion.contract import Contract
+from driftloop.shared.broker import free_port
+from driftloop.shared.errors import ContractViolation
+from driftloop.shared.kafka import read_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +240,7 @@ def test_every_command_line_example_is_accepted_by_the_parser(tmp_path: Path, mo
 
 
 def test_features_export_into_a_closed_pipe_ends_quietly(tmp_path: Path, serde: Serde) -> None:
-    from services.features.offline import OfflineWriter
+    from driftloop.services.features.offline import OfflineWriter
 
     schema = serde.registry.latest("FeatureVector")[1]
     writer = OfflineWriter(tmp_path / "store", {"features": schema})
@@ -250,7 +250,7 @@ def test_features_export_into_a_closed_pipe_ends_quietly(tmp_path: Path, serde: 
         writer.append("features", {**vector, "feature_set_version": "fs1", "ingest_time": None})
     writer.flush(day)
     env = {"DRIFTLOOP_OFFLINE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
-    cmd = f"{shlex.quote(sys.executable)} -m services.cli features export | head -1; echo rc=${{PIPESTATUS[0]}} >&2"
+    cmd = f"{shlex.quote(sys.executable)} -m driftloop.cli features export | head -1; echo rc=${{PIPESTATUS[0]}} >&2"
     run = subprocess.run(["bash", "-c", cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.stdout.count("\n") == 1 and '"event_id":"e0"' in run.stdout, run.stdout[:300]
     assert run.stderr == "rc=0\n", run.stderr
@@ -284,7 +284,7 @@ def test_a_bad_setting_is_one_line_before_connecting(service: str, name: str, va
         "PATH": "/usr/bin:/bin",
     }
     run = subprocess.run(
-        [sys.executable, "-m", "services.cli", "run", service],
+        [sys.executable, "-m", "driftloop.cli", "run", service],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -296,14 +296,18 @@ def test_a_bad_setting_is_one_line_before_connecting(service: str, name: str, va
 
 
 def test_lifecycle_sim_example_options_exist() -> None:
-    example = next(s for s in inline_code(README) if s.startswith("python -m services.lifecycle_sim"))
+    example = next(s for s in inline_code(README) if s.startswith("python -m driftloop.lifecycle_sim"))
     help_text = subprocess.run(
-        [sys.executable, "-m", "services.lifecycle_sim", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "driftloop.lifecycle_sim", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     for option in re.findall(r"--[a-z-]+", example):
         assert option in help_text, option
     missing = subprocess.run(
-        [sys.executable, "-m", "services.lifecycle_sim", "--dataset", "no-such.csv", "--target", "class"],
+        [sys.executable, "-m", "driftloop.lifecycle_sim", "--dataset", "no-such.csv", "--target", "class"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -313,9 +317,9 @@ def test_lifecycle_sim_example_options_exist() -> None:
 
 
 def test_the_bounds_the_producing_section_names_are_the_code_s() -> None:
-    from services.ingestion.validate import Limits
-    from shared.serde import MAX_MAP_ENTRIES
-    from shared.settings import IngestionSettings
+    from driftloop.services.ingestion.validate import Limits
+    from driftloop.shared.serde import MAX_MAP_ENTRIES
+    from driftloop.shared.settings import IngestionSettings
 
     text = " ".join(section("Producing to driftloop").split())
     assert f"a map of more than {MAX_MAP_ENTRIES:,} entries" in text

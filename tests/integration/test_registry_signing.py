@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from shared.kafka import produce_all, read_topic
-from shared.registry import ChampionChange, Registry, registry_key, version_record
-from shared.registry_client import RegistryClient
-from shared.serde import Serde
-from shared.signing import sign
-from shared.topics import Topics
+from driftloop.shared.kafka import produce_all, read_topic
+from driftloop.shared.registry import ChampionChange, Registry, registry_key, version_record
+from driftloop.shared.registry_client import RegistryClient
+from driftloop.shared.serde import Serde
+from driftloop.shared.signing import sign
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_models_cli_signs_what_it_publishes(broker: Any, topics: Topics, serde: 
         "DRIFTLOOP_REGISTRY_HMAC_KEY": KEY.decode(),
     }
     subprocess.run(
-        [sys.executable, "-m", "services.cli", "models", "promote", "2", "--reason", "test"],
+        [sys.executable, "-m", "driftloop.cli", "models", "promote", "2", "--reason", "test"],
         env=env,
         check=True,
         capture_output=True,

@@ -15,11 +15,11 @@ import pytest
 from river import datasets
 from waiting import metric_value, scrape_metrics, wait_until
 
-from services.runner import Stack
-from shared.kafka import produce_all, read_topic
-from shared.modelspec import predict
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import produce_all, read_topic
+from driftloop.shared.modelspec import predict
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 N = 400

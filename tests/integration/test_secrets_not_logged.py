@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from services.runner import Stack
-from shared.broker import Broker, KafkaBroker, free_port
-from shared.kafka import produce_all, read_topic
-from shared.registry import registry_key, version_record
-from shared.serde import Serde
-from shared.signing import verify
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.broker import Broker, KafkaBroker, free_port
+from driftloop.shared.kafka import produce_all, read_topic
+from driftloop.shared.registry import registry_key, version_record
+from driftloop.shared.serde import Serde
+from driftloop.shared.signing import verify
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_secrets_never_appear_in_logs(
         monkeypatch.setenv("DRIFTLOOP_SASL_USERNAME", USERNAME)
         monkeypatch.setenv("DRIFTLOOP_SASL_PASSWORD", PASSWORD)
         wrong = subprocess.run(
-            [sys.executable, "-m", "services.cli", "topics"],
+            [sys.executable, "-m", "driftloop.cli", "topics"],
             env={**os.environ, **env, "DRIFTLOOP_SASL_PASSWORD": "not-the-password"},
             capture_output=True,
             text=True,
@@ -150,7 +150,7 @@ def test_secrets_never_appear_in_logs(
             time.sleep(0.3)
         stack.check()
         cli = subprocess.run(
-            [sys.executable, "-m", "services.cli", "models", "list"],
+            [sys.executable, "-m", "driftloop.cli", "models", "list"],
             env=stack.env,
             capture_output=True,
             text=True,

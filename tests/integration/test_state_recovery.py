@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from services.runner import Stack
-from shared.kafka import produce_all, producer, read_topic, tail_topic
-from shared.serde import Serde
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import produce_all, producer, read_topic, tail_topic
+from driftloop.shared.serde import Serde
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 N = 3000

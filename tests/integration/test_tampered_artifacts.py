@@ -27,13 +27,13 @@ from live_prometheus import Prometheus, prometheus_binary, rule_expr
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import scrape_metrics
 
-from services.runner import Stack
-from shared.kafka import produce_all, read_topic
-from shared.modelspec import build_model
-from shared.registry import ArtifactStore, registry_key, version_record
-from shared.serde import Serde
-from shared.signing import sign
-from shared.topics import Topics
+from driftloop.runner import Stack
+from driftloop.shared.kafka import produce_all, read_topic
+from driftloop.shared.modelspec import build_model
+from driftloop.shared.registry import ArtifactStore, registry_key, version_record
+from driftloop.shared.serde import Serde
+from driftloop.shared.signing import sign
+from driftloop.shared.topics import Topics
 
 pytestmark = pytest.mark.integration
 

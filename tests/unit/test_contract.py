@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.ingestion.contract import Contract
-from shared.errors import ConfigError, ContractViolation, InvalidRecord
+from driftloop.services.ingestion.contract import Contract
+from driftloop.shared.errors import ConfigError, ContractViolation, InvalidRecord
 
 CONTRACT = """
 fields:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import NonFiniteNumber, RecordTooLarge
-from shared.serde import MAX_MAP_ENTRIES, Serde
+from driftloop.shared.errors import NonFiniteNumber, RecordTooLarge
+from driftloop.shared.serde import MAX_MAP_ENTRIES, Serde
 
 VECTOR = {
     "event_id": "e",

@@ -1,7 +1,7 @@
 """The deployment files agree with the code.
 
 Static checks (no broker, no Docker) of Dockerfile, docker-compose.yml,
-prometheus/prometheus.yml and k8s/*.yaml against ``shared.settings``:
+prometheus/prometheus.yml and k8s/*.yaml against ``driftloop.shared.settings``:
 
 * compose and k8s run exactly the services in ``SERVICES``, each with
   ``run <its own name>``, plus a one-shot ``topics`` step;
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import SERVICE_SETTINGS, SERVICES, env_var_names, secret_env_names
+from driftloop.shared.settings import SERVICE_SETTINGS, SERVICES, env_var_names, secret_env_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -471,27 +471,27 @@ def test_k8s_every_workload_gets_its_secrets_from_a_secret(k8s, kind):
 
 
 def test_cli_parses_the_deployed_commands():
-    from services.cli import build_parser
+    from driftloop.cli import build_parser
 
     for argv in [["topics"], *(["run", name] for name in SERVICES)]:
         try:
             build_parser().parse_args(argv)
         except SystemExit as exc:
-            pytest.fail(f"services/cli.py: build_parser() rejects {argv} (exit {exc.code})")
+            pytest.fail(f"driftloop/cli.py: build_parser() rejects {argv} (exit {exc.code})")
 
 
 def test_cli_rejects_an_unknown_service(capsys):
-    from services.cli import build_parser
+    from driftloop.cli import build_parser
 
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["run", "no-such-service"])
-    assert exc.value.code != 0, "services/cli.py: `run no-such-service` must be an error"
+    assert exc.value.code != 0, "driftloop/cli.py: `run no-such-service` must be an error"
     capsys.readouterr()  # swallow argparse's usage message
 
 
 def test_compose_kafka_runs_the_version_the_tests_run(compose):
     """docker-compose's Apache Kafka is the version the pom pins for local runs and tests."""
-    from shared.broker import kafka_version
+    from driftloop.shared.broker import kafka_version
 
     image = compose["services"]["kafka"]["image"]
     assert image == f"apache/kafka:{kafka_version()}", (

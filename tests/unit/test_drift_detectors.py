@@ -1,4 +1,4 @@
-"""The detector wrappers of services.monitoring.drift, the Debouncer, parse_detectors and
+"""The detector wrappers of driftloop.services.monitoring.drift, the Debouncer, parse_detectors and
 SubjectDetectors. Detection quality in numbers lives in test_drift_evaluation.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from services.monitoring.drift import (
+from driftloop.services.monitoring.drift import (
     BINARY_ONLY,
     DETECTORS,
     Debouncer,
@@ -18,8 +18,8 @@ from services.monitoring.drift import (
     parse_detectors,
     psi,
 )
-from services.monitoring.evaluation import evaluate
-from shared.errors import ConfigError
+from driftloop.services.monitoring.evaluation import evaluate
+from driftloop.shared.errors import ConfigError
 
 # KSWIN runs a KS test on every update once its 300-value window is full (about 0.7 ms each):
 # its streams are kept short.
@@ -56,7 +56,7 @@ def test_fires_soon_after_an_abrupt_change(spec: str, seed: int) -> None:
 
 # False alarms /10k events on stationary streams (no drift point, so every alert is false),
 # de-bounced as the service runs them (cooldown 300), measured with the evaluation behind
-# `driftloop evaluate-drift` (services.monitoring.evaluation.evaluate, drift_points=()):
+# `driftloop evaluate-drift` (driftloop.services.monitoring.evaluation.evaluate, drift_points=()):
 # 20 seeds x 10,000 events, KSWIN (slow) 6 seeds x 3,000.
 STATIONARY_FALSE_ALARMS_PER_10K = {
     ("adwin", "mean_shift"): 0.0,

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.cli import main
-from services.monitoring import drift
-from services.monitoring.evaluation import (
+from driftloop.cli import main
+from driftloop.services.monitoring import drift
+from driftloop.services.monitoring.evaluation import (
     DEFAULT_DETECTORS,
     STREAMS,
     RunScore,
@@ -26,7 +26,7 @@ from services.monitoring.evaluation import (
     make_stream,
     score_run,
 )
-from shared.errors import ConfigError
+from driftloop.shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,7 +222,7 @@ def test_cli_default_detectors_leave_out_kswin(tmp_path: Path, capsys: pytest.Ca
 
 def test_cli_unknown_detector_is_one_line_and_non_zero() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", "evaluate-drift", "--detectors", "nope"],
+        [sys.executable, "-m", "driftloop.cli", "evaluate-drift", "--detectors", "nope"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.features.spec import FeatureSpec
-from services.features.windows import (
+from driftloop.services.features.spec import FeatureSpec
+from driftloop.services.features.windows import (
     STATS,
     Aggregate,
     Window,
@@ -22,8 +22,8 @@ from services.features.windows import (
     parse_duration,
     parse_spec,
 )
-from shared.errors import ConfigError
-from shared.settings import CommonSettings
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.settings import CommonSettings
 
 WINDOWS = [Window("sliding", 50), Window("tumbling", 40), Window("hopping", 60, 20), Window("sliding", 7)]
 AGGS = tuple(Aggregate("x", stat, w, 0.4) for stat in STATS for w in WINDOWS)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingestion.dedup import Deduplicator
-from services.ingestion.validate import (
+from driftloop.services.ingestion.dedup import Deduplicator
+from driftloop.services.ingestion.validate import (
     MAX_FIELDS,
     MAX_ID_CHARS,
     MAX_STRING_CHARS,
@@ -21,7 +21,7 @@ from services.ingestion.validate import (
     validate_event,
     validate_label,
 )
-from shared.errors import (
+from driftloop.shared.errors import (
     DecodeError,
     InvalidRecord,
     MissingField,
@@ -31,8 +31,8 @@ from shared.errors import (
     UnknownSchema,
     WrongType,
 )
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import REPO_ROOT
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.serde import FileSchemaRegistry, Serde
 
 NOW = 1_700_000_000_000
 LIMITS = Limits()
@@ -40,7 +40,7 @@ LIMITS = Limits()
 
 @pytest.fixture(scope="module")
 def serde() -> Serde:
-    return Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    return Serde(FileSchemaRegistry(SCHEMA_DIR))
 
 
 def event(**overrides: Any) -> dict[str, Any]:

@@ -14,14 +14,14 @@ from fuzzing import CATEGORIES, hostile, hypothesis_objects
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingestion.validate import Limits, decode, validate_event, validate_label
-from shared.errors import DEAD_LETTER_CODES, InvalidRecord
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import REPO_ROOT
+from driftloop.services.ingestion.validate import Limits, decode, validate_event, validate_label
+from driftloop.shared.errors import DEAD_LETTER_CODES, InvalidRecord
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.serde import FileSchemaRegistry, Serde
 
 NOW = 1_700_000_000_000
 LIMITS = Limits(max_record_bytes=20_000)
-SERDE = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+SERDE = Serde(FileSchemaRegistry(SCHEMA_DIR))
 RECORD = {"events": ("RawEvent", validate_event), "labels": ("Label", validate_label)}
 
 

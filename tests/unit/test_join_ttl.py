@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.join import OnceJoin
+from driftloop.shared.join import OnceJoin
 
 
 def combine(left: dict, right: dict) -> dict:

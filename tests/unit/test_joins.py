@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.features.join import OFFSET, LabelJoin, expired_label_letter, labeled_example
-from services.features.spec import FeatureSpec
-from services.monitoring.core import OutcomeJoin, outcome
-from shared.errors import LabelExpired
-from shared.serde import Serde
+from driftloop.services.features.join import OFFSET, LabelJoin, expired_label_letter, labeled_example
+from driftloop.services.features.spec import FeatureSpec
+from driftloop.services.monitoring.core import OutcomeJoin, outcome
+from driftloop.shared.errors import LabelExpired
+from driftloop.shared.serde import Serde
 
 
 def vector(eid: str, features: dict[str, float] | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.retraining.lifecycle import (
+from driftloop.services.retraining.lifecycle import (
     CONTINUOUS,
     PARENT,
     Comparison,
@@ -21,9 +21,9 @@ from services.retraining.lifecycle import (
     ScheduleTrigger,
     Scoreboard,
 )
-from services.streams import sea_stream
-from shared.errors import ConfigError
-from shared.modelspec import build_model, predict, same_class
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.modelspec import build_model, predict, same_class
+from driftloop.streams import sea_stream
 
 
 class Rule:

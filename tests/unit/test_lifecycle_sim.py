@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.lifecycle_sim import Policy, bare_river, simulate
-from services.streams import sea_stream
+from driftloop.lifecycle_sim import Policy, bare_river, simulate
+from driftloop.streams import sea_stream
 
 
 def test_the_served_model_is_always_a_version_the_lifecycle_made_champion() -> None:

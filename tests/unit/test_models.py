@@ -13,11 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.inference.serving import Server
-from services.models_cli import list_rows
-from services.monitoring.core import Monitor, RollingAccuracy
-from services.streams import sea_stream
-from shared.errors import (
+from driftloop.models_cli import list_rows
+from driftloop.services.inference.serving import Server
+from driftloop.services.monitoring.core import Monitor, RollingAccuracy
+from driftloop.shared.errors import (
     ArtifactError,
     ArtifactIntegrityError,
     ArtifactOutsideStore,
@@ -25,10 +24,11 @@ from shared.errors import (
     FeatureSetMismatch,
     UnknownModelSpec,
 )
-from shared.modelspec import SPECS, build_model, is_regressor, predict, same_class
-from shared.registry import ArtifactStore, ChampionChange, Registry, registry_key, version_record, with_status
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import REPO_ROOT
+from driftloop.shared.modelspec import SPECS, build_model, is_regressor, predict, same_class
+from driftloop.shared.registry import ArtifactStore, ChampionChange, Registry, registry_key, version_record, with_status
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.streams import sea_stream
 
 SEA = sea_stream(900, seed=11)
 CLASSIFIERS = ("logreg", "hat", "arf")
@@ -165,7 +165,7 @@ def test_version_record_and_with_status() -> None:
 
 
 def test_version_record_fits_the_model_version_schema() -> None:
-    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    serde = Serde(FileSchemaRegistry(SCHEMA_DIR))
     rec = record(2, "champion")
     assert serde.decode("ModelVersion", serde.encode("ModelVersion", rec)) == rec
     assert record(1, "candidate")["parent_version"] is None
@@ -451,7 +451,7 @@ def test_a_challenger_of_another_feature_set_abstains() -> None:
 
 
 def test_challenger_prediction_fits_the_prediction_schema() -> None:
-    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    serde = Serde(FileSchemaRegistry(SCHEMA_DIR))
     server = Server()
     server.add_challenger(Constant(True), record(2, "candidate"))
     (p,) = server.predict_challengers(fvector("e1"), 1_000)
@@ -459,7 +459,7 @@ def test_challenger_prediction_fits_the_prediction_schema() -> None:
 
 
 def test_server_prediction_fits_the_prediction_schema() -> None:
-    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    serde = Serde(FileSchemaRegistry(SCHEMA_DIR))
     model = build_model("logreg", 1)
     for x, y in SEA.rows[:100]:
         model.learn_one(x, y)
@@ -472,7 +472,7 @@ def test_server_prediction_fits_the_prediction_schema() -> None:
 
 
 def test_a_regressor_serves_its_value_with_no_scores() -> None:
-    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    serde = Serde(FileSchemaRegistry(SCHEMA_DIR))
     model = build_model("linreg", 1)
     for x, y in FRIEDMAN[:300]:
         model.learn_one(x, y)

@@ -13,10 +13,10 @@ from typing import Any
 import fastavro
 import pytest
 
-from services.cli import main
-from services.features.export import export
-from services.features.offline import OfflineWriter, container, feature_set_versions, read
-from shared.serde import Serde
+from driftloop.cli import main
+from driftloop.services.features.export import export
+from driftloop.services.features.offline import OfflineWriter, container, feature_set_versions, read
+from driftloop.shared.serde import Serde
 
 DAY = 86_400_000
 T0 = 1_795_219_200_000  # 2026-11-21T00:00:00Z

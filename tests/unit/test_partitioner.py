@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.kafka import Partitioner
+from driftloop.shared.kafka import Partitioner
 
 # Key -> partition of 4, as Kafka 4.4.0's Java console producer (default partitioner) placed
 # them; tests/integration/test_producers.py checks the same keys against the live producer.

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.monitoring.core import PerformanceTracker, roc_auc
+from driftloop.services.monitoring.core import PerformanceTracker, roc_auc
 
 scores = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0]) | st.floats(0, 1)
 

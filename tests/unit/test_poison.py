@@ -10,7 +10,7 @@ import pytest
 from aiokafka.errors import CorruptRecordException, KafkaConnectionError, UnsupportedCodecError
 from rawbatch import gzip_with_trailing_garbage, record_batch, with_bad_crc, with_codec_id, with_payload
 
-from shared.poison import first_undecodable, may_be_poison
+from driftloop.shared.poison import first_undecodable, may_be_poison
 
 
 def at(batch: bytes, base_offset: int) -> bytes:

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river.datasets import synth
 
-from services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, outcome
-from services.retraining.lifecycle import Scoreboard
-from shared.modelspec import build_model, predict
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import REPO_ROOT
+from driftloop.services.monitoring.core import Monitor, OutcomeJoin, PerformanceTracker, is_regression, outcome
+from driftloop.services.retraining.lifecycle import Scoreboard
+from driftloop.shared.modelspec import build_model, predict
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.serde import FileSchemaRegistry, Serde
 
 
 def prediction(eid: str, predicted: Any, scores: dict[str, float] | None = None, **kw: Any) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def test_a_classification_outcome_is_unchanged() -> None:
 
 
 def test_a_regression_outcome_fits_the_outcome_schema() -> None:
-    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    serde = Serde(FileSchemaRegistry(SCHEMA_DIR))
     out = outcome(prediction("e1", 2.25), label("e1", 3))
     decoded = serde.decode("Outcome", serde.encode("Outcome", out))
     assert decoded == out and type(decoded["predicted"]) is float and decoded["scores"] == {}

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from tools import require_tool
 
-from shared.errors import ConfigError
-from shared.kafka import client_options
-from shared.settings import CommonSettings, env_var_names, secret_env_names
+from driftloop.shared.errors import ConfigError
+from driftloop.shared.kafka import client_options
+from driftloop.shared.settings import CommonSettings, env_var_names, secret_env_names
 
 PASSWORD = "pw-Zq8-never-print-me"
 HMAC_KEY = "hmac-Xr4-never-print-me"

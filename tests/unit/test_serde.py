@@ -12,12 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.errors import DecodeError, InvalidRecord, SchemaMismatch, UnknownSchema
-from shared.serde import HEADER_SIZE as _HEADER_SIZE
-from shared.serde import MAGIC, RECORDS, FileSchemaRegistry, Serde
-from shared.settings import REPO_ROOT
+from driftloop.shared.errors import DecodeError, InvalidRecord, SchemaMismatch, UnknownSchema
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.serde import HEADER_SIZE as _HEADER_SIZE
+from driftloop.shared.serde import MAGIC, RECORDS, FileSchemaRegistry, Serde
 
-SCHEMA_DIR = REPO_ROOT / "schemas"
 REGISTRY_INDEX = json.loads((SCHEMA_DIR / "registry.json").read_text())
 # The newest version of each record (what writers use).
 _NEWEST = sorted(REGISTRY_INDEX["schemas"], key=lambda e: e["version"])
@@ -390,7 +389,7 @@ def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> No
 
 
 def test_signed_model_version_is_read_by_old_reader_without_the_signature(serde: Serde) -> None:
-    from shared.signing import sign, verify
+    from driftloop.shared.signing import sign, verify
 
     value = sign(_model_version(AVSC["ModelVersion"]), b"k")
     new_bytes = serde.encode("ModelVersion", value)
@@ -507,7 +506,7 @@ class ModelVersionV2Registry(FileSchemaRegistry):
 
 
 def test_a_signed_v2_record_reads_as_v3_with_no_task_and_still_verifies(serde: Serde) -> None:
-    from shared.signing import sign, verify
+    from driftloop.shared.signing import sign, verify
 
     value = sign({k: v for k, v in _model_version_with_history().items() if k != "task"}, b"k")
     old_bytes = Serde(ModelVersionV2Registry(SCHEMA_DIR)).encode("ModelVersion", value)
@@ -519,7 +518,7 @@ def test_a_signed_v2_record_reads_as_v3_with_no_task_and_still_verifies(serde: S
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_a_v3_record_keeps_its_task_and_a_v2_reader_skips_it(serde: Serde, task: str) -> None:
-    from shared.signing import sign, verify
+    from driftloop.shared.signing import sign, verify
 
     value = sign({**_model_version_with_history(), "task": task}, b"k")
     new_bytes = serde.encode("ModelVersion", value)

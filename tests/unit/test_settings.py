@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from shared.settings import (
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.settings import (
     EMBEDDED_BROKER_DEFAULT,
-    REPO_ROOT,
     SERVICE_SETTINGS,
     SERVICES,
     CommonSettings,
@@ -21,6 +21,8 @@ from shared.settings import (
     RetrainingSettings,
     env_var_names,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_METRICS_PORTS = {
     "ingestion": 9101,
@@ -50,7 +52,7 @@ def test_common_defaults() -> None:
     assert s.bootstrap_servers == EMBEDDED_BROKER_DEFAULT == "127.0.0.1:9092"
     assert s.topic_prefix == "driftloop."
     assert s.partitions == 4
-    assert s.schema_dir == REPO_ROOT / "schemas"
+    assert s.schema_dir == SCHEMA_DIR
     assert (s.schema_dir / "registry.json").is_file()
     assert s.artifact_store == "file://./artifacts"
     assert s.log_json is True

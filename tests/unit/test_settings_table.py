@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from shared.settings import (
+from driftloop.shared.settings import (
     SERVICES,
     CommonSettings,
     FeaturesSettings,

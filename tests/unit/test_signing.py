@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import RegistrySignatureInvalid
-from shared.registry import Registry, version_record, with_status
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import REPO_ROOT
-from shared.signing import SCHEME, SIGNATURE_FIELD, canonical, sign, verify
+from driftloop.shared.errors import RegistrySignatureInvalid
+from driftloop.shared.registry import Registry, version_record, with_status
+from driftloop.shared.resources import SCHEMA_DIR
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.signing import SCHEME, SIGNATURE_FIELD, canonical, sign, verify
 
 KEY = b"registry-key-for-tests"
 
@@ -81,7 +81,7 @@ def test_an_added_field_breaks_the_signature_but_an_added_null_does_not() -> Non
 
 
 def test_the_signature_survives_the_avro_round_trip() -> None:
-    serde = Serde(FileSchemaRegistry(REPO_ROOT / "schemas"))
+    serde = Serde(FileSchemaRegistry(SCHEMA_DIR))
     signed = sign(record(), KEY)  # metrics hold an int that Avro reads back as a float
     decoded = serde.decode("ModelVersion", serde.encode("ModelVersion", signed))
     assert isinstance(decoded["metrics"]["examples"], float)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.join import OnceJoin
-from shared.state import StateStore, Write
+from driftloop.shared.join import OnceJoin
+from driftloop.shared.state import StateStore, Write
 
 
 def snapshot(store: StateStore) -> tuple[dict[str, Any], dict[str, int]]:

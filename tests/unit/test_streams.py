@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.streams import Dataset, batched, index_of, load_dataset, read_csv, schedule, sea_stream
-from shared.errors import ConfigError
+from driftloop.shared.errors import ConfigError
+from driftloop.streams import Dataset, batched, index_of, load_dataset, read_csv, schedule, sea_stream
 
 
 def tiny(n: int, entities: list[str] | None = None) -> Dataset:

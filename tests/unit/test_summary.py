@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.summary import bare_prequential, detection_delays, failure, prediction_gaps_ms, summarize
+from driftloop.summary import bare_prequential, detection_delays, failure, prediction_gaps_ms, summarize
 
 
 def pred(at: int, version: int, role: str = "champion") -> dict[str, Any]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import base, datasets
 
-from services.monitoring.core import (
+from driftloop.services.monitoring.core import (
     Monitor,
     PerformanceTracker,
     class_key,
@@ -21,7 +21,7 @@ from services.monitoring.core import (
     outcome,
     positive_score,
 )
-from services.retraining.lifecycle import (
+from driftloop.services.retraining.lifecycle import (
     Comparison,
     Lifecycle,
     Promote,
@@ -31,9 +31,9 @@ from services.retraining.lifecycle import (
     Rollback,
     RollbackRule,
 )
-from services.retraining.task import TaskGate
-from shared.errors import ConfigError, LabelTaskMismatch, UnknownModelSpec
-from shared.modelspec import (
+from driftloop.services.retraining.task import TaskGate
+from driftloop.shared.errors import ConfigError, LabelTaskMismatch, UnknownModelSpec
+from driftloop.shared.modelspec import (
     BINARY,
     MULTICLASS,
     REGRESSION,
@@ -468,8 +468,8 @@ def test_every_example_comes_out_once_learnable_by_the_task_or_refused(examples:
 
 
 def test_models_list_shows_a_regressors_mae_and_its_task() -> None:
-    from services.models_cli import list_rows
-    from shared.registry import Registry, version_record, with_status
+    from driftloop.models_cli import list_rows
+    from driftloop.shared.registry import Registry, version_record, with_status
 
     def rec(version: int, metrics: dict[str, float], task: str | None) -> dict[str, Any]:
         return version_record(
@@ -505,8 +505,8 @@ def test_models_list_shows_a_regressors_mae_and_its_task() -> None:
 
 
 def test_the_bench_reports_a_regression_by_its_errors() -> None:
-    from services.bench import bare_river, rows_for, task_of
-    from services.streams import Dataset
+    from driftloop.bench import bare_river, rows_for, task_of
+    from driftloop.streams import Dataset
 
     trump = Dataset("trump", [(dict(x), y) for x, y in datasets.TrumpApproval()])
     assert task_of(trump) == REGRESSION

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from shared import errors
-from shared.errors import DEAD_LETTER_CODES, DriftloopError
-from shared.topics import EVENT_TOPICS, REGISTRY_TOPIC, Topics
+from driftloop.shared import errors
+from driftloop.shared.errors import DEAD_LETTER_CODES, DriftloopError
+from driftloop.shared.topics import EVENT_TOPICS, REGISTRY_TOPIC, Topics
 
 # --- topics --------------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from services.monitoring.core import class_key, macro_f1
-from services.streams import index_of, numeric
-from shared.modelspec import REGRESSION, infer_task, is_number, label_fits, predict, same_class
+from driftloop.services.monitoring.core import class_key, macro_f1
+from driftloop.shared.modelspec import REGRESSION, infer_task, is_number, label_fits, predict, same_class
+from driftloop.streams import index_of, numeric
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

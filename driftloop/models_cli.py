@@ -14,13 +14,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import ConfigError, RegistrySignatureInvalid
-from shared.kafka import client_options, load_registry_records, producer, start_client
-from shared.registry import Registry, registry_key, with_status
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import CommonSettings
-from shared.signing import sign
-from shared.topics import Topics
+from driftloop.shared.errors import ConfigError, RegistrySignatureInvalid
+from driftloop.shared.kafka import client_options, load_registry_records, producer, start_client
+from driftloop.shared.registry import Registry, registry_key, with_status
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.signing import sign
+from driftloop.shared.topics import Topics
 
 
 def _ts(ms: int | None) -> str:

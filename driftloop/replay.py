@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from services.streams import Dataset, read_csv, schedule
-from shared.kafka import ClientOptions, client_options, produce_batched, producer, start_client
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import CommonSettings
-from shared.topics import Topics
+from driftloop.shared.kafka import ClientOptions, client_options, produce_batched, producer, start_client
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.topics import Topics
+from driftloop.streams import Dataset, read_csv, schedule
 
 
 @dataclass

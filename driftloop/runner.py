@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from shared.broker import Broker, free_port, start_local_broker
-from shared.errors import DriftloopError
-from shared.kafka import client_options, create_topics
-from shared.log import configure_logging, get_logger
-from shared.settings import SERVICES, CommonSettings
-from shared.topics import Topics
+from driftloop.shared.broker import Broker, free_port, start_local_broker
+from driftloop.shared.errors import DriftloopError
+from driftloop.shared.kafka import client_options, create_topics
+from driftloop.shared.log import configure_logging, get_logger
+from driftloop.shared.settings import SERVICES, CommonSettings
+from driftloop.shared.topics import Topics
 
 # Measured at 1,000 events/s offered on 2 cores: p99 event-to-prediction latency ~120 ms
 # with these at nice 10 against ~280-430 ms at equal priority.
@@ -88,7 +88,7 @@ class Stack:
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", name],
+            [sys.executable, "-m", "driftloop.cli", "run", name],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,

@@ -18,8 +18,8 @@ from typing import NoReturn
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
-from shared.errors import DriftloopError
-from shared.settings import SERVICES, CommonSettings
+from driftloop.shared.errors import DriftloopError
+from driftloop.shared.settings import SERVICES, CommonSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_broker(port: int | None) -> int:
-    from shared.broker import start_local_broker
-    from shared.log import configure_logging, get_logger
+    from driftloop.shared.broker import start_local_broker
+    from driftloop.shared.log import configure_logging, get_logger
 
     common = CommonSettings()
     configure_logging(common.log_level, json=common.log_json)
@@ -258,8 +258,8 @@ def _cmd_broker(port: int | None) -> int:
 
 
 def _cmd_topics() -> int:
-    from shared.kafka import client_options, create_topics
-    from shared.topics import Topics
+    from driftloop.shared.kafka import client_options, create_topics
+    from driftloop.shared.topics import Topics
 
     common = CommonSettings()
     specs = Topics(common.topic_prefix, common.partitions).catalogue()
@@ -273,7 +273,7 @@ def _cmd_topics() -> int:
 
 
 def _cmd_run(service: str) -> int:
-    module = importlib.import_module(f"services.{service}.app")
+    module = importlib.import_module(f"driftloop.services.{service}.app")
     module.main()
     return 0
 
@@ -298,31 +298,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _cmd_run(args.service)
         if args.command == "up":
-            from services.runner import up
+            from driftloop.runner import up
 
             return up()
         if args.command == "replay":
-            from services.replay import replay_cli
+            from driftloop.replay import replay_cli
 
             return replay_cli(args)
         if args.command == "models":
-            from services.models_cli import models_cli
+            from driftloop.models_cli import models_cli
 
             return models_cli(args)
         if args.command == "bench":
-            from services.bench import bench_cli
+            from driftloop.bench import bench_cli
 
             return bench_cli(args)
         if args.command == "demo":
-            from services.demo import demo_cli
+            from driftloop.demo import demo_cli
 
             return demo_cli(args)
         if args.command == "features":
-            from services.features.export import features_cli
+            from driftloop.services.features.export import features_cli
 
             return features_cli(args)
         if args.command == "evaluate-drift":
-            from services.monitoring.evaluation import evaluate_drift_cli
+            from driftloop.services.monitoring.evaluation import evaluate_drift_cli
 
             return evaluate_drift_cli(args)
     except ValidationError as exc:

@@ -30,19 +30,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from services.demo import run_demo
-from services.monitoring.core import Monitor
-from services.runner import Stack
-from services.streams import Dataset, load_dataset, monitoring_stream, numeric
-from services.summary import accuracy, bare_prequential, errors_of, mae, percentile, prediction_gaps_ms, rmse
-from shared.broker import Broker, free_port, start_local_broker
-from shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
-from shared.modelspec import BINARY, REGRESSION, build_model, infer_task, predict, same_class, spec_for_task
-from shared.registry import ArtifactStore, registry_key, version_record, with_status
-from shared.registry_client import code_version
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import CommonSettings, MonitoringSettings
-from shared.topics import Topics
+from driftloop.demo import run_demo
+from driftloop.runner import Stack
+from driftloop.services.monitoring.core import Monitor
+from driftloop.shared.broker import Broker, free_port, start_local_broker
+from driftloop.shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
+from driftloop.shared.modelspec import BINARY, REGRESSION, build_model, infer_task, predict, same_class, spec_for_task
+from driftloop.shared.registry import ArtifactStore, registry_key, version_record, with_status
+from driftloop.shared.registry_client import code_version
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.settings import CommonSettings, MonitoringSettings
+from driftloop.shared.topics import Topics
+from driftloop.streams import Dataset, load_dataset, monitoring_stream, numeric
+from driftloop.summary import accuracy, bare_prequential, errors_of, mae, percentile, prediction_gaps_ms, rmse
 
 
 def _phase_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
@@ -116,7 +116,7 @@ def bare_river(dataset: Dataset, spec: str, seed: int, label_delay: int) -> tupl
 
 def bare_monitor(stream: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> float:
     """The monitoring core alone, same detectors as the service's defaults: predictions/s."""
-    from services.monitoring.core import outcome
+    from driftloop.services.monitoring.core import outcome
 
     monitor = Monitor.from_settings(MonitoringSettings())
     started = time.perf_counter()
@@ -510,7 +510,9 @@ def run_bench(
             p99_latency_by_minute_ms=per_minute,
             p99_latency_first_minute_ms=whole[0] if whole else None,
             p99_latency_last_minute_ms=whole[-1] if whole else None,
-            p99_last_to_first_minute=(whole[-1] / whole[0]) if len(whole) >= 2 and whole[0] else None,
+            p99_last_to_first_minute=(
+                (whole[-1] / whole[0]) if len(whole) >= 2 and whole[0] and whole[-1] is not None else None
+            ),
         )
         res.update(
             offered_rate=offered_rate,

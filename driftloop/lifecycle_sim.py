@@ -13,7 +13,7 @@ all of it. Use it to compare policies over a range of lags, not as the loop's fi
 Elec2 with concept alerts and the demo's cadence it gives 0.769 at a lag of 200 events,
 where the loop paced at 1,000 events/s (150-250 events of lag) served 0.777-0.779.
 
-    python -m services.lifecycle_sim --dataset elec2 --lag 0 --lag 200
+    python -m driftloop.lifecycle_sim --dataset elec2 --lag 0 --lag 200
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.retraining.lifecycle import Lifecycle, Promote, Register, Reject, Rollback
-from services.streams import load_dataset, numeric
-from shared.errors import DriftloopError
-from shared.modelspec import build_model, predict, same_class
+from driftloop.services.retraining.lifecycle import Lifecycle, Promote, Register, Reject, Rollback
+from driftloop.shared.errors import DriftloopError
+from driftloop.shared.modelspec import build_model, predict, same_class
+from driftloop.streams import load_dataset, numeric
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def simulate(
     lc = policy.lifecycle(spec, seed, next_version)
     monitor = None
     if drift:
-        from services.monitoring.core import Monitor
+        from driftloop.services.monitoring.core import Monitor
 
         monitor = Monitor(input_detectors=(), prediction_detectors=())
     registered: dict[int, Any] = {}

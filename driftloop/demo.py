@@ -14,16 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.replay import replay
-from services.runner import Stack, demo_env
-from services.streams import Dataset, index_of, load_dataset
-from services.summary import bare_prequential, failure, summarize
-from shared.kafka import ClientOptions, client_options, read_topic, tail_topic
-from shared.modelspec import build_model, spec_for_task
-from shared.registry import ArtifactStore, Registry
-from shared.serde import FileSchemaRegistry, Serde
-from shared.settings import CommonSettings
-from shared.topics import Topics
+from driftloop.replay import replay
+from driftloop.runner import Stack, demo_env
+from driftloop.shared.kafka import ClientOptions, client_options, read_topic, tail_topic
+from driftloop.shared.modelspec import build_model, spec_for_task
+from driftloop.shared.registry import ArtifactStore, Registry
+from driftloop.shared.serde import FileSchemaRegistry, Serde
+from driftloop.shared.settings import CommonSettings
+from driftloop.shared.topics import Topics
+from driftloop.streams import Dataset, index_of, load_dataset
+from driftloop.summary import bare_prequential, failure, summarize
 
 TOPIC_RECORDS = {
     "events.clean": "RawEvent",
@@ -233,7 +233,7 @@ def run_demo(
         dataset=dataset.name, run_id=run_id, topic_prefix=topics.prefix, label_delay=label_delay, broker=broker_info
     )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from services.report import write_report
+    from driftloop.report import write_report
 
     write_report(out_dir, summary, series)
     return summary
