@@ -617,31 +617,14 @@ class ServiceContext(Generic[S]):
     async def _poison_in_changelog(self, skipped: poison.Isolated) -> None:
         """A changelog batch that cannot be decoded: recovery goes on without it (its keys
         keep their older values), counted and logged; it is the service's own record."""
-        tp, batch = skipped.tp, skipped.batch
-        self.metrics.poison_batches.labels(self.service, tp.topic).inc()
-        self.log.error(
-            "poison_batch_skipped",
-            topic=tp.topic,
-            partition=tp.partition,
-            first_offset=batch.first,
-            last_offset=batch.last,
-            during="state_recovery",
-            error=repr(skipped.error)[:500],
-        )
+        self.metrics.poison_batches.labels(self.service, skipped.tp.topic).inc()
+        self.log.error("poison_batch_skipped", during="state_recovery", **poison.log_fields(skipped))
 
     async def _dead_letter_batch(self, skipped: poison.Isolated) -> None:
         """Count, log and dead-letter a skipped poison batch by its offset range."""
         tp, batch = skipped.tp, skipped.batch
         self.metrics.poison_batches.labels(self.service, tp.topic).inc()
-        self.log.error(
-            "poison_batch_skipped",
-            topic=tp.topic,
-            partition=tp.partition,
-            first_offset=batch.first,
-            last_offset=batch.last,
-            batch_bytes=len(batch.raw),
-            error=repr(skipped.error)[:500],
-        )
+        self.log.error("poison_batch_skipped", **poison.log_fields(skipped))
         error = PoisonBatch(f"record batch at offsets {batch.first}-{batch.last} cannot be decoded: {skipped.error!r}")
         raw = batch.raw if len(batch.raw) <= POISON_RAW_MAX_BYTES else None
         source = ConsumerRecord(

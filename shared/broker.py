@@ -119,6 +119,15 @@ def _wait(
     raise BrokerUnavailable(f"no Kafka broker answered Metadata on {bootstrap} within {timeout_s:.0f} s")
 
 
+def _ready_or_stopped(broker: KafkaBroker | TansuBroker, timeout_s: float) -> None:
+    """Wait for a just-started broker; stop it if it does not become ready."""
+    try:
+        wait_until_ready(broker.bootstrap_servers, timeout_s, broker.process, broker.log_path)
+    except BrokerUnavailable:
+        broker.stop()
+        raise
+
+
 def _stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -329,11 +338,7 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
         )
-        try:
-            wait_until_ready(self.bootstrap_servers, timeout_s, self.process, self.log_path)
-        except BrokerUnavailable:
-            self.stop()
-            raise
+        _ready_or_stopped(self, timeout_s)
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -423,11 +428,7 @@ class TansuBroker:
             env=env,
             start_new_session=True,
         )
-        try:
-            wait_until_ready(self.bootstrap_servers, timeout_s, self.process, self.log_path)
-        except BrokerUnavailable:
-            self.stop()
-            raise
+        _ready_or_stopped(self, timeout_s)
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:

@@ -68,6 +68,19 @@ class Isolated:
     records: dict[TopicPartition, list[ConsumerRecord]] = field(default_factory=dict)
 
 
+def log_fields(skipped: Isolated) -> dict[str, object]:
+    """What a ``poison_batch_skipped`` log line says of a skipped batch."""
+    tp, batch = skipped.tp, skipped.batch
+    return {
+        "topic": tp.topic,
+        "partition": tp.partition,
+        "first_offset": batch.first,
+        "last_offset": batch.last,
+        "batch_bytes": len(batch.raw),
+        "error": repr(skipped.error)[:500],
+    }
+
+
 def may_be_poison(exc: BaseException) -> bool:
     """Whether ``exc``, raised by ``getmany()``, may come from decoding a record batch:
     aiokafka's CRC and codec errors, or anything that is not a Kafka client error (a

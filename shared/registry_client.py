@@ -127,14 +127,7 @@ class RegistryClient:
         it held are unknown to this follower (a later record of the same version restores it)."""
         self._refused_c.labels(PoisonBatch.code).inc()
         self.refused += 1
-        self.log.error(
-            "poison_batch_skipped",
-            topic=skipped.tp.topic,
-            partition=skipped.tp.partition,
-            first_offset=skipped.batch.first,
-            last_offset=skipped.batch.last,
-            error=repr(skipped.error)[:500],
-        )
+        self.log.error("poison_batch_skipped", **poison.log_fields(skipped))
 
     async def follow(
         self,
