@@ -40,7 +40,15 @@ from driftloop.shared.registry import ArtifactStore, registry_key, version_recor
 from driftloop.shared.registry_client import code_version
 from driftloop.shared.serde import FileSchemaRegistry, Serde
 from driftloop.shared.settings import CommonSettings, MonitoringSettings
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import (
+    EVENTS_CLEAN,
+    EVENTS_RAW,
+    FEATURES,
+    LABELS_CLEAN,
+    MODELS_REGISTRY,
+    PREDICTIONS,
+    Topics,
+)
 from driftloop.streams import Dataset, load_dataset, monitoring_stream, numeric
 from driftloop.summary import accuracy, bare_prequential, errors_of, mae, percentile, prediction_gaps_ms, rmse
 
@@ -75,12 +83,12 @@ async def passthrough(bootstrap: str, serde: Serde, n: int, partitions: int) -> 
                     "ingest_time": None,
                 },
             )
-            await prod.send(topics.events_raw, key=f"e{i % 97}".encode(), value=value)
+            await prod.send(topics.name(EVENTS_RAW), key=f"e{i % 97}".encode(), value=value)
         await prod.flush()
         started, moved = time.perf_counter(), 0
-        async for batch in tail_topic(bootstrap, topics.events_raw, poll_ms=50, max_wait_s=300):
+        async for batch in tail_topic(bootstrap, topics.name(EVENTS_RAW), poll_ms=50, max_wait_s=300):
             for rec in batch:
-                await prod.send(topics.events_clean, key=rec.key, value=rec.value)
+                await prod.send(topics.name(EVENTS_CLEAN), key=rec.key, value=rec.value)
             moved += len(batch)
             if moved >= n:
                 break
@@ -178,9 +186,9 @@ def monitoring_records(serde: Serde, stream: list) -> Records:
     def records(topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
         for vector, prediction, label in stream:
             key = vector["entity_id"].encode()
-            yield topics.features, key, serde.encode("FeatureVector", vector)
-            yield topics.predictions, key, serde.encode("Prediction", prediction)
-            yield topics.labels_clean, key, serde.encode("Label", label)
+            yield topics.name(FEATURES), key, serde.encode("FeatureVector", vector)
+            yield topics.name(PREDICTIONS), key, serde.encode("Prediction", prediction)
+            yield topics.name(LABELS_CLEAN), key, serde.encode("Label", label)
 
     return records
 
@@ -192,7 +200,7 @@ def raw_event_records(serde: Serde, dataset: Dataset) -> Records:
             entity = f"e{i % 97}"
             event = {"event_id": f"b-{i}", "entity_id": entity, "event_time": now, "fields": fields}
             event["ingest_time"] = None
-            yield topics.events_raw, entity.encode(), serde.encode("RawEvent", event)
+            yield topics.name(EVENTS_RAW), entity.encode(), serde.encode("RawEvent", event)
 
     return records
 
@@ -210,7 +218,7 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
                 "feature_set_version": feature_set_version,
                 "ingest_time": now,
             }
-            yield topics.features, entity.encode(), serde.encode("FeatureVector", vector)
+            yield topics.name(FEATURES), entity.encode(), serde.encode("FeatureVector", vector)
 
     return records
 
@@ -239,7 +247,7 @@ def register_champion(bootstrap: str, serde: Serde, model: Any, spec: str) -> Ca
         store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
         record = _version(store, model, 1, "champion", "bench: trained on the bench stream", spec)
         value = serde.encode("ModelVersion", record)
-        asyncio.run(produce_all(bootstrap, [(topics.models_registry, registry_key(common.model_name, 1), value)]))
+        asyncio.run(produce_all(bootstrap, [(topics.name(MODELS_REGISTRY), registry_key(common.model_name, 1), value)]))
 
     return before
 
@@ -325,14 +333,16 @@ def inference_paced(
                         "ingest_time": now,
                     }
                     value = serde.encode("FeatureVector", vector)
-                    pending.append(await prod.send(topics.features, key=entity.encode(), value=value))
+                    pending.append(await prod.send(topics.name(FEATURES), key=entity.encode(), value=value))
                 await asyncio.gather(*pending)
 
             async def promotions() -> None:
                 champion = first
                 for cand in candidates:
                     await asyncio.sleep(swap_every_s / 2)
-                    await prod.send_and_wait(topics.models_registry, serde.encode("ModelVersion", cand), key(cand))
+                    await prod.send_and_wait(
+                        topics.name(MODELS_REGISTRY), serde.encode("ModelVersion", cand), key(cand)
+                    )
                     await asyncio.sleep(swap_every_s / 2)
                     now = int(time.time() * 1000)
                     promoted = {
@@ -341,7 +351,7 @@ def inference_paced(
                     }
                     archived = with_status(champion, "archived", f"superseded by v{cand['version']}", now)
                     for r in (promoted, archived):
-                        await prod.send_and_wait(topics.models_registry, serde.encode("ModelVersion", r), key(r))
+                        await prod.send_and_wait(topics.name(MODELS_REGISTRY), serde.encode("ModelVersion", r), key(r))
                     champion = promoted
 
             await asyncio.gather(vectors(), promotions())
@@ -350,7 +360,7 @@ def inference_paced(
 
     async def until_predicted(stack: Stack) -> None:
         seen: set[str] = set()
-        async for batch in tail_topic(bootstrap, topics.predictions, poll_ms=50, max_wait_s=120):
+        async for batch in tail_topic(bootstrap, topics.name(PREDICTIONS), poll_ms=50, max_wait_s=120):
             stack.check()
             seen.update(filter(None, (serde.leading_string(r.value) for r in batch)))  # event_ids, any role
             if len(seen) >= n:
@@ -361,7 +371,7 @@ def inference_paced(
         topic, read once the service has stopped (what it sent on its way out included)."""
         first: dict[str, dict[str, Any]] = {}
         duplicates = 0
-        for rec in await read_topic(bootstrap, topics.predictions):
+        for rec in await read_topic(bootstrap, topics.name(PREDICTIONS)):
             p = serde.decode("Prediction", rec.value)
             if p["role"] == "champion":
                 duplicates += p["event_id"] in first
@@ -370,7 +380,7 @@ def inference_paced(
 
     asyncio.run(create_topics(bootstrap, topics.catalogue()))
     value = serde.encode("ModelVersion", first)
-    asyncio.run(produce_all(bootstrap, [(topics.models_registry, key(first), value)]))
+    asyncio.run(produce_all(bootstrap, [(topics.name(MODELS_REGISTRY), key(first), value)]))
     with Stack(env=env, log_dir=out_dir / "logs", services=("inference",)) as stack:
         stack.wait_ready()
         asyncio.run(drive())
@@ -501,7 +511,10 @@ def run_bench(
         lat = run_demo(paced, out / "latency", label_delay=label_delay, rate=offered_rate, env_overrides=lat_env)
         lat_topics = Topics(lat_env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions)
         per_minute = latency_by_minute(
-            [serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, lat_topics.predictions))]
+            [
+                serde.decode("Prediction", r.value)
+                for r in asyncio.run(read_topic(bootstrap, lat_topics.name(PREDICTIONS)))
+            ]
         )
         # A minute that is only partly in the run says little: the first and last whole ones.
         whole = per_minute[:-1] if len(per_minute) > 2 else per_minute

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from driftloop.shared.kafka import ClientOptions, client_options, produce_batched, producer, start_client
 from driftloop.shared.serde import FileSchemaRegistry, Serde
 from driftloop.shared.settings import CommonSettings
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import EVENTS_RAW, LABELS_RAW, Topics
 from driftloop.streams import Dataset, read_csv, schedule
 
 
@@ -68,7 +68,7 @@ async def replay(
                         await asyncio.sleep(ahead)
                         now_ms = int(time.time() * 1000)
                 value = serde.encode("RawEvent", {**rec, "event_time": now_ms, "ingest_time": None})
-                pending.append(await prod.send(topics.events_raw, key=rec["entity_id"].encode(), value=value))
+                pending.append(await prod.send(topics.name(EVENTS_RAW), key=rec["entity_id"].encode(), value=value))
                 events += 1
                 if on_progress and events % 500 == 0:
                     on_progress(events, len(dataset.rows))
@@ -76,7 +76,7 @@ async def replay(
                 if stopped and index >= events:
                     continue
                 value = serde.encode("Label", {**rec, "label_time": now_ms})
-                pending.append(await prod.send(topics.labels_raw, key=rec["entity_id"].encode(), value=value))
+                pending.append(await prod.send(topics.name(LABELS_RAW), key=rec["entity_id"].encode(), value=value))
                 labels += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
@@ -108,9 +108,13 @@ async def _burst(
             now_ms = int(time.time() * 1000)
             if kind == "event":
                 value = serde.encode("RawEvent", {**rec, "event_time": now_ms, "ingest_time": None})
-                yield topics.events_raw, rec["entity_id"].encode(), value
+                yield topics.name(EVENTS_RAW), rec["entity_id"].encode(), value
             else:
-                yield topics.labels_raw, rec["entity_id"].encode(), serde.encode("Label", {**rec, "label_time": now_ms})
+                yield (
+                    topics.name(LABELS_RAW),
+                    rec["entity_id"].encode(),
+                    serde.encode("Label", {**rec, "label_time": now_ms}),
+                )
 
     await produce_batched(bootstrap, records(), options=options)
     if on_progress:

@@ -8,7 +8,8 @@ update; the changelog records of a batch are produced together before the batch'
 offsets can be committed, and recovery reads each changelog partition to the high
 watermark of its fetch responses.
 
-Each key lives in the partition of the input record that wrote it (``shard``), which is
+Each key lives in the partition of the input record that wrote it (``shard``, which the
+runtime's cursor tells the store), which is
 the changelog partition its writes go to: a worker that is assigned input partition p
 owns changelog partition p. A key rewritten under another partition (one event_id sent
 under two entity keys) moves there and leaves a tombstone in its old partition; tombstones
@@ -17,19 +18,29 @@ are partition-scoped on recovery.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 Write = tuple[int, str, Any]  # (partition, key, value or None for a deletion)
 
 
 class StateStore(MutableMapping[str, Any]):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, where: Callable[[], int] | None = None) -> None:
         self.name = name
-        self.shard = 0  # the input partition being processed; set by the shell per record
+        #: The input partition being processed, which the store's writes go to.
+        self._where = where or (lambda: 0)
         self._data: dict[str, Any] = {}
         self._partition: dict[str, int] = {}
         self._pending: dict[tuple[int, str], Any] = {}  # (partition, key) -> last value, None deletes
+
+    @property
+    def shard(self) -> int:
+        return self._where()
+
+    @shard.setter
+    def shard(self, partition: int) -> None:
+        # Outside a runtime (the pure tests): the partition writes go to until set again.
+        self._where = lambda: partition
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -37,12 +48,13 @@ class StateStore(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if value is None:
             raise ValueError("None is the changelog's deletion marker; it cannot be stored")
+        shard = self._where()
         old = self._partition.get(key)
-        if old is not None and old != self.shard:
+        if old is not None and old != shard:
             self._pending[(old, key)] = None  # moved: its old partition must forget it too
         self._data[key] = value
-        self._partition[key] = self.shard
-        self._pending[(self.shard, key)] = value
+        self._partition[key] = shard
+        self._pending[(shard, key)] = value
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]

@@ -9,12 +9,14 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from driftloop.services.inference.serving import Server
-from driftloop.shared.app import EventT, ServiceContext, StreamT, build_context, run_worker
 from driftloop.shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, DriftloopError
 from driftloop.shared.modelspec import build_model
+from driftloop.shared.records import FeatureVector, Prediction
 from driftloop.shared.registry import ArtifactStore, ChampionChange, version_record
 from driftloop.shared.registry_client import RegistryClient, code_version
+from driftloop.shared.runtime import Context, Service, run_service
 from driftloop.shared.settings import InferenceSettings
+from driftloop.shared.topics import FEATURES, MODELS_REGISTRY, PREDICTIONS
 
 SERVICE = "inference"
 #: The codes load_artifact counts a refused artifact under.
@@ -26,190 +28,199 @@ LOAD_FAILURE_CODES = (
 )
 
 
-def wire(ctx: ServiceContext[InferenceSettings]) -> None:
-    app = ctx.app
-    name = ctx.common.model_name
-    store = ArtifactStore(ctx.common.artifact_store)
-    # Inference dead-letters what on the registry topic is no ModelVersion (retraining only logs it).
-    client = RegistryClient.from_settings(
-        ctx.common, ctx.topics.name("models.registry"), ctx.serde, ctx.log, ctx.metrics.registry, keep_unreadable=True
-    )
-    server = Server()
-    ready = asyncio.Event()
-    registry_out = ctx.raw_topic("models.registry")
-    predictions_out = ctx.raw_topic("predictions")
-    served_g = Gauge(
-        "driftloop_served_model_version",
-        "Version of the champion being served",
-        ["model"],
-        registry=ctx.metrics.registry,
-    )
-    predictions_c = Counter(
-        "driftloop_predictions_total", "Predictions made", ["model", "version", "role"], registry=ctx.metrics.registry
-    )
-    swaps_c = Counter(
-        "driftloop_model_swaps_total", "Hot swaps of the served model", ["model"], registry=ctx.metrics.registry
-    )
-    info_g = Gauge(
-        "driftloop_model_info",
-        "1 for each model version loaded, by role",
-        ["model", "version", "role"],
-        registry=ctx.metrics.registry,
-    )
-    load_failures_c = Counter(
-        "driftloop_model_load_failures_total", "Artifacts refused", ["model", "code"], registry=ctx.metrics.registry
-    )
-    # Exported at 0 from the start, so that a rule or panel on it sees a series before the first refusal.
-    for code in LOAD_FAILURE_CODES:
-        load_failures_c.labels(name, code)
+class InferenceMetrics:
+    def __init__(self, svc: Service[InferenceSettings]) -> None:
+        reg, name = svc.metrics.registry, svc.common.model_name
+        self.served = Gauge(
+            "driftloop_served_model_version", "Version of the champion being served", ["model"], registry=reg
+        )
+        self.predictions = Counter(
+            "driftloop_predictions_total", "Predictions made", ["model", "version", "role"], registry=reg
+        )
+        self.swaps = Counter("driftloop_model_swaps_total", "Hot swaps of the served model", ["model"], registry=reg)
+        self.info = Gauge(
+            "driftloop_model_info",
+            "1 for each model version loaded, by role",
+            ["model", "version", "role"],
+            registry=reg,
+        )
+        self.load_failures = Counter(
+            "driftloop_model_load_failures_total", "Artifacts refused", ["model", "code"], registry=reg
+        )
+        # Exported at 0 from the start, so that a rule or panel on it sees a series before the first refusal.
+        for code in LOAD_FAILURE_CODES:
+            self.load_failures.labels(name, code)
 
-    async def send_registry(key: bytes, value: bytes) -> None:
-        await ctx.send(registry_out, key, value)
 
-    async def load_artifact(record: dict[str, Any]) -> Any | None:
+class Inference:
+    """Serves the registry's champion, and every candidate and the static baseline in shadow."""
+
+    def __init__(self, svc: Service[InferenceSettings], client: RegistryClient | None = None) -> None:
+        self.svc = svc
+        self.name = svc.common.model_name
+        self.store = ArtifactStore(svc.common.artifact_store)
+        # Inference dead-letters what on the registry topic is no ModelVersion (retraining only logs it).
+        self.client = client or RegistryClient.from_settings(
+            svc.common, svc.topics.name(MODELS_REGISTRY), svc.serde, svc.log, svc.metrics.registry, keep_unreadable=True
+        )
+        self.server = Server()
+        self.metrics = InferenceMetrics(svc)
+        #: Set once a champion is loaded: features wait for it.
+        self.model_loaded = asyncio.Event()
+        #: Candidates whose artifact was refused: not retried on every registry batch.
+        self.refused: set[int] = set()
+        svc.task(self.follow_registry)
+        svc.on(FEATURES, self.on_vector, after=self.model_loaded)
+
+    # --- the hot path -------------------------------------------------------------------------
+
+    async def on_vector(self, vector: FeatureVector, ctx: Context) -> None:
+        now = int(time.time() * 1000)
+        # A swap can land between any two records (the registry follower runs whenever this
+        # handler awaits); each prediction names the version that made it.
+        prediction = self.server.predict(vector, now)
+        await self.send_prediction(ctx, prediction)
+        ctx.observe_latency(prediction["ingest_time"])
+        shadow = self.server.predict_baseline(vector, now)
+        if shadow is not None:
+            await self.send_prediction(ctx, shadow)
+        for challenger in self.server.predict_challengers(vector, now):
+            await self.send_prediction(ctx, challenger)
+
+    async def send_prediction(self, ctx: Context, prediction: Prediction) -> None:
+        await ctx.send(PREDICTIONS, prediction)
+        self.metrics.predictions.labels(self.name, str(prediction["model_version"]), prediction["role"]).inc()
+
+    # --- the registry -------------------------------------------------------------------------
+
+    async def follow_registry(self) -> None:
+        client = self.client
+        await client.load()
+        champion = client.registry.champion(self.name)
+        if champion is None:
+            await self.bootstrap()
+            champion = client.registry.champion(self.name)
+        assert champion is not None
+        await self.load(champion["version"])
+        await self.on_registry_batch()
+        self.model_loaded.set()
+
+        async def on_change(change: ChampionChange) -> None:
+            if change.name == self.name:
+                await self.load(change.new)
+
+        await client.follow(on_change, self.on_registry_batch)
+
+    async def on_registry_batch(self) -> None:
+        for record, exc in self.client.take_unreadable():
+            await self.svc.publisher.dead_letter(record, exc)
+        await self.ensure_baseline()
+        await self.sync_challengers()
+
+    async def load_artifact(self, record: dict[str, Any]) -> Any | None:
         try:
-            # Off the event loop: unpickling and hashing an adaptive random forest takes tens of
-            # ms (1.9 MB after 5k Elec2 rows: 27 ms), which would stall every prediction meanwhile.
-            return await asyncio.to_thread(store.load, record["artifact_uri"], record["artifact_sha256"])
+            # Off the event loop: unpickling and hashing a large model (a forest) would stall
+            # every prediction meanwhile.
+            return await asyncio.to_thread(self.store.load, record["artifact_uri"], record["artifact_sha256"])
         except Exception as exc:  # noqa: BLE001 - a bad artifact must not stop serving the current one
             code = getattr(exc, "code", "internal_error")
-            load_failures_c.labels(name, code).inc()
-            ctx.log.error(
-                "model_load_refused", model_name=name, model_version=record["version"], error=str(exc), error_code=code
+            self.metrics.load_failures.labels(self.name, code).inc()
+            self.svc.log.error(
+                "model_load_refused",
+                model_name=self.name,
+                model_version=record["version"],
+                error=str(exc),
+                error_code=code,
             )
             return None
 
-    async def load(change_version: int) -> None:
-        record = client.registry.get(name, change_version)
+    async def load(self, version: int) -> None:
+        """Swap in ``version`` as the champion (kept as it is when its artifact is refused)."""
+        record = self.client.registry.get(self.name, version)
         assert record is not None
         # A promoted candidate is already here, loaded and checked, predicting in shadow.
-        model = server.challenger_model(change_version)
+        model = self.server.challenger_model(version)
         if model is None:
-            model = await load_artifact(record)
+            model = await self.load_artifact(record)
         if model is None:
             return
-        old = server.served.version if server.served else None
-        server.swap(model, record)
+        old = self.server.served.version if self.server.served else None
+        self.server.swap(model, record)
+        m = self.metrics
         if old is not None:
-            info_g.labels(name, str(old), "champion").set(0)
-        info_g.labels(name, str(change_version), "champion").set(1)
-        served_g.labels(name).set(change_version)
-        swaps_c.labels(name).inc()
-        ctx.log.info("model_swapped", model_name=name, model_version=change_version, previous_version=old)
+            m.info.labels(self.name, str(old), "champion").set(0)
+        m.info.labels(self.name, str(version), "champion").set(1)
+        m.served.labels(self.name).set(version)
+        m.swaps.labels(self.name).inc()
+        self.svc.log.info("model_swapped", model_name=self.name, model_version=version, previous_version=old)
 
-    async def ensure_baseline() -> None:
+    async def ensure_baseline(self) -> None:
         """Load the first trained version, once, to predict in shadow as the static baseline."""
-        if not ctx.settings.shadow_baseline or server.baseline is not None:
+        if not self.svc.settings.shadow_baseline or self.server.baseline is not None:
             return
-        record = client.registry.first_trained(name)
+        record = self.client.registry.first_trained(self.name)
         if record is None:
             return
-        model = await load_artifact(record)
+        model = await self.load_artifact(record)
         if model is not None:
-            server.set_baseline(model, record)
-            info_g.labels(name, str(record["version"]), "baseline").set(1)
-            ctx.log.info("baseline_loaded", model_name=name, model_version=record["version"])
+            self.server.set_baseline(model, record)
+            self.metrics.info.labels(self.name, str(record["version"]), "baseline").set(1)
+            self.svc.log.info("baseline_loaded", model_name=self.name, model_version=record["version"])
 
-    refused: set[int] = set()  # candidates whose artifact was refused: not retried on every batch
-
-    async def sync_challengers() -> None:
+    async def sync_challengers(self) -> None:
         """Every candidate version predicts in shadow; one that leaves candidate is unloaded."""
+        server, info = self.server, self.metrics.info
         wanted = {
             r["version"]: r
-            for r in client.registry.versions(name)
-            if r["status"] == "candidate" and ctx.settings.shadow_challengers
+            for r in self.client.registry.versions(self.name)
+            if r["status"] == "candidate" and self.svc.settings.shadow_challengers
         }
         for version in server.challengers:
             if version not in wanted:
                 server.remove_challenger(version)
-                info_g.labels(name, str(version), "challenger").set(0)
-                ctx.log.info("challenger_unloaded", model_name=name, model_version=version)
+                info.labels(self.name, str(version), "challenger").set(0)
+                self.svc.log.info("challenger_unloaded", model_name=self.name, model_version=version)
         for version, record in wanted.items():
-            if version in server.challengers or version in refused:
+            if version in server.challengers or version in self.refused:
                 continue
-            model = await load_artifact(record)
+            model = await self.load_artifact(record)
             if model is None:
-                refused.add(version)
+                self.refused.add(version)
                 continue
             server.add_challenger(model, record)
-            info_g.labels(name, str(version), "challenger").set(1)
-            ctx.log.info("challenger_loaded", model_name=name, model_version=version, trigger=record["trigger"])
+            info.labels(self.name, str(version), "challenger").set(1)
+            self.svc.log.info(
+                "challenger_loaded", model_name=self.name, model_version=version, trigger=record["trigger"]
+            )
 
-    async def on_batch() -> None:
-        for record, exc in client.take_unreadable():
-            await ctx.dead_letter(record, exc)
-        await ensure_baseline()
-        await sync_challengers()
-
-    async def bootstrap() -> None:
+    async def bootstrap(self) -> None:
         """Register version 1, untrained, when the registry has no champion at all."""
-        spec, seed = ctx.settings.model_spec, ctx.settings.seed
-        model = build_model(spec, seed)
-        now = int(time.time() * 1000)
+        s, name = self.svc.settings, self.name
+        model = build_model(s.model_spec, s.seed)
         record = version_record(
             name=name,
             version=1,
             status="champion",
             reason="bootstrap: the registry was empty; untrained, it predicts the prior until retraining "
             "registers a trained version",
-            artifact=store.save(name, 1, model),
+            artifact=self.store.save(name, 1, model),
             parent=None,
             trigger="bootstrap",
             window={"examples": 0},
-            params={"spec": spec, "seed": str(seed), "trained": "false"},
+            params={"spec": s.model_spec, "seed": str(s.seed), "trained": "false"},
             metrics={},
-            feature_set_version=ctx.common.effective_feature_set_version,
+            feature_set_version=self.svc.common.effective_feature_set_version,
             code_version=code_version(),
-            now_ms=now,
+            now_ms=int(time.time() * 1000),
         )
-        record = await client.publish(send_registry, record)
-        client.registry.apply(record)
-        ctx.log.info("model_bootstrapped", model_name=name, model_version=1)
 
-    @app.task
-    async def registry_follower() -> None:
-        await client.load()
-        champion = client.registry.champion(name)
-        if champion is None:
-            await bootstrap()
-            champion = client.registry.champion(name)
-        assert champion is not None
-        await load(champion["version"])
-        await on_batch()
-        ready.set()
+        async def send(key: bytes, value: bytes) -> None:
+            await self.svc.publisher.send_bytes(MODELS_REGISTRY, key, value)
 
-        async def on_change(change: ChampionChange) -> None:
-            if change.name == name:
-                await load(change.new)
-
-        await client.follow(on_change, on_batch)
-
-    async def send_prediction(prediction: dict[str, Any]) -> None:
-        await ctx.send(predictions_out, prediction["entity_id"], ctx.serde.encode("Prediction", prediction))
-        predictions_c.labels(name, str(prediction["model_version"]), prediction["role"]).inc()
-
-    @app.agent(ctx.source("features"), name=f"{SERVICE}.features")
-    async def on_features(stream: StreamT) -> None:
-        await ready.wait()
-        await ctx.each(stream, on_vector)
-
-    async def on_vector(event: EventT) -> None:
-        vector = ctx.serde.decode_input("FeatureVector", event.message.value)
-        ctx.event_id = vector["event_id"]
-        now = int(time.time() * 1000)
-        # A swap can land between any two records (the registry follower runs whenever this
-        # agent awaits); each prediction names the version that made it.
-        prediction = server.predict(vector, now)
-        await send_prediction(prediction)
-        ctx.observe_latency(prediction["ingest_time"])
-        shadow = server.predict_baseline(vector, now)
-        if shadow is not None:
-            await send_prediction(shadow)
-        for challenger in server.predict_challengers(vector, now):
-            await send_prediction(challenger)
+        record = await self.client.publish(send, record)
+        self.client.registry.apply(record)
+        self.svc.log.info("model_bootstrapped", model_name=name, model_version=1)
 
 
 def main() -> None:
-    ctx = build_context(SERVICE, InferenceSettings)
-    wire(ctx)
-    run_worker(ctx)
+    run_service(SERVICE, InferenceSettings, Inference)

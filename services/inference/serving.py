@@ -12,6 +12,7 @@ from typing import Any
 
 from driftloop.shared.errors import FeatureSetMismatch
 from driftloop.shared.modelspec import predict
+from driftloop.shared.records import FeatureVector, Prediction, Role
 
 
 @dataclass(frozen=True)
@@ -66,20 +67,20 @@ class Server:
         self._challengers = {v: c for v, c in self._challengers.items() if v != version}
         return True
 
-    def predict(self, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    def predict(self, vector: FeatureVector, now_ms: int) -> Prediction:
         served = self._served
         if served is None:
             raise RuntimeError("no model loaded")  # the shell waits for one before consuming
         return _predict(served, "champion", vector, now_ms)
 
-    def predict_baseline(self, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any] | None:
+    def predict_baseline(self, vector: FeatureVector, now_ms: int) -> Prediction | None:
         """The baseline's shadow prediction; None without a baseline or when its feature set differs."""
         base = self._baseline
         if base is None or vector["feature_set_version"] != base.feature_set_version:
             return None
         return _predict(base, "baseline", vector, now_ms)
 
-    def predict_challengers(self, vector: Mapping[str, Any], now_ms: int) -> list[dict[str, Any]]:
+    def predict_challengers(self, vector: FeatureVector, now_ms: int) -> list[Prediction]:
         """Each challenger's shadow prediction, in version order; those of another feature set abstain."""
         return [
             _predict(c, "challenger", vector, now_ms)
@@ -92,7 +93,7 @@ def _served(model: Any, record: Mapping[str, Any]) -> Served:
     return Served(model, record["name"], int(record["version"]), record["feature_set_version"])
 
 
-def _predict(served: Served, role: str, vector: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+def _predict(served: Served, role: Role, vector: FeatureVector, now_ms: int) -> Prediction:
     if vector["feature_set_version"] != served.feature_set_version:
         raise FeatureSetMismatch(
             f"vector has feature set {vector['feature_set_version']!r}, model "

@@ -24,7 +24,17 @@ from driftloop.services.features.spec import FeatureSpec
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import CommonSettings
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import (
+    DEADLETTER,
+    EVENTS_CLEAN,
+    EVENTS_RAW,
+    EXAMPLES,
+    FEATURES,
+    LABELS_RAW,
+    OUTCOMES,
+    PREDICTIONS,
+    Topics,
+)
 from driftloop.streams import Dataset, sea_stream
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +69,11 @@ def _once_each(records: list[dict[str, Any]], sent: set[str]) -> dict[str, int]:
 
 def _complete(bootstrap: str, topics: Topics, serde: Serde, sent: set[str]) -> bool:
     """Whether every sent event has a champion prediction, an example and a champion outcome."""
-    roles = {"Prediction": topics.predictions, "LabeledExample": topics.examples, "Outcome": topics.outcomes}
+    roles = {
+        "Prediction": topics.name(PREDICTIONS),
+        "LabeledExample": topics.name(EXAMPLES),
+        "Outcome": topics.name(OUTCOMES),
+    }
     for record, topic in roles.items():
         got = {
             v["event_id"]
@@ -158,14 +172,14 @@ def test_every_service_killed_three_times_loses_nothing(
     finally:
         stack.stop_services()
 
-    raw = [e for _, e in _decoded(bootstrap, topics.events_raw, "RawEvent", serde)]
-    raw_labels = [x for _, x in _decoded(bootstrap, topics.labels_raw, "Label", serde)]
-    clean = _decoded(bootstrap, topics.events_clean, "RawEvent", serde)
-    vectors = [v for _, v in _decoded(bootstrap, topics.features, "FeatureVector", serde)]
-    predictions = [p for _, p in _decoded(bootstrap, topics.predictions, "Prediction", serde)]
-    examples = [e for _, e in _decoded(bootstrap, topics.examples, "LabeledExample", serde)]
-    outcomes = [o for _, o in _decoded(bootstrap, topics.outcomes, "Outcome", serde)]
-    dead = [d for _, d in _decoded(bootstrap, topics.deadletter, "DeadLetter", serde)]
+    raw = [e for _, e in _decoded(bootstrap, topics.name(EVENTS_RAW), "RawEvent", serde)]
+    raw_labels = [x for _, x in _decoded(bootstrap, topics.name(LABELS_RAW), "Label", serde)]
+    clean = _decoded(bootstrap, topics.name(EVENTS_CLEAN), "RawEvent", serde)
+    vectors = [v for _, v in _decoded(bootstrap, topics.name(FEATURES), "FeatureVector", serde)]
+    predictions = [p for _, p in _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)]
+    examples = [e for _, e in _decoded(bootstrap, topics.name(EXAMPLES), "LabeledExample", serde)]
+    outcomes = [o for _, o in _decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde)]
+    dead = [d for _, d in _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde)]
     champion = [p for p in predictions if p["role"] == "champion"]
     lost = sent - {p["event_id"] for p in champion}
     codes = Counter(d["error_code"] for d in dead)

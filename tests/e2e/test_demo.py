@@ -16,7 +16,16 @@ import pytest
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.modelspec import same_class
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import (
+    ALERTS,
+    DEADLETTER,
+    EVENTS_RAW,
+    LABELS_CLEAN,
+    MODELS_REGISTRY,
+    OUTCOMES,
+    PREDICTIONS,
+    Topics,
+)
 from driftloop.streams import index_of
 
 pytestmark = pytest.mark.e2e
@@ -75,17 +84,17 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     assert summary["topic_prefix"] == topics.prefix
     bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
 
-    raw = asyncio.run(read_topic(bootstrap, topics.events_raw))
+    raw = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_RAW)))
     sent = {serde.decode("RawEvent", r.value)["event_id"] for r in raw}
-    all_predictions = _decoded(bootstrap, topics.predictions, "Prediction", serde)
+    all_predictions = _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
     predictions = [p for p in all_predictions if p["role"] == "champion"]
     shadow = [p for p in all_predictions if p["role"] == "baseline"]
-    dead = _decoded(bootstrap, topics.deadletter, "DeadLetter", serde)
-    labels = {x["event_id"]: x["label"] for x in _decoded(bootstrap, topics.labels_clean, "Label", serde)}
-    all_outcomes = _decoded(bootstrap, topics.outcomes, "Outcome", serde)
+    dead = _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde)
+    labels = {x["event_id"]: x["label"] for x in _decoded(bootstrap, topics.name(LABELS_CLEAN), "Label", serde)}
+    all_outcomes = _decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde)
     outcomes = [o for o in all_outcomes if o["role"] == "champion"]
-    registry = _decoded(bootstrap, topics.models_registry, "ModelVersion", serde)
-    alerts = _decoded(bootstrap, topics.alerts, "DriftAlert", serde)
+    registry = _decoded(bootstrap, topics.name(MODELS_REGISTRY), "ModelVersion", serde)
+    alerts = _decoded(bootstrap, topics.name(ALERTS), "DriftAlert", serde)
 
     # Every event sent has a prediction or a dead letter, and no event two champion predictions.
     assert len(raw) == len(sent) == EVENTS == summary["events_sent"]

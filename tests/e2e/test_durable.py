@@ -25,7 +25,7 @@ from driftloop.runner import Stack, _metric_is_one, demo_env
 from driftloop.shared.broker import Broker, KafkaBroker, free_port
 from driftloop.shared.kafka import create_topics, read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import PREDICTIONS, Topics
 from driftloop.streams import Dataset, sea_stream
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ CLI = [sys.executable, "-m", "driftloop.cli"]
 
 def _champion_predictions(bootstrap: str, topics: Topics, serde: Serde) -> dict[str, int]:
     out: dict[str, int] = {}
-    for r in asyncio.run(read_topic(bootstrap, topics.predictions)):
+    for r in asyncio.run(read_topic(bootstrap, topics.name(PREDICTIONS))):
         p = serde.decode("Prediction", r.value)
         if p["role"] == "champion":
             out[p["event_id"]] = int(p["model_version"])

@@ -21,7 +21,7 @@ from river import datasets
 
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, MODELS_REGISTRY, OUTCOMES, PREDICTIONS, Topics
 
 pytestmark = pytest.mark.e2e
 
@@ -103,16 +103,16 @@ def test_image_segments_multiclass_end_to_end(
     assert summary["served_macro_f1"] is not None and summary["served_macro_f1"] > 0.5
 
     # Every trained version records its task; predictions score every class.
-    registry = decoded(service_env, topics.models_registry, "ModelVersion", serde)
+    registry = decoded(service_env, topics.name(MODELS_REGISTRY), "ModelVersion", serde)
     trained = [r for r in registry if r["params"].get("trained") == "true"]
     assert trained and {r["task"] for r in trained} == {"multiclass"}
     assert all("prequential_accuracy" in r["metrics"] for r in trained if r["trigger"] == "label_volume")
-    predictions = decoded(service_env, topics.predictions, "Prediction", serde)
+    predictions = decoded(service_env, topics.name(PREDICTIONS), "Prediction", serde)
     by_trained = [
         p for p in predictions if p["role"] == "champion" and p["model_version"] in {r["version"] for r in trained}
     ]
     assert by_trained and all(set(p["scores"]) == classes and p["predicted"] in classes for p in by_trained[-200:])
-    outcomes = decoded(service_env, topics.outcomes, "Outcome", serde)
+    outcomes = decoded(service_env, topics.name(OUTCOMES), "Outcome", serde)
     assert any(o["correct"] and o["label"] in classes for o in outcomes)
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 0
 
@@ -140,7 +140,7 @@ def test_trump_approval_regression_end_to_end_with_labels_that_do_not_fit(
     assert "served_accuracy" not in summary and "baseline_static_accuracy" not in summary
     assert summary["dead_letter_codes"] == {"label_task_mismatch": len(bad)}
     assert summary["examples_dead_lettered"] == len(bad)
-    dead = decoded(service_env, topics.deadletter, "DeadLetter", serde)
+    dead = decoded(service_env, topics.name(DEADLETTER), "DeadLetter", serde)
     assert {d["event_id"] for d in dead} == {f"{summary['run_id']}-{i}" for i in bad}
     assert all(d["service"] == "retraining" and "does not fit the regression task" in d["error_message"] for d in dead)
 
@@ -152,7 +152,7 @@ def test_trump_approval_regression_end_to_end_with_labels_that_do_not_fit(
     assert served <= 1.1 * bare, (served, bare)
     assert summary["served_rmse"] > 0 and summary["bare_river_rmse"] > 0
 
-    registry = decoded(service_env, topics.models_registry, "ModelVersion", serde)
+    registry = decoded(service_env, topics.name(MODELS_REGISTRY), "ModelVersion", serde)
     trained = [r for r in registry if r["params"].get("trained") == "true"]
     assert trained and {r["task"] for r in trained} == {"regression"}
     for r in trained:

@@ -31,7 +31,17 @@ from driftloop.shared.app import MAX_UNSETTLED
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import ServiceSettings
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import (
+    DEADLETTER,
+    EVENTS_CLEAN,
+    EVENTS_RAW,
+    EXAMPLES,
+    FEATURES,
+    LABELS_RAW,
+    OUTCOMES,
+    PREDICTIONS,
+    Topics,
+)
 from driftloop.streams import Dataset, sea_stream
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +66,14 @@ def _replay_in_background(bootstrap: str, topics: Topics, serde: Serde, dataset:
 def _complete(bootstrap: str, topics: Topics, serde: Serde, sent: set[str]) -> bool:
     """Whether every sent event has a champion prediction, an example and a champion outcome."""
     champion = {
-        p["event_id"] for p in _decoded(bootstrap, topics.predictions, "Prediction", serde) if p["role"] == "champion"
+        p["event_id"]
+        for p in _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
+        if p["role"] == "champion"
     }
-    examples = {e["event_id"] for e in _decoded(bootstrap, topics.examples, "LabeledExample", serde)}
-    scored = {o["event_id"] for o in _decoded(bootstrap, topics.outcomes, "Outcome", serde) if o["role"] == "champion"}
+    examples = {e["event_id"] for e in _decoded(bootstrap, topics.name(EXAMPLES), "LabeledExample", serde)}
+    scored = {
+        o["event_id"] for o in _decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde) if o["role"] == "champion"
+    }
     return sent <= champion and sent <= examples and sent <= scored
 
 
@@ -130,14 +144,16 @@ def test_sigterm_drains_commits_and_exits_then_nothing_is_lost_or_re_emitted(
     finally:
         stack.stop_services()
 
-    raw = _decoded(bootstrap, topics.events_raw, "RawEvent", serde)
-    raw_labels = _decoded(bootstrap, topics.labels_raw, "Label", serde)
-    clean = _decoded(bootstrap, topics.events_clean, "RawEvent", serde)
-    vectors = _decoded(bootstrap, topics.features, "FeatureVector", serde)
-    champion = [p for p in _decoded(bootstrap, topics.predictions, "Prediction", serde) if p["role"] == "champion"]
-    examples = _decoded(bootstrap, topics.examples, "LabeledExample", serde)
-    outcomes = [o for o in _decoded(bootstrap, topics.outcomes, "Outcome", serde) if o["role"] == "champion"]
-    dead = _decoded(bootstrap, topics.deadletter, "DeadLetter", serde)
+    raw = _decoded(bootstrap, topics.name(EVENTS_RAW), "RawEvent", serde)
+    raw_labels = _decoded(bootstrap, topics.name(LABELS_RAW), "Label", serde)
+    clean = _decoded(bootstrap, topics.name(EVENTS_CLEAN), "RawEvent", serde)
+    vectors = _decoded(bootstrap, topics.name(FEATURES), "FeatureVector", serde)
+    champion = [
+        p for p in _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde) if p["role"] == "champion"
+    ]
+    examples = _decoded(bootstrap, topics.name(EXAMPLES), "LabeledExample", serde)
+    outcomes = [o for o in _decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde) if o["role"] == "champion"]
+    dead = _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde)
     with capsys.disabled():
         stops = ", ".join(f"{k} {v:.1f} s" for k, v in stop_times.items())
         print(f"\nSIGTERM: {n} events, dead letters {len(dead)}; stopped in {stops}", file=sys.stderr)
@@ -217,9 +233,11 @@ def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
         # registry follower's topic lookup has a 10 s deadline a stopped process outlives).
         warm = Dataset("sea", dataset.rows[:1], [], ["ent-warm"])
         asyncio.run(replay(bootstrap, topics, serde, warm, run_id="warm", label_delay=0, rate=None))
-        wait_until("the warm-up prediction", lambda: _decoded(bootstrap, topics.predictions, "Prediction", serde), 60)
+        wait_until(
+            "the warm-up prediction", lambda: _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde), 60
+        )
         inference = stack.procs["inference"]
-        consumed = {"service": "inference", "topic": topics.features}
+        consumed = {"service": "inference", "topic": topics.name(FEATURES)}
         consumed_before = metric_value(scrape_metrics(ports["inference"]), "driftloop_records_in_total", **consumed)
         inference.send_signal(signal.SIGSTOP)  # the throttled consumer: it takes nothing
         upstream = _sampler({name: stack.procs[name].pid for name in ("ingestion", "features")}, rss)
@@ -230,7 +248,7 @@ def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
         thread, result = _replay_in_background(bootstrap, topics, serde, dataset, 10_000.0)
         wait_until(
             f"features to produce {n} vectors while inference is stopped",
-            lambda: not thread.is_alive() and len(asyncio.run(read_topic(bootstrap, topics.features))) >= n + 1,
+            lambda: not thread.is_alive() and len(asyncio.run(read_topic(bootstrap, topics.name(FEATURES)))) >= n + 1,
             180,
             stack.check,
         )
@@ -244,7 +262,7 @@ def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
         sent = {f"g-{i}" for i in range(n)}
 
         def predicted() -> bool:
-            preds = _decoded(bootstrap, topics.predictions, "Prediction", serde)
+            preds = _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
             return sent <= {p["event_id"] for p in preds if p["role"] == "champion"}
 
         wait_until("every event predicted after the resume", predicted, 180, stack.check, every_s=1)

@@ -20,7 +20,7 @@ from driftloop.runner import Stack
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.poison import read_log
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EVENTS_RAW, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +68,13 @@ def test_the_runtime_consumes_every_codec(
 ) -> None:
     bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
     for codec in CODEC_IDS:
-        asyncio.run(send(bootstrap, topics.events_raw, codec))
-    assert asyncio.run(codecs_on(bootstrap, topics.events_raw, topics.partitions)) == set(CODEC_IDS.values())
+        asyncio.run(send(bootstrap, topics.name(EVENTS_RAW), codec))
+    assert asyncio.run(codecs_on(bootstrap, topics.name(EVENTS_RAW), topics.partitions)) == set(CODEC_IDS.values())
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
-        clean = wait_for_records(bootstrap, topics.events_clean, PER_CODEC * len(CODEC_IDS), check=stack.check)
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), PER_CODEC * len(CODEC_IDS), check=stack.check)
         stack.check()
         metrics = scrape_metrics(int(service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]))
     ids = sorted(serde.decode("RawEvent", r.value)["event_id"] for r in clean)
     assert ids == sorted(f"{codec}-{i}" for codec in CODEC_IDS for i in range(PER_CODEC))
-    assert asyncio.run(read_topic(bootstrap, topics.deadletter)) == []
-    assert f'driftloop_poison_batches_total{{service="ingestion",topic="{topics.events_raw}"}} 0.0' in metrics
+    assert asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER))) == []
+    assert f'driftloop_poison_batches_total{{service="ingestion",topic="{topics.name(EVENTS_RAW)}"}} 0.0' in metrics

@@ -14,7 +14,7 @@ from waiting import wait_for_records
 from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EVENTS_RAW, LABELS_RAW, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -41,20 +41,20 @@ def test_contract_violation_is_dead_lettered(
         asyncio.run(
             produce_all(
                 bootstrap,
-                [(topics.events_raw, b"u", v) for v in [*good[:2], bad_event, *good[2:]]]
-                + [(topics.labels_raw, b"u", bad_label)],
+                [(topics.name(EVENTS_RAW), b"u", v) for v in [*good[:2], bad_event, *good[2:]]]
+                + [(topics.name(LABELS_RAW), b"u", bad_label)],
             )
         )
-        clean = wait_for_records(bootstrap, topics.events_clean, len(good))
-        dead = wait_for_records(bootstrap, topics.deadletter, 2)
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), len(good))
+        dead = wait_for_records(bootstrap, topics.name(DEADLETTER), 2)
         stack.check()
 
     assert sorted(serde.decode("RawEvent", r.value)["event_id"] for r in clean) == [f"ok{i}" for i in range(5)]
     letters = sorted((serde.decode("DeadLetter", r.value) for r in dead), key=lambda d: d["source_topic"])
     assert [d["error_code"] for d in letters] == ["contract_violation", "contract_violation"]
     by_topic = {d["source_topic"]: d for d in letters}
-    assert by_topic[topics.events_raw]["original_value"] == bad_event
-    assert by_topic[topics.events_raw]["event_id"] == "too-dear"
-    assert "'price': max 1" in by_topic[topics.events_raw]["error_message"]
-    assert by_topic[topics.labels_raw]["original_value"] == bad_label
-    assert "label: allowed" in by_topic[topics.labels_raw]["error_message"]
+    assert by_topic[topics.name(EVENTS_RAW)]["original_value"] == bad_event
+    assert by_topic[topics.name(EVENTS_RAW)]["event_id"] == "too-dear"
+    assert "'price': max 1" in by_topic[topics.name(EVENTS_RAW)]["error_message"]
+    assert by_topic[topics.name(LABELS_RAW)]["original_value"] == bad_label
+    assert "label: allowed" in by_topic[topics.name(LABELS_RAW)]["error_message"]

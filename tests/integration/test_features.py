@@ -16,7 +16,7 @@ from driftloop.services.features.offline import read
 from driftloop.shared.kafka import produce_all
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import CommonSettings
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EXAMPLES, FEATURES, LABELS_CLEAN, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_windows_offline_store_and_expired_labels(
     def event(eid: str) -> tuple[str, bytes, bytes]:
         ent = eid[0]
         value = {"event_id": eid, "entity_id": ent, "event_time": t0 + times[eid], "fields": {"x": xs[eid]}}
-        return topics.events_clean, ent.encode(), serde.encode("RawEvent", {**value, "ingest_time": t0})
+        return topics.name(EVENTS_CLEAN), ent.encode(), serde.encode("RawEvent", {**value, "ingest_time": t0})
 
     ghost = {"event_id": "ghost", "entity_id": "a", "label": 1, "label_time": t0 + 10}
     real = {"event_id": "a1", "entity_id": "a", "label": 0, "label_time": t0 + 150}
@@ -54,16 +54,16 @@ def test_windows_offline_store_and_expired_labels(
             produce_all(
                 bootstrap,
                 [event(e) for e in ("a0", "a1", "a2", "a3", "a4", "a5", "b0")]
-                + [(topics.labels_clean, b"a", serde.encode("Label", lab)) for lab in (ghost, real)],
+                + [(topics.name(LABELS_CLEAN), b"a", serde.encode("Label", lab)) for lab in (ghost, real)],
             )
         )
-        feats = wait_for_records(bootstrap, topics.features, len(times))
-        examples = wait_for_records(bootstrap, topics.examples, 1)
+        feats = wait_for_records(bootstrap, topics.name(FEATURES), len(times))
+        examples = wait_for_records(bootstrap, topics.name(EXAMPLES), 1)
         # An event well past the TTL moves the watermark: the ghost label expires.
         times["a6"], xs["a6"] = 10_000, 0.0
         asyncio.run(produce_all(bootstrap, [event("a6")]))
-        dead = wait_for_records(bootstrap, topics.deadletter, 1)
-        feats = wait_for_records(bootstrap, topics.features, len(times))
+        dead = wait_for_records(bootstrap, topics.name(DEADLETTER), 1)
+        feats = wait_for_records(bootstrap, topics.name(FEATURES), len(times))
         stack.check()
         store = Path(env["DRIFTLOOP_OFFLINE_STORE"])
         assert list(read(store, "features")) == []  # buffered until a flush
@@ -90,7 +90,7 @@ def test_windows_offline_store_and_expired_labels(
     letters = [serde.decode("DeadLetter", r.value) for r in dead]
     assert [(d["error_code"], d["event_id"], d["service"]) for d in letters] == [("label_expired", "ghost", "features")]
     assert serde.decode("Label", letters[0]["original_value"]) == ghost
-    assert letters[0]["source_topic"] == topics.labels_clean and letters[0]["source_offset"] >= 0
+    assert letters[0]["source_topic"] == topics.name(LABELS_CLEAN) and letters[0]["source_offset"] >= 0
     assert [serde.decode("LabeledExample", r.value)["event_id"] for r in examples] == ["a1"]
 
     stored = {r["event_id"]: r for r in read(store, "features", version)}

@@ -26,7 +26,7 @@ from driftloop.services.ingestion.validate import Limits, decode, validate_event
 from driftloop.shared.errors import DEAD_LETTER_CODES, InvalidRecord
 from driftloop.shared.kafka import producer, read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EVENTS_RAW, LABELS_CLEAN, LABELS_RAW, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def build_inputs(serde: Serde, now_ms: int) -> list[tuple[str, str, bytes | None
 
 async def produce(bootstrap: str, topics: Topics, inputs: list[Any]) -> list[tuple[str, int, int]]:
     """Produce every input; return (topic, partition, offset) of each, in order."""
-    names = {"events": topics.events_raw, "labels": topics.labels_raw}
+    names = {"events": topics.name(EVENTS_RAW), "labels": topics.name(LABELS_RAW)}
     prod = producer(bootstrap, max_request_size=4 * MAX_RECORD_BYTES)
     await prod.start()
     try:
@@ -104,7 +104,7 @@ def lags(metrics: str, topics: Topics) -> dict[tuple[str, str], float]:
         r'driftloop_consumer_lag_records\{partition="(\d+)",service="ingestion",topic="([^"]+)"\} (\S+)'
     )
     for partition, topic, value in pattern.findall(metrics):
-        if topic in (topics.events_raw, topics.labels_raw):
+        if topic in (topics.name(EVENTS_RAW), topics.name(LABELS_RAW)):
             found[(topic, partition)] = float(value)
     return found
 
@@ -126,7 +126,7 @@ def test_every_hostile_input_is_dead_lettered_and_ingestion_keeps_up(
         positions = asyncio.run(produce(bootstrap, topics, inputs))
         deadline = time.monotonic() + 60
         while True:
-            dead = asyncio.run(read_topic(bootstrap, topics.deadletter))
+            dead = asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))
             if len(dead) >= len(inputs) or time.monotonic() > deadline:
                 break
             stack.check()
@@ -140,8 +140,8 @@ def test_every_hostile_input_is_dead_lettered_and_ingestion_keeps_up(
                 break
             time.sleep(0.5)
         stack.check()
-        clean = asyncio.run(read_topic(bootstrap, topics.events_clean)) + asyncio.run(
-            read_topic(bootstrap, topics.labels_clean)
+        clean = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN))) + asyncio.run(
+            read_topic(bootstrap, topics.name(LABELS_CLEAN))
         )
 
     letters = {}
@@ -254,7 +254,9 @@ def test_every_input_topic_of_every_service_dead_letters_hostile_records(
             futs.append(await prod.send(tombstone[0], key=tombstone[1], value=None, partition=0))
             # The label of the valid prediction, so that monitoring's outcome shows it was processed.
             label = {"event_id": "fz-valid-predictions", "entity_id": "fz-ent", "label": True, "label_time": now}
-            futs.append(await prod.send(topics.labels_clean, key=b"", value=serde.encode("Label", label), partition=0))
+            futs.append(
+                await prod.send(topics.name(LABELS_CLEAN), key=b"", value=serde.encode("Label", label), partition=0)
+            )
             for short, (k, v) in valid.items():
                 futs.append(await prod.send(topics.name(short), key=k, value=v, partition=0))
             metas = [await f for f in futs]
@@ -275,7 +277,9 @@ def test_every_input_topic_of_every_service_dead_letters_hostile_records(
         deadline = time.monotonic() + VALID_AFTER_TIMEOUT_S
         while True:
             stack.check()
-            dead = [serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.deadletter))]
+            dead = [
+                serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))
+            ]
             letters = {(d["source_topic"], d["source_partition"], d["source_offset"], d["service"]): d for d in dead}
             if expected.keys() <= letters.keys() or time.monotonic() > deadline:
                 break

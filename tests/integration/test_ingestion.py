@@ -16,7 +16,7 @@ from waiting import wait_for_records
 from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EVENTS_RAW, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +63,9 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
     }
     records = good_json + [(b"bad", v) for v in bad.values()] + good_avro
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
-        asyncio.run(produce_all(bootstrap, [(topics.events_raw, k, v) for k, v in records]))
-        clean = wait_for_records(bootstrap, topics.events_clean, len(good_json) + len(good_avro))
-        dead = wait_for_records(bootstrap, topics.deadletter, len(bad))
+        asyncio.run(produce_all(bootstrap, [(topics.name(EVENTS_RAW), k, v) for k, v in records]))
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), len(good_json) + len(good_avro))
+        dead = wait_for_records(bootstrap, topics.name(DEADLETTER), len(bad))
         # A second round after the bad input proves the service kept running.
         later = [
             (
@@ -73,8 +73,8 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
                 json.dumps({"event_id": "after", "entity_id": "e1", "event_time": now, "fields": {"x": 1}}).encode(),
             )
         ]
-        asyncio.run(produce_all(bootstrap, [(topics.events_raw, k, v) for k, v in later]))
-        clean = wait_for_records(bootstrap, topics.events_clean, len(good_json) + len(good_avro) + 1)
+        asyncio.run(produce_all(bootstrap, [(topics.name(EVENTS_RAW), k, v) for k, v in later]))
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), len(good_json) + len(good_avro) + 1)
         stack.check()
         port = service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
@@ -93,9 +93,9 @@ def test_ingestion_forwards_good_and_dead_letters_bad(
     for code, original in bad.items():
         d = by_code[code]
         assert d["original_value"] == original, code
-        assert d["source_topic"] == topics.events_raw and d["service"] == "ingestion"
+        assert d["source_topic"] == topics.name(EVENTS_RAW) and d["service"] == "ingestion"
         assert d["source_offset"] >= 0 and d["error_message"]
     for code in bad:
         assert f'driftloop_dead_letters_total{{code="{code}",service="ingestion"}} 1.0' in metrics, code
-    clean_line = f'driftloop_records_out_total{{service="ingestion",topic="{topics.events_clean}"}} 26.0'
+    clean_line = f'driftloop_records_out_total{{service="ingestion",topic="{topics.name(EVENTS_CLEAN)}"}} 26.0'
     assert clean_line in metrics

@@ -18,7 +18,7 @@ from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all, read_topic
 from driftloop.shared.serde import Serde
 from driftloop.shared.signing import verify
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import ALERTS, EXAMPLES, FEATURES, MODELS_REGISTRY, PREDICTIONS, Topics
 from driftloop.streams import sea_stream
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def _send(bootstrap: str, topic: str, record: str, values: list[dict[str, Any]],
 
 def _registry(bootstrap: str, topics: Topics, serde: Serde) -> dict[int, dict[str, Any]]:
     latest: dict[int, dict[str, Any]] = {}
-    for r in asyncio.run(read_topic(bootstrap, topics.models_registry)):
+    for r in asyncio.run(read_topic(bootstrap, topics.name(MODELS_REGISTRY))):
         rec = serde.decode("ModelVersion", r.value)
         latest[rec["version"]] = rec
     return latest
@@ -65,7 +65,7 @@ def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 60) -> Any:
 
 
 def _predictions(bootstrap: str, topics: Topics, serde: Serde, event_id: str) -> list[dict[str, Any]]:
-    out = [serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, topics.predictions))]
+    out = [serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(PREDICTIONS)))]
     return [p for p in out if p["event_id"] == event_id]
 
 
@@ -109,14 +109,14 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
     with Stack(env=env, log_dir=tmp_path / "logs", services=("inference", "retraining")) as stack:
         stack.wait_ready()
         # Concept A: the first trained version is promoted directly over the untrained bootstrap.
-        _send(bootstrap, topics.examples, "LabeledExample", _examples(0, 150, flipped=False), serde)
+        _send(bootstrap, topics.name(EXAMPLES), "LabeledExample", _examples(0, 150, flipped=False), serde)
         first = _wait("the first version", lambda: [r for r in registry().values() if r["trigger"] != "bootstrap"])
         assert len(first) == 1 and first[0]["status"] == "champion" and "first trained" in first[0]["status_reason"]
         champion = first[0]["version"]
 
         # Concept B (labels flipped). Once retraining has learned them all, the challenger's
         # buffer holds post-drift examples only.
-        _send(bootstrap, topics.examples, "LabeledExample", _examples(150, 300, flipped=True), serde)
+        _send(bootstrap, topics.name(EXAMPLES), "LabeledExample", _examples(150, 300, flipped=True), serde)
         port = env["DRIFTLOOP_RETRAINING_METRICS_PORT"]
         _wait("retraining to learn 300 examples", lambda: _examples_learned(port) == 300)
         alert = {
@@ -134,7 +134,7 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
             "event_id": "x-299",
             "created_at": int(time.time() * 1000),
         }
-        _send(bootstrap, topics.alerts, "DriftAlert", [alert], serde)
+        _send(bootstrap, topics.name(ALERTS), "DriftAlert", [alert], serde)
         (challenger,) = _wait(
             "the drift challenger", lambda: [r for r in registry().values() if r["trigger"] == "drift:alert-1"]
         )
@@ -142,7 +142,7 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
         assert challenger["training_window"]["first_event_id"] == "x-200"
 
         # Inference predicts with it in shadow, as a challenger, beside the champion.
-        _send(bootstrap, topics.features, "FeatureVector", [_vector("v-1")], serde)
+        _send(bootstrap, topics.name(FEATURES), "FeatureVector", [_vector("v-1")], serde)
         roles = _wait(
             "the challenger's shadow prediction",
             lambda: (
@@ -154,7 +154,7 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
         assert ("champion", champion) in roles and ("challenger", challenger["version"]) in roles
 
         # 100 more post-drift examples: the gate judges it against the champion on the same examples.
-        _send(bootstrap, topics.examples, "LabeledExample", _examples(300, 420, flipped=True), serde)
+        _send(bootstrap, topics.name(EXAMPLES), "LabeledExample", _examples(300, 420, flipped=True), serde)
 
         def decided() -> dict[int, dict[str, Any]] | None:
             reg = registry()
@@ -179,11 +179,11 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
         inference_port = int(env["DRIFTLOOP_INFERENCE_METRICS_PORT"])
         version = challenger["version"]
         wait_for_metric(inference_port, "driftloop_served_model_version", lambda v: v == version, model="default")
-        _send(bootstrap, topics.features, "FeatureVector", [_vector("v-2")], serde)
+        _send(bootstrap, topics.name(FEATURES), "FeatureVector", [_vector("v-2")], serde)
         _wait("a prediction after the promotion", after)
         # A marker behind v-2 on its partition: once it is predicted, every prediction of
         # v-2 (a shadow one included) is on the topic.
-        _send(bootstrap, topics.features, "FeatureVector", [_vector("v-3")], serde)
+        _send(bootstrap, topics.name(FEATURES), "FeatureVector", [_vector("v-3")], serde)
         _wait("the marker's prediction", lambda: _predictions(bootstrap, topics, serde, "v-3"))
         preds = _predictions(bootstrap, topics, serde, "v-2")
         assert len([p for p in preds if p["role"] == "champion"]) == 1, preds

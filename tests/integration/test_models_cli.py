@@ -18,7 +18,7 @@ from driftloop.shared.kafka import producer, read_topic
 from driftloop.shared.modelspec import build_model
 from driftloop.shared.registry import ArtifactStore, registry_key, version_record
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import FEATURES, MODELS_REGISTRY, PREDICTIONS, Topics
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "driftloop.cli", "models"]
@@ -53,7 +53,9 @@ def _register(bootstrap: str, topics: Topics, serde: Serde, store: ArtifactStore
                     now_ms=int(time.time() * 1000),
                 )
                 await p.send_and_wait(
-                    topics.models_registry, key=registry_key("default", v), value=serde.encode("ModelVersion", rec)
+                    topics.name(MODELS_REGISTRY),
+                    key=registry_key("default", v),
+                    value=serde.encode("ModelVersion", rec),
                 )
         finally:
             await p.stop()
@@ -74,13 +76,15 @@ def _predict_once(bootstrap: str, topics: Topics, serde: Serde, event_id: str, t
     async def send() -> None:
         p = producer(bootstrap)
         await p.start()
-        await p.send_and_wait(topics.features, key=b"e1", value=serde.encode("FeatureVector", vector))
+        await p.send_and_wait(topics.name(FEATURES), key=b"e1", value=serde.encode("FeatureVector", vector))
         await p.stop()
 
     asyncio.run(send())
 
     def served() -> list[int]:
-        preds = [serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, topics.predictions))]
+        preds = [
+            serde.decode("Prediction", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(PREDICTIONS)))
+        ]
         return [int(p["model_version"]) for p in preds if p["event_id"] == event_id and p["role"] == "champion"]
 
     versions = wait_until(f"the prediction for {event_id}", served, timeout_s, every_s=0.3)

@@ -14,7 +14,7 @@ from waiting import scrape_metrics, wait_drained, wait_for_records
 from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all, read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import ALERTS, FEATURES, LABELS_CLEAN, OUTCOMES, PREDICTIONS, Topics
 from driftloop.streams import monitoring_stream
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,9 @@ def _records(serde: Serde, topics: Topics) -> list[tuple[str, bytes, bytes]]:
     )
     for i, (vector, prediction, label) in enumerate(stream):
         key = vector["entity_id"].encode()
-        p_rec = (topics.predictions, key, serde.encode("Prediction", prediction))
-        l_rec = (topics.labels_clean, key, serde.encode("Label", label))
-        out.append((topics.features, key, serde.encode("FeatureVector", vector)))
+        p_rec = (topics.name(PREDICTIONS), key, serde.encode("Prediction", prediction))
+        l_rec = (topics.name(LABELS_CLEAN), key, serde.encode("Label", label))
+        out.append((topics.name(FEATURES), key, serde.encode("FeatureVector", vector)))
         out += [l_rec, p_rec] if i % 7 == 0 else [p_rec, l_rec]
     return out
 
@@ -53,13 +53,13 @@ def test_monitoring_joins_scores_and_alerts(
     env = {**service_env, "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS": "adwin", "DRIFTLOOP_MONITORING_WINDOW": "200"}
     with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
         asyncio.run(produce_all(bootstrap, _records(serde, topics)))
-        wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
+        wait_for_records(bootstrap, topics.name(OUTCOMES), N, timeout_s=90, check=stack.check)
         # Every input handled and its output delivered, with no input for longer than the
         # 2 s gauge timer: no late outcome can follow, and the gauges include the last one.
         port = int(env["DRIFTLOOP_MONITORING_METRICS_PORT"])
         wait_drained({"monitoring": port}, check=stack.check)
         metrics = scrape_metrics(port)
-        outcomes = asyncio.run(read_topic(bootstrap, topics.outcomes))
+        outcomes = asyncio.run(read_topic(bootstrap, topics.name(OUTCOMES)))
 
     decoded = [serde.decode("Outcome", r.value) for r in outcomes]
     assert sorted(o["event_id"] for o in decoded) == sorted(f"m-{i}" for i in range(N))  # one each
@@ -67,7 +67,7 @@ def test_monitoring_joins_scores_and_alerts(
     assert by_id["m-0"]["role"] == "champion" and by_id["m-0"]["scores"]
     assert all(o["correct"] == (o["predicted"] == o["label"]) for o in decoded)
 
-    alerts = [serde.decode("DriftAlert", r.value) for r in asyncio.run(read_topic(bootstrap, topics.alerts))]
+    alerts = [serde.decode("DriftAlert", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(ALERTS)))]
     concept = [a for a in alerts if a["kind"] == "concept"]
     assert concept, alerts
     fired_at = sorted(int(a["event_id"].split("-")[1]) for a in concept)

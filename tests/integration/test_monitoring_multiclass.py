@@ -19,7 +19,7 @@ from driftloop.runner import Stack
 from driftloop.services.monitoring.core import macro_f1
 from driftloop.shared.kafka import produce_all
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import FEATURES, LABELS_CLEAN, OUTCOMES, PREDICTIONS, Topics
 from driftloop.streams import monitoring_stream
 
 pytestmark = pytest.mark.integration
@@ -56,13 +56,13 @@ def test_monitoring_of_a_multiclass_model_and_of_labels_that_do_not_fit(
         else:
             prediction = {**prediction, "model_version": 3, "predicted": 2.5, "scores": {}}
         key = vector["entity_id"].encode()
-        records.append((topics.features, key, serde.encode("FeatureVector", vector)))
-        records.append((topics.predictions, key, serde.encode("Prediction", prediction)))
-        records.append((topics.labels_clean, key, serde.encode("Label", {**label, "label": truth})))
+        records.append((topics.name(FEATURES), key, serde.encode("FeatureVector", vector)))
+        records.append((topics.name(PREDICTIONS), key, serde.encode("Prediction", prediction)))
+        records.append((topics.name(LABELS_CLEAN), key, serde.encode("Label", {**label, "label": truth})))
     env = {**service_env, "DRIFTLOOP_MONITORING_WINDOW": str(WINDOW)}
     with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
         asyncio.run(produce_all(bootstrap, records))
-        outcomes = wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
+        outcomes = wait_for_records(bootstrap, topics.name(OUTCOMES), N, timeout_s=90, check=stack.check)
         time.sleep(3)  # one more gauge refresh
         metrics = scrape_metrics(int(env["DRIFTLOOP_MONITORING_METRICS_PORT"]))
         stack.check()  # still running

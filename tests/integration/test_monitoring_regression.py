@@ -18,7 +18,7 @@ from waiting import scrape_metrics, wait_for_records
 from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all, read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import ALERTS, FEATURES, LABELS_CLEAN, OUTCOMES, PREDICTIONS, Topics
 from driftloop.streams import monitoring_stream
 
 pytestmark = pytest.mark.integration
@@ -43,9 +43,9 @@ def _records(serde: Serde, topics: Topics) -> list[tuple[str, bytes, bytes]]:
         prediction = {**prediction, "predicted": truth + error, "scores": {}}
         label = {**label, "label": int(truth) if i % 5 == 0 else truth}  # long labels too
         key = vector["entity_id"].encode()
-        p_rec = (topics.predictions, key, serde.encode("Prediction", prediction))
-        l_rec = (topics.labels_clean, key, serde.encode("Label", label))
-        out.append((topics.features, key, serde.encode("FeatureVector", vector)))
+        p_rec = (topics.name(PREDICTIONS), key, serde.encode("Prediction", prediction))
+        l_rec = (topics.name(LABELS_CLEAN), key, serde.encode("Label", label))
+        out.append((topics.name(FEATURES), key, serde.encode("FeatureVector", vector)))
         out += [l_rec, p_rec] if i % 7 == 0 else [p_rec, l_rec]
     return out
 
@@ -66,12 +66,12 @@ def test_monitoring_of_a_regressor(service_env: dict[str, str], topics: Topics, 
     records = _records(serde, topics)
     sent: dict[str, dict[str, Any]] = {}
     for topic, _, value in records:
-        if topic == topics.predictions:
+        if topic == topics.name(PREDICTIONS):
             p = serde.decode("Prediction", value)
             sent[p["event_id"]] = p
     with Stack(env=env, log_dir=tmp_path / "logs", services=("monitoring",)) as stack:
         asyncio.run(produce_all(bootstrap, records))
-        outcomes = wait_for_records(bootstrap, topics.outcomes, N, timeout_s=90, check=stack.check)
+        outcomes = wait_for_records(bootstrap, topics.name(OUTCOMES), N, timeout_s=90, check=stack.check)
         time.sleep(3)  # one more gauge refresh
         port = env["DRIFTLOOP_MONITORING_METRICS_PORT"]
         metrics = scrape_metrics(int(port))
@@ -98,7 +98,7 @@ def test_monitoring_of_a_regressor(service_env: dict[str, str], topics: Topics, 
     correct = sum(o["correct"] for o in decoded)
     assert f'driftloop_outcomes_total{{correct="true",{labels}}} {float(correct)}' in metrics
 
-    alerts = [serde.decode("DriftAlert", r.value) for r in asyncio.run(read_topic(bootstrap, topics.alerts))]
+    alerts = [serde.decode("DriftAlert", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(ALERTS)))]
     concept = [a for a in alerts if a["kind"] == "concept"]
     assert concept, alerts
     assert all(a["detector"] == "ADWIN" and a["subject"] == "absolute_error" for a in concept)

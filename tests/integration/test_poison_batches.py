@@ -18,7 +18,7 @@ from waiting import scrape_metrics, wait_for_records
 from driftloop.runner import Stack
 from driftloop.shared.broker import Broker
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EVENTS_RAW, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_a_poison_batch_is_counted_logged_dead_lettered_and_skipped(
     broker: Broker, service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
 ) -> None:
     bootstrap = broker.bootstrap_servers
-    p0, p1 = TopicPartition(topics.events_raw, 0), TopicPartition(topics.events_raw, 1)
+    p0, p1 = TopicPartition(topics.name(EVENTS_RAW), 0), TopicPartition(topics.name(EVENTS_RAW), 1)
     poison0 = gzip_with_trailing_garbage(events("bad0", "bad1", "bad2"), key=b"e1")
     poison1 = gzip_with_trailing_garbage(events("bad3", "bad4"), key=b"e1")
     # Written before the service starts, so that its first fetch holds valid records before
@@ -57,11 +57,11 @@ def test_a_poison_batch_is_counted_logged_dead_lettered_and_skipped(
         assert code == 0, f"{broker.engine} refused the batch with error code {code}"
     logs = tmp_path / "logs"
     with Stack(env=service_env, log_dir=logs, services=("ingestion",)) as stack:
-        clean = wait_for_records(bootstrap, topics.events_clean, 4, check=stack.check)
-        dead = wait_for_records(bootstrap, topics.deadletter, 2, check=stack.check)
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), 4, check=stack.check)
+        dead = wait_for_records(bootstrap, topics.name(DEADLETTER), 2, check=stack.check)
         # Still running, and still consuming the partition past its poison batch.
         asyncio.run(produce_raw(bootstrap, p0, record_batch(events("later"), key=b"e1")))  # 7
-        clean = wait_for_records(bootstrap, topics.events_clean, 5, check=stack.check)
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), 5, check=stack.check)
         stack.check()
         metrics = scrape_metrics(int(service_env["DRIFTLOOP_INGESTION_METRICS_PORT"]))
     group = f"{topics.prefix}ingestion"
@@ -80,19 +80,19 @@ def test_a_poison_batch_is_counted_logged_dead_lettered_and_skipped(
         (1, 0, "poison_batch"),
     ], letters
     for d, batch, (first, last) in ((letters[0], poison0, (2, 4)), (letters[1], poison1, (0, 1))):
-        assert d["source_topic"] == topics.events_raw and d["service"] == "ingestion"
+        assert d["source_topic"] == topics.name(EVENTS_RAW) and d["service"] == "ingestion"
         assert f"offsets {first}-{last}" in d["error_message"], d["error_message"]
         # The batch as the broker stored it: its records section is what was written.
         assert d["original_value"] is not None and d["original_value"][HEADER_BYTES:] == batch[HEADER_BYTES:]
 
-    assert f'driftloop_poison_batches_total{{service="ingestion",topic="{topics.events_raw}"}} 2.0' in metrics
+    assert f'driftloop_poison_batches_total{{service="ingestion",topic="{topics.name(EVENTS_RAW)}"}} 2.0' in metrics
     assert 'driftloop_dead_letters_total{code="poison_batch",service="ingestion"} 2.0' in metrics
 
     lines = [json.loads(line) for line in (logs / "ingestion.log").read_text().splitlines() if line.startswith("{")]
     skipped = sorted(
         (x["partition"], x["first_offset"], x["last_offset"])
         for x in lines
-        if x.get("event") == "poison_batch_skipped" and x.get("topic") == topics.events_raw
+        if x.get("event") == "poison_batch_skipped" and x.get("topic") == topics.name(EVENTS_RAW)
     )
     assert skipped == [(0, 2, 4), (1, 0, 1)], skipped
 
@@ -111,15 +111,15 @@ def test_a_codec_the_service_lacks_is_a_poison_batch_not_a_crash(
     shim = tmp_path / "no-cramjam"
     shim.mkdir()
     (shim / "cramjam.py").write_text('raise ImportError("hidden by the test")\n')
-    tp = TopicPartition(topics.events_raw, 2)
+    tp = TopicPartition(topics.name(EVENTS_RAW), 2)
     lz4 = record_batch(events("lz0", "lz1"), "lz4", key=b"e1")
     for batch in (lz4, record_batch(events("gz0"), "gzip", key=b"e1")):
         assert asyncio.run(produce_raw(bootstrap, tp, batch)) == 0
     logs = tmp_path / "logs"
     env = {**service_env, "PYTHONPATH": str(shim)}
     with Stack(env=env, log_dir=logs, services=("ingestion",)) as stack:
-        clean = wait_for_records(bootstrap, topics.events_clean, 1, check=stack.check)
-        dead = wait_for_records(bootstrap, topics.deadletter, 1, check=stack.check)
+        clean = wait_for_records(bootstrap, topics.name(EVENTS_CLEAN), 1, check=stack.check)
+        dead = wait_for_records(bootstrap, topics.name(DEADLETTER), 1, check=stack.check)
         stack.check()
     assert [serde.decode("RawEvent", r.value)["event_id"] for r in clean] == ["gz0"]
     [letter] = [serde.decode("DeadLetter", r.value) for r in dead]

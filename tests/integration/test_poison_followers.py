@@ -22,7 +22,7 @@ from driftloop.shared.modelspec import build_model
 from driftloop.shared.poison import Isolated
 from driftloop.shared.registry import ArtifactStore, registry_key, version_record
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics, TopicSpec
+from driftloop.shared.topics import MODELS_REGISTRY, Topics, TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_inference_started_on_a_poisoned_registry_serves(
 ) -> None:
     bootstrap = broker.bootstrap_servers
     store = ArtifactStore(service_env["DRIFTLOOP_ARTIFACT_STORE"])
-    tp = TopicPartition(topics.models_registry, 0)
+    tp = TopicPartition(topics.name(MODELS_REGISTRY), 0)
     # A compacted topic takes keyed records only.
     poisoned = gzip_with_trailing_garbage([b"not a version"], key=b"default:1")
     assert asyncio.run(produce_raw(bootstrap, tp, poisoned)) == 0
@@ -89,7 +89,7 @@ def test_inference_started_on_a_poisoned_registry_serves(
         await p.start()
         try:
             value = serde.encode("ModelVersion", _champion(store, 2))
-            await p.send_and_wait(topics.models_registry, key=registry_key("default", 2), value=value)
+            await p.send_and_wait(topics.name(MODELS_REGISTRY), key=registry_key("default", 2), value=value)
         finally:
             await p.stop()
 
@@ -109,8 +109,8 @@ def test_inference_started_on_a_poisoned_registry_serves(
         assert re.search(r'^driftloop_served_model_version\{model="default"\} 2\.0$', text, re.M), text[-2000:]
         assert re.search(r'^driftloop_registry_records_refused_total\{code="poison_batch"\} 1\.0$', text, re.M)
     log = (tmp_path / "logs" / "inference.log").read_text()
-    assert "poison_batch_skipped" in log and topics.models_registry in log
-    assert len(asyncio.run(read_topic(bootstrap, topics.models_registry, on_poison=_ignore))) == 1
+    assert "poison_batch_skipped" in log and topics.name(MODELS_REGISTRY) in log
+    assert len(asyncio.run(read_topic(bootstrap, topics.name(MODELS_REGISTRY), on_poison=_ignore))) == 1
 
 
 async def _ignore(found: Isolated) -> None:

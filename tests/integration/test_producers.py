@@ -35,7 +35,7 @@ from driftloop.runner import Stack
 from driftloop.shared.broker import Broker, kafka_classpath
 from driftloop.shared.kafka import Partitioner, create_topics, delete_topics_with_prefix, read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics, TopicSpec
+from driftloop.shared.topics import DEADLETTER, EVENTS_RAW, LABELS_CLEAN, LABELS_RAW, PREDICTIONS, Topics, TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -248,7 +248,9 @@ def test_every_producer_and_codec_is_ingested_and_predicted(
             started = time.monotonic()
             for codec in CODECS:
                 events, labels = _records((producer, codec))
-                PRODUCERS[producer](bootstrap, codec, [(topics.events_raw, events), (topics.labels_raw, labels)])
+                PRODUCERS[producer](
+                    bootstrap, codec, [(topics.name(EVENTS_RAW), events), (topics.name(LABELS_RAW), labels)]
+                )
                 stack.check()
             timings[producer] = time.monotonic() - started
         started = time.monotonic()
@@ -257,12 +259,12 @@ def test_every_producer_and_codec_is_ingested_and_predicted(
         champion: set[str] = set()
         while not sent <= champion and time.monotonic() < deadline:
             stack.check()
-            preds = _decoded(bootstrap, topics.predictions, "Prediction", serde)
+            preds = _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
             champion = {p["event_id"] for p in preds if p["role"] == "champion"}
             time.sleep(0.5)
         timings["predicted"] = time.monotonic() - started
-        labels_clean = {r["event_id"] for r in _decoded(bootstrap, topics.labels_clean, "Label", serde)}
-        dead = _decoded(bootstrap, topics.deadletter, "DeadLetter", serde)
+        labels_clean = {r["event_id"] for r in _decoded(bootstrap, topics.name(LABELS_CLEAN), "Label", serde)}
+        dead = _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde)
         stack.check()
     finally:
         stack.stop_services()
@@ -272,7 +274,7 @@ def test_every_producer_and_codec_is_ingested_and_predicted(
     assert not letters, f"{len(letters)} dead letters, the first: {letters[:5]}"
     assert not (lost := _missing(pairs, champion)), f"events without a champion prediction, per pair: {lost}"
     assert not (lost := _missing(pairs, labels_clean)), f"labels not on labels.clean, per pair: {lost}"
-    for topic in (topics.events_raw, topics.labels_raw):
+    for topic in (topics.name(EVENTS_RAW), topics.name(LABELS_RAW)):
         codecs = asyncio.run(_batch_codecs(bootstrap, topic))
         # librdkafka may send a batch that would not shrink uncompressed; each pair must
         # still have sent its codec, and nothing else.

@@ -47,7 +47,7 @@ from driftloop.runner import Stack
 from driftloop.shared.kafka import producer
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import SERVICES
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import EVENTS_RAW, Topics
 from driftloop.streams import sea_stream
 
 pytestmark = pytest.mark.integration
@@ -302,7 +302,7 @@ def test_dashboards_and_alert_rules_query_live_metrics(
             all_up = f"count(up == 1) == {len(SERVICES)}"
             assert wait_for(prom, all_up, started + 30, stack), f"not every service is scraped: {all_up}"
             run_start = time.time()
-            asyncio.run(produce(bootstrap, topics.events_raw, JUNK))
+            asyncio.run(produce(bootstrap, topics.name(EVENTS_RAW), JUNK))
             asyncio.run(
                 replay(
                     bootstrap,

@@ -39,7 +39,7 @@ from driftloop.shared.broker import free_port
 from driftloop.shared.errors import ContractViolation
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, LABELS_CLEAN, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -99,9 +99,9 @@ def test_producer_example_reaches_events_clean_and_labels_clean(
             [sys.executable, str(tmp_path / "producer.py")], capture_output=True, text=True, timeout=60
         )
         assert run.returncode == 0, run.stderr
-        events = asyncio.run(read_topic(bootstrap, topics.events_clean, idle_timeout_s=3))
-        labels = asyncio.run(read_topic(bootstrap, topics.labels_clean, idle_timeout_s=1))
-        dead = asyncio.run(read_topic(bootstrap, topics.deadletter, idle_timeout_s=1))
+        events = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN), idle_timeout_s=3))
+        labels = asyncio.run(read_topic(bootstrap, topics.name(LABELS_CLEAN), idle_timeout_s=1))
+        dead = asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER), idle_timeout_s=1))
         stack.check()
     assert dead == [], "the README's producer example was dead-lettered"
     assert [Serde.leading_string(r.value) for r in events] == ["o-1842"]

@@ -19,7 +19,7 @@ from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all, read_topic
 from driftloop.shared.modelspec import predict
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EXAMPLES, MODELS_REGISTRY, Topics
 
 pytestmark = pytest.mark.integration
 N = 400
@@ -49,7 +49,7 @@ def _run(
     port = int(env["DRIFTLOOP_RETRAINING_METRICS_PORT"])
     with Stack(env=env, log_dir=tmp_path / "logs", services=("retraining",)) as stack:
         stack.wait_ready()
-        records = [(topics.examples, b"e1", serde.encode("LabeledExample", e)) for e in examples]
+        records = [(topics.name(EXAMPLES), b"e1", serde.encode("LabeledExample", e)) for e in examples]
         asyncio.run(produce_all(bootstrap, records))
 
         def done() -> str | None:
@@ -64,9 +64,9 @@ def _run(
         metrics = wait_until("every example learnt or refused", done, timeout_s=90, check=stack.check)
         stack.check()  # still running
     registry = [
-        serde.decode("ModelVersion", r.value) for r in asyncio.run(read_topic(bootstrap, topics.models_registry))
+        serde.decode("ModelVersion", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(MODELS_REGISTRY)))
     ]
-    dead = [serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.deadletter))]
+    dead = [serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))]
     return metrics, registry, dead
 
 

@@ -28,7 +28,7 @@ from driftloop.shared.kafka import produce_all, read_topic
 from driftloop.shared.registry import registry_key, version_record
 from driftloop.shared.serde import Serde
 from driftloop.shared.signing import verify
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EVENTS_RAW, LABELS_RAW, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -130,9 +130,9 @@ def test_secrets_never_appear_in_logs(
             produce_all(
                 bootstrap,
                 [
-                    (topics.events_raw, b"k", b"\x13\x37 not a record"),
-                    (topics.labels_raw, b"k", b'{"event_id": 1}'),
-                    (topics.events_raw, b"e", json.dumps(event).encode()),
+                    (topics.name(EVENTS_RAW), b"k", b"\x13\x37 not a record"),
+                    (topics.name(LABELS_RAW), b"k", b'{"event_id": 1}'),
+                    (topics.name(EVENTS_RAW), b"e", json.dumps(event).encode()),
                     (registry_topic, registry_key("default", 7), serde.encode("ModelVersion", forged)),
                 ],
             )
@@ -146,7 +146,7 @@ def test_secrets_never_appear_in_logs(
         assert metric(port, refused) == 1.0
         assert metric(port, 'driftloop_served_model_version{model="default"}') == 1.0  # not the forgery
         deadline = time.monotonic() + 30
-        while len(asyncio.run(read_topic(bootstrap, topics.deadletter))) < 2 and time.monotonic() < deadline:
+        while len(asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))) < 2 and time.monotonic() < deadline:
             time.sleep(0.3)
         stack.check()
         cli = subprocess.run(
@@ -157,10 +157,10 @@ def test_secrets_never_appear_in_logs(
             timeout=60,
             check=True,
         )
-        clean = [Serde.leading_string(r.value) for r in asyncio.run(read_topic(bootstrap, topics.events_clean))]
+        clean = [Serde.leading_string(r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN)))]
 
     assert clean == ["sasl-ok"]  # the services authenticated, and processed a record
-    dead = [serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.deadletter))]
+    dead = [serde.decode("DeadLetter", r.value) for r in asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))]
     assert sorted(d["error_code"] for d in dead) == ["decode_error", "wrong_type"]
     registry = [serde.decode("ModelVersion", r.value) for r in asyncio.run(read_topic(bootstrap, registry_topic))]
     bootstrap_record = next(r for r in registry if r["version"] == 1)

@@ -19,7 +19,16 @@ import pytest
 from driftloop.runner import Stack
 from driftloop.shared.kafka import produce_all, producer, read_topic, tail_topic
 from driftloop.shared.serde import Serde
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import (
+    DEADLETTER,
+    EVENTS_CLEAN,
+    EVENTS_RAW,
+    EXAMPLES,
+    FEATURES,
+    LABELS_CLEAN,
+    LABELS_RAW,
+    Topics,
+)
 
 pytestmark = pytest.mark.integration
 N = 3000
@@ -106,10 +115,10 @@ def test_features_join_survives_sigkill_mid_stream(
         }
         for i in range(N)
     ]
-    event_records = [(topics.events_clean, e["entity_id"].encode(), serde.encode("RawEvent", e)) for e in events]
+    event_records = [(topics.name(EVENTS_CLEAN), e["entity_id"].encode(), serde.encode("RawEvent", e)) for e in events]
     labels = [
         (
-            topics.labels_clean,
+            topics.name(LABELS_CLEAN),
             e["entity_id"].encode(),
             serde.encode(
                 "Label",
@@ -129,7 +138,7 @@ def test_features_join_survives_sigkill_mid_stream(
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("features",)) as stack:
         _wait_recovered(stack, "features", log, 0, n_stores=3)
         first = stack.procs["features"]
-        killed_at = asyncio.run(_produce_and_kill(bootstrap, event_records, topics.features, N // 2, first))
+        killed_at = asyncio.run(_produce_and_kill(bootstrap, event_records, topics.name(FEATURES), N // 2, first))
         rc = first.wait(10)
         before_restart = len(asyncio.run(read_topic(bootstrap, changelog)))
         restart_offset = log.stat().st_size
@@ -141,14 +150,14 @@ def test_features_join_survives_sigkill_mid_stream(
         examples: list = []
         while time.monotonic() < deadline:
             stack.check()
-            examples = asyncio.run(read_topic(bootstrap, topics.examples))
+            examples = asyncio.run(read_topic(bootstrap, topics.name(EXAMPLES)))
             if len({serde.decode("LabeledExample", r.value)["event_id"] for r in examples}) >= N:
                 break
             time.sleep(1)
         time.sleep(1)  # let any late duplicate land before the final read
         stack.check()
-        examples = asyncio.run(read_topic(bootstrap, topics.examples))
-        vectors = asyncio.run(read_topic(bootstrap, topics.features))
+        examples = asyncio.run(read_topic(bootstrap, topics.name(EXAMPLES)))
+        vectors = asyncio.run(read_topic(bootstrap, topics.name(FEATURES)))
         changelog_records = asyncio.run(read_topic(bootstrap, changelog))
 
     vec_by_id: dict[str, list[dict]] = defaultdict(list)
@@ -204,7 +213,7 @@ def test_ingestion_dedup_survives_a_clean_restart(
     bootstrap = service_env["KAFKA_BOOTSTRAP_SERVERS"]
     now = int(time.time() * 1000)
     entities = [f"ent-{i}" for i in range(12)]  # spread over every partition
-    first = [(topics.events_raw, ent.encode(), _raw(f"d-{ent}", ent, now)) for ent in entities]
+    first = [(topics.name(EVENTS_RAW), ent.encode(), _raw(f"d-{ent}", ent, now)) for ent in entities]
     log = tmp_path / "logs" / "ingestion.log"
     changelog = f"{topics.prefix}ingestion-seen-rawevent-changelog"
 
@@ -215,7 +224,7 @@ def test_ingestion_dedup_survives_a_clean_restart(
         while time.monotonic() < deadline and len(clean) < len(first):
             stack.check()
             time.sleep(0.5)
-            clean = asyncio.run(read_topic(bootstrap, topics.events_clean))
+            clean = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN)))
         assert len(clean) == len(first), f"clean={len(clean)} of {len(first)} before the restart"
 
         proc = stack.procs["ingestion"]
@@ -225,20 +234,20 @@ def test_ingestion_dedup_survives_a_clean_restart(
         stack.start_service("ingestion")
         recovered = _wait_recovered(stack, "ingestion", log, restart_offset, n_stores=2)
         # The same event_ids again (same keys, so same partitions), and one new event.
-        again = [(t, k, v) for t, k, v in first] + [(topics.events_raw, b"ent-0", _raw("fresh", "ent-0", now))]
+        again = [(t, k, v) for t, k, v in first] + [(topics.name(EVENTS_RAW), b"ent-0", _raw("fresh", "ent-0", now))]
         asyncio.run(produce_all(bootstrap, again))
         deadline = time.monotonic() + 45
         dead: list = []
         while time.monotonic() < deadline:
             stack.check()
             time.sleep(0.5)
-            dead = asyncio.run(read_topic(bootstrap, topics.deadletter))
-            clean = asyncio.run(read_topic(bootstrap, topics.events_clean))
+            dead = asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))
+            clean = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN)))
             if len(dead) >= len(first) and len(clean) >= len(first) + 1:
                 break
         time.sleep(1)
-        dead = asyncio.run(read_topic(bootstrap, topics.deadletter))
-        clean = asyncio.run(read_topic(bootstrap, topics.events_clean))
+        dead = asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))
+        clean = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN)))
         changelog_records = asyncio.run(read_topic(bootstrap, changelog))
 
     letters = [serde.decode("DeadLetter", r.value) for r in dead]
@@ -273,8 +282,8 @@ def test_ingestion_dedup_catches_duplicates_already_waiting_at_restart(
     now = int(time.time() * 1000)
     n = 300
     ents = [f"ent-{i % 13}" for i in range(n)]
-    originals = [(topics.events_raw, e.encode(), _raw(f"dw-{i}", e, now)) for i, e in enumerate(ents)]
-    originals += [(topics.labels_raw, e.encode(), _raw_label(f"dw-{i}", e, now)) for i, e in enumerate(ents)]
+    originals = [(topics.name(EVENTS_RAW), e.encode(), _raw(f"dw-{i}", e, now)) for i, e in enumerate(ents)]
+    originals += [(topics.name(LABELS_RAW), e.encode(), _raw_label(f"dw-{i}", e, now)) for i, e in enumerate(ents)]
     log = tmp_path / "logs" / "ingestion.log"
     with Stack(env=service_env, log_dir=tmp_path / "logs", services=("ingestion",)) as stack:
         asyncio.run(produce_all(bootstrap, originals))
@@ -282,8 +291,8 @@ def test_ingestion_dedup_catches_duplicates_already_waiting_at_restart(
         while time.monotonic() < deadline:
             stack.check()
             time.sleep(0.5)
-            forwarded = len(asyncio.run(read_topic(bootstrap, topics.events_clean)))
-            forwarded += len(asyncio.run(read_topic(bootstrap, topics.labels_clean)))
+            forwarded = len(asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN))))
+            forwarded += len(asyncio.run(read_topic(bootstrap, topics.name(LABELS_CLEAN))))
             if forwarded >= 2 * n:
                 break
         proc = stack.procs["ingestion"]
@@ -297,9 +306,9 @@ def test_ingestion_dedup_catches_duplicates_already_waiting_at_restart(
         dead: list = []
         while time.monotonic() < deadline:
             stack.check()
-            dead = asyncio.run(read_topic(bootstrap, topics.deadletter))
-            clean_events = asyncio.run(read_topic(bootstrap, topics.events_clean))
-            clean_labels = asyncio.run(read_topic(bootstrap, topics.labels_clean))
+            dead = asyncio.run(read_topic(bootstrap, topics.name(DEADLETTER)))
+            clean_events = asyncio.run(read_topic(bootstrap, topics.name(EVENTS_CLEAN)))
+            clean_labels = asyncio.run(read_topic(bootstrap, topics.name(LABELS_CLEAN)))
             if len(dead) + len(clean_events) + len(clean_labels) >= 4 * n:
                 break
             time.sleep(0.5)

@@ -33,7 +33,7 @@ from driftloop.shared.modelspec import build_model
 from driftloop.shared.registry import ArtifactStore, registry_key, version_record
 from driftloop.shared.serde import Serde
 from driftloop.shared.signing import sign
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import FEATURES, MODELS_REGISTRY, PREDICTIONS, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,8 @@ def test_tampered_records_are_refused_and_the_champion_keeps_serving(
 
     def registry() -> dict[int, dict[str, Any]]:
         out = [
-            serde.decode("ModelVersion", r.value) for r in asyncio.run(read_topic(bootstrap, topics.models_registry))
+            serde.decode("ModelVersion", r.value)
+            for r in asyncio.run(read_topic(bootstrap, topics.name(MODELS_REGISTRY)))
         ]
         return {r["version"]: r for r in out}
 
@@ -94,7 +95,7 @@ def test_tampered_records_are_refused_and_the_champion_keeps_serving(
     def predictions(prefix: str) -> dict[str, list[dict[str, Any]]]:
         """Every prediction of the vectors sent under ``prefix``, by event_id."""
         out: dict[str, list[dict[str, Any]]] = {}
-        for r in asyncio.run(read_topic(bootstrap, topics.predictions)):
+        for r in asyncio.run(read_topic(bootstrap, topics.name(PREDICTIONS))):
             p = serde.decode("Prediction", r.value)
             if p["event_id"].startswith(prefix):
                 out.setdefault(p["event_id"], []).append(p)
@@ -116,7 +117,7 @@ def test_tampered_records_are_refused_and_the_champion_keeps_serving(
         asyncio.run(
             produce_all(
                 bootstrap,
-                [(topics.features, v["entity_id"].encode(), serde.encode("FeatureVector", v)) for v in vectors],
+                [(topics.name(FEATURES), v["entity_id"].encode(), serde.encode("FeatureVector", v)) for v in vectors],
             )
         )
 
@@ -153,7 +154,11 @@ def test_tampered_records_are_refused_and_the_champion_keeps_serving(
             produce_all(
                 bootstrap,
                 [
-                    (topics.models_registry, registry_key(r["name"], r["version"]), serde.encode("ModelVersion", r))
+                    (
+                        topics.name(MODELS_REGISTRY),
+                        registry_key(r["name"], r["version"]),
+                        serde.encode("ModelVersion", r),
+                    )
                     for r in records
                 ],
             )

@@ -1,0 +1,83 @@
+"""Rebalances and state recovery: a worker owns exactly the state of the source partitions
+it is assigned, read back from their changelogs up to the high watermark."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from driftloop.shared import poison
+from driftloop.shared.kafka import tail_topic
+from driftloop.shared.runtime.checkpoint import Checkpointer
+from driftloop.shared.runtime.service import Service
+
+# How long reading one changelog back may take before recovery gives up (a failed start).
+RECOVERY_MAX_WAIT_S = 300
+
+
+class Recovery(ConsumerRebalanceListener):
+    def __init__(
+        self, svc: Service[Any], checkpointer: Checkpointer, batch_lock: asyncio.Lock, forget: Callable[[], None]
+    ) -> None:
+        self.svc = svc
+        self.checkpointer = checkpointer
+        self.batch_lock = batch_lock
+        self._forget = forget
+        #: Set while the assigned partitions' state is recovered: batches wait for it.
+        self.state_ready = asyncio.Event()
+        self._recovered: dict[str, set[int]] = {}
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in hand finish (output produced, offsets committed) before the
+        # partitions move: the next owner then starts exactly after it.
+        async with self.batch_lock:
+            await self.checkpointer.settle_all()
+            self.state_ready.clear()
+            self._forget()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.state_ready.clear()
+        try:
+            await self.recover(assigned)
+        finally:
+            self.state_ready.set()
+
+    async def recover(self, assigned: set[TopicPartition]) -> None:
+        """Own exactly the assigned source partitions' state: drop the others, read the new
+        ones from their changelogs up to the high watermark."""
+        svc = self.svc
+        owned = {tp.partition for tp in assigned if tp.topic in svc.routes}
+        for store in svc.stores:
+            dropped = store.drop_partitions(store.partitions() - owned)
+            todo = sorted(owned - self._recovered.get(store.name, set()))
+            applied = 0
+            if todo:
+                async for batch in tail_topic(
+                    svc.common.bootstrap_servers,
+                    store.name,
+                    stop_at_end=True,
+                    max_wait_s=RECOVERY_MAX_WAIT_S,
+                    partitions=todo,
+                    options=svc.kafka_options,
+                    on_poison=self._poison_in_changelog,
+                ):
+                    applied += store.load(
+                        (r.partition, r.key.decode(), None if r.value is None else orjson.loads(r.value)) for r in batch
+                    )
+            self._recovered[store.name] = owned
+            svc.log.info(
+                "state_recovered", store=store.name, partitions=todo, records=applied, dropped=dropped, keys=len(store)
+            )
+        for hook in svc.recovered_hooks:
+            hook()
+        svc.metrics.ready.labels(svc.name).set(1 if owned else 0)
+
+    async def _poison_in_changelog(self, skipped: poison.Isolated) -> None:
+        """A changelog batch that cannot be decoded: recovery goes on without it (its keys
+        keep their older values), counted and logged; it is the service's own record."""
+        self.svc.metrics.poison_batches.labels(self.svc.name, skipped.tp.topic).inc()
+        self.svc.log.error("poison_batch_skipped", during="state_recovery", **poison.log_fields(skipped))
