@@ -56,6 +56,7 @@ def test_wheel_holds_one_import_name_and_its_package_data(wheel: Path) -> None:
     assert top == {"driftloop"}, f"the wheel installs top-level {sorted(top)}"
     for needed in (
         "driftloop/__main__.py",
+        "driftloop/commands/demo.py",
         "driftloop/shared/settings.py",
         "driftloop/services/features/app.py",
         "driftloop/schemas/registry.json",
