@@ -14,6 +14,13 @@ from aiokafka import ConsumerRecord
 from driftloop.shared.runtime.service import Route, Service
 
 
+def event_id_of(record: object) -> str | None:
+    """A decoded record's event_id: a field of a record, or an attribute of what a custom
+    decoder returns (ingestion's validated record)."""
+    event_id = record.get("event_id") if isinstance(record, Mapping) else getattr(record, "event_id", None)
+    return event_id if isinstance(event_id, str) else None
+
+
 class Dispatcher:
     def __init__(self, svc: Service[Any]) -> None:
         self.svc = svc
@@ -33,9 +40,7 @@ class Dispatcher:
         cursor.event_id = None
         try:
             record = route.decode(message)
-            if isinstance(record, Mapping):
-                event_id = record.get("event_id")
-                cursor.event_id = event_id if isinstance(event_id, str) else None
+            cursor.event_id = event_id_of(record)
             await route.handler(record, self._ctx)
         except Exception as exc:  # noqa: BLE001 - outermost loop: dead-letter (by code), go on
             self._outbox.append(self._letters.letter(message, exc, cursor.event_id))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from aiokafka import ConsumerRecord
 
@@ -32,6 +32,7 @@ from driftloop.shared.topics import DEADLETTER, Topic, Topics
 
 S = TypeVar("S", bound=ServiceSettings)
 R = TypeVar("R")
+D = TypeVar("D")  # what a custom decoder makes of a record
 Handler = Callable[[R, Context], Awaitable[None]]
 Decoder = Callable[[ConsumerRecord], R]
 Job = Callable[[], Coroutine[Any, Any, None]]
@@ -95,12 +96,20 @@ class Service(Generic[S]):
 
     # --- declarations -------------------------------------------------------------------------
 
+    @overload
+    def on(self, topic: Topic[R], handler: Handler[R], *, after: asyncio.Event | None = None) -> None: ...
+
+    @overload
+    def on(
+        self, topic: Topic[Any], handler: Handler[D], *, decode: Decoder[D], after: asyncio.Event | None = None
+    ) -> None: ...
+
     def on(
         self,
-        topic: Topic[R],
-        handler: Handler[R],
+        topic: Topic[Any],
+        handler: Handler[Any],
         *,
-        decode: Decoder[R] | None = None,
+        decode: Decoder[Any] | None = None,
         after: asyncio.Event | None = None,
     ) -> None:
         """Consume ``topic`` in this service's group: ``handler(record, ctx)`` once per record.
