@@ -58,6 +58,7 @@ def test_wheel_holds_one_import_name_and_its_package_data(wheel: Path) -> None:
         "driftloop/__main__.py",
         "driftloop/commands/demo.py",
         "driftloop/shared/settings.py",
+        "driftloop/shared/runtime/runner.py",
         "driftloop/services/features/app.py",
         "driftloop/schemas/registry.json",
         "driftloop/schemas/RawEvent.avsc",
