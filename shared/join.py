@@ -16,19 +16,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 Record = Mapping[str, Any]
 LEFT, RIGHT = "left", "right"
+J = TypeVar("J")  # what a join makes of a pair
 
 
-class OnceJoin:
+class OnceJoin(Generic[J]):
     def __init__(
         self,
         left: MutableMapping[str, Any],
         right: MutableMapping[str, Any],
         joined: MutableMapping[str, Any],
-        combine: Callable[[Record, Record], dict[str, Any]],
+        combine: Callable[[Record, Record], J],
         ttl_ms: int | None = None,
     ) -> None:
         self.left = left
@@ -56,11 +57,11 @@ class OnceJoin:
         self._index.setdefault(shard, deque()).append((now_ms, "joined", key))
         return value, _strip(waiting)
 
-    def on_left(self, key: str, value: Record, now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+    def on_left(self, key: str, value: Record, now_ms: int = 0, shard: int = 0) -> J | None:
         pair = self._arrive(key, value, LEFT, now_ms, shard)
         return None if pair is None else self.combine(pair[0], pair[1])
 
-    def on_right(self, key: str, value: Record, now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+    def on_right(self, key: str, value: Record, now_ms: int = 0, shard: int = 0) -> J | None:
         pair = self._arrive(key, value, RIGHT, now_ms, shard)
         return None if pair is None else self.combine(pair[1], pair[0])
 

@@ -11,12 +11,13 @@ from typing import Any
 
 from driftloop.shared.errors import LabelExpired
 from driftloop.shared.join import OnceJoin
+from driftloop.shared.records import DeadLetter, LabeledExample
 
 #: Where a waiting label keeps its source offset, for its dead letter if it expires.
 OFFSET = "_offset"
 
 
-def labeled_example(vector: Mapping[str, Any], label: Mapping[str, Any]) -> dict[str, Any]:
+def labeled_example(vector: Mapping[str, Any], label: Mapping[str, Any]) -> LabeledExample:
     return {
         "event_id": vector["event_id"],
         "entity_id": vector["entity_id"],
@@ -28,7 +29,7 @@ def labeled_example(vector: Mapping[str, Any], label: Mapping[str, Any]) -> dict
     }
 
 
-class LabelJoin(OnceJoin):
+class LabelJoin(OnceJoin[LabeledExample]):
     """FeatureVectors ⨝ Labels by event_id, once per event_id."""
 
     def __init__(
@@ -41,16 +42,16 @@ class LabelJoin(OnceJoin):
         super().__init__(vectors, labels, {} if joined is None else joined, labeled_example, ttl_ms)
         self.vectors, self.labels = vectors, labels
 
-    def on_vector(self, vector: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+    def on_vector(self, vector: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> LabeledExample | None:
         return self.on_left(vector["event_id"], vector, now_ms, shard)
 
-    def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+    def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> LabeledExample | None:
         return self.on_right(label["event_id"], label, now_ms, shard)
 
 
 def expired_label_letter(
     label: Mapping[str, Any], original_value: bytes, topic: str, partition: int, ttl_ms: int, now_ms: int
-) -> dict[str, Any]:
+) -> DeadLetter:
     """The DeadLetter record of a label that waited past the TTL for its FeatureVector (an
     unknown event_id, or one whose vector expired first). ``original_value`` is the label
     re-encoded, since the join keeps the decoded record, not the consumed bytes."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.services.features.windows import Aggregate, Outcome, Ratio, WindowedFeatures, apply_ratios, parse_spec
+from driftloop.shared.records import FeatureVector
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class FeatureSpec:
                 out[f"{name}={value}"] = 1.0
         return out
 
-    def vector(self, event: Mapping[str, Any], features: dict[str, float] | None = None) -> dict[str, Any]:
+    def vector(self, event: Mapping[str, Any], features: dict[str, float] | None = None) -> FeatureVector:
         """The FeatureVector record for a clean RawEvent record."""
         if features is None:
             features = self.transform(event["fields"])
@@ -70,7 +71,7 @@ class FeatureSpec:
             "ingest_time": event.get("ingest_time"),
         }
 
-    def update(self, event: Mapping[str, Any], state: Mapping[str, Any] | None) -> tuple[dict[str, Any], Outcome]:
+    def update(self, event: Mapping[str, Any], state: Mapping[str, Any] | None) -> tuple[FeatureVector, Outcome]:
         """The FeatureVector of ``event`` given its entity's window state, and the outcome
         (the new state and whether the event was in order, late, too late or a duplicate)."""
         if self._windows is None:
