@@ -13,10 +13,11 @@ from aiokafka import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftloop.shared.kafka import read_topic
+from driftloop.shared.runtime.runner import LAG_REFRESH_S as RUNTIME_LAG_REFRESH_S
 
 T = TypeVar("T")
-# shared/app.py refreshes driftloop_consumer_lag_records this often.
-LAG_REFRESH_S = 2.0
+# How often the runtime refreshes driftloop_consumer_lag_records.
+LAG_REFRESH_S = RUNTIME_LAG_REFRESH_S
 
 
 def wait_for_records(

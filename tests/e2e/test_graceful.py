@@ -27,8 +27,8 @@ from waiting import metric_value, scrape_metrics, wait_drained, wait_until
 
 from driftloop.replay import replay
 from driftloop.runner import Stack
-from driftloop.shared.app import MAX_UNSETTLED
 from driftloop.shared.kafka import read_topic
+from driftloop.shared.runtime.checkpoint import MAX_UNSETTLED
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import ServiceSettings
 from driftloop.shared.topics import (

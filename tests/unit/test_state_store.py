@@ -255,7 +255,7 @@ def dict_join(ttl_ms: int | None = None) -> OnceJoin:
 def step(join: OnceJoin, stores: list[StateStore], op: tuple[str, int, int, int]) -> Any:
     kind, i, shard, now = op
     for store in stores:
-        store.shard = shard  # what ServiceContext.bind does per record
+        store.shard = shard  # what the runtime's cursor tells a store per record
     if kind == "left":
         return join.on_left(f"k{i}", {"v": i}, now, shard)
     if kind == "right":
