@@ -19,6 +19,7 @@ from river import stats
 from driftloop.services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
 from driftloop.shared.join import OnceJoin
 from driftloop.shared.modelspec import is_number, same_class
+from driftloop.shared.records import Outcome
 
 _MIN_P = 1e-15
 
@@ -81,7 +82,7 @@ def macro_f1(pairs: Sequence[tuple[str, str | None]]) -> float | None:
     return sum(2 * tp.get(c, 0) / (2 * tp.get(c, 0) + fp.get(c, 0) + fn.get(c, 0)) for c in classes) / len(classes)
 
 
-def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any], tolerance: float = 0.0) -> dict[str, Any]:
+def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any], tolerance: float = 0.0) -> Outcome:
     """The Outcome record. Classification: 0/1 loss, ``correct`` when the class matches.
     Regression: the absolute error as the loss, ``correct`` when it is at most ``tolerance``
     (0: only an exact hit), so that counting outcomes by ``correct`` keeps a meaning."""
@@ -107,7 +108,7 @@ def outcome(prediction: Mapping[str, Any], label: Mapping[str, Any], tolerance: 
     }
 
 
-class OutcomeJoin(OnceJoin):
+class OutcomeJoin(OnceJoin[Outcome]):
     """Predictions of one role ⨝ labels by event_id, once per event_id (``tolerance``: see
     :func:`outcome`)."""
 
@@ -123,10 +124,10 @@ class OutcomeJoin(OnceJoin):
         self.tolerance = tolerance
         self.predictions, self.labels = predictions, labels
 
-    def on_prediction(self, prediction: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+    def on_prediction(self, prediction: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> Outcome | None:
         return self.on_left(prediction["event_id"], prediction, now_ms, shard)
 
-    def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> dict[str, Any] | None:
+    def on_label(self, label: Mapping[str, Any], now_ms: int = 0, shard: int = 0) -> Outcome | None:
         return self.on_right(label["event_id"], label, now_ms, shard)
 
 
