@@ -16,6 +16,7 @@ from driftloop.shared.registry import ChampionChange, Registry, registry_key
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import CommonSettings
 from driftloop.shared.signing import sign
+from driftloop.shared.topics import MODELS_REGISTRY
 
 Send = Callable[[bytes, bytes], Awaitable[None]]
 
@@ -97,7 +98,7 @@ class RegistryClient:
                 self.log.warning("registry_tombstone_ignored", offset=rec.offset, key=str(rec.key)[:200])
                 continue
             try:
-                change = self.registry.apply(self.serde.decode("ModelVersion", rec.value))
+                change = self.registry.apply(self.serde.decode(MODELS_REGISTRY, rec.value))
             except RegistrySignatureInvalid as exc:
                 self.refused += 1
                 self._refused_c.labels(exc.code).inc()
@@ -152,5 +153,5 @@ class RegistryClient:
     async def publish(self, send: Send, record: dict[str, Any]) -> dict[str, Any]:
         """Send ``record`` (signed when a key is set); return what was sent, to apply locally."""
         record = self.signed(record)
-        await send(registry_key(record["name"], record["version"]), self.serde.encode("ModelVersion", record))
+        await send(registry_key(record["name"], record["version"]), self.serde.encode(MODELS_REGISTRY, record))
         return record

@@ -26,6 +26,7 @@ from driftloop.shared.errors import (
     SchemaMismatch,
     UnknownSchema,
 )
+from driftloop.shared.topics import Topic
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -108,7 +109,9 @@ class Serde:
         self.registry = registry
         self._writers = {r: registry.latest(r) for r in RECORDS}
 
-    def encode(self, record: str, value: Mapping[str, Any]) -> bytes:
+    def encode(self, record: str | Topic[Any], value: Mapping[str, Any]) -> bytes:
+        """``value`` as framed Avro of ``record`` (a record name, or a topic: the record it carries)."""
+        record = _record_name(record)
         schema_id, schema = self._writers[record]
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC, schema_id))
@@ -118,8 +121,9 @@ class Serde:
             raise SchemaMismatch(f"{record} does not fit its schema: {exc}") from exc
         return buf.getvalue()
 
-    def decode(self, record: str, data: bytes | None) -> dict[str, Any]:
+    def decode(self, record: str | Topic[Any], data: bytes | None) -> dict[str, Any]:
         """Decode framed Avro bytes into ``record``'s current (reader) schema."""
+        record = _record_name(record)
         if not data or len(data) < _HEADER.size:
             raise DecodeError("empty or truncated record")
         magic, schema_id = _HEADER.unpack_from(data)
@@ -142,10 +146,11 @@ class Serde:
             raise DecodeError(f"{record} body is not a record")
         return value
 
-    def decode_input(self, record: str, data: bytes | None) -> dict[str, Any]:
+    def decode_input(self, record: str | Topic[Any], data: bytes | None) -> dict[str, Any]:
         """``decode``, then refused as a service's input when a number in it is NaN or infinite
         (Avro's double takes them; no model or metric can) or a map is larger than
         MAX_MAP_ENTRIES."""
+        record = _record_name(record)
         value = self.decode(record, data)
         _check_values(record, value)
         return value
@@ -190,6 +195,14 @@ class Serde:
     @staticmethod
     def is_framed(data: bytes | None) -> bool:
         return data is not None and len(data) >= _HEADER.size and data[0] == MAGIC
+
+
+def _record_name(record: str | Topic[Any]) -> str:
+    if isinstance(record, str):
+        return record
+    if record.record is None:
+        raise TypeError(f"{record.short} carries raw bytes, not an Avro record")
+    return record.record
 
 
 def _check_values(record: str, value: Any, where: str = "") -> None:

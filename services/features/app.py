@@ -127,7 +127,7 @@ class Features:
                 await self.dead_letter_label(ctx, dict(record))
 
     async def dead_letter_label(self, ctx: Context, label: dict[str, Any]) -> None:
-        value = self.svc.serde.encode("Label", {k: v for k, v in label.items() if k != OFFSET})
+        value = self.svc.serde.encode(LABELS_CLEAN, {k: v for k, v in label.items() if k != OFFSET})
         letter = expired_label_letter(
             label,
             value,

@@ -14,6 +14,7 @@ from driftloop.shared.kafka import OutRecord
 from driftloop.shared.metrics import ServiceMetrics
 from driftloop.shared.records import DeadLetter
 from driftloop.shared.serde import Serde
+from driftloop.shared.topics import DEADLETTER
 
 # A poison batch's own bytes ride in its dead letter up to this size: the dead letter must fit
 # in one produce request; a bigger batch stays readable at its offsets in the source topic.
@@ -58,7 +59,7 @@ class DeadLetters:
             log.info("record_dead_lettered", error=str(exc)[:200])
         else:
             log.error("record_failed", error=repr(exc)[:500], traceback=traceback.format_exc(limit=5))
-        return (self.topic, key, self.serde.encode("DeadLetter", record), None)
+        return (self.topic, key, self.serde.encode(DEADLETTER, record), None)
 
     def poison_letter(self, skipped: poison.Isolated) -> OutRecord:
         """Count, log and dead-letter a skipped poison batch by its offset range."""

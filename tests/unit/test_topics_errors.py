@@ -8,7 +8,7 @@ import pytest
 
 from driftloop.shared import errors
 from driftloop.shared.errors import DEAD_LETTER_CODES, DriftloopError
-from driftloop.shared.topics import EVENT_TOPICS, REGISTRY_TOPIC, Topics
+from driftloop.shared.topics import EVENT_TOPICS, EVENTS_RAW, LABELS_CLEAN, MODELS_REGISTRY, REGISTRY_TOPIC, Topics
 
 # --- topics --------------------------------------------------------------------------------------
 
@@ -57,13 +57,13 @@ def test_the_joined_topics_are_in_the_catalogue() -> None:
         assert short in EVENT_TOPICS
 
 
-def test_attribute_access() -> None:
+def test_names_come_from_the_topic_definitions() -> None:
     t = Topics("x.", 2)
-    assert t.events_raw == "x.events.raw"
-    assert t.labels_clean == "x.labels.clean"
-    assert t.models_registry == "x.models.registry"
-    assert t.deadletter == "x.deadletter"
+    assert t.name(EVENTS_RAW) == "x.events.raw"
+    assert t.name(LABELS_CLEAN) == "x.labels.clean"
+    assert t.name(MODELS_REGISTRY) == "x.models.registry"
     assert t.name("outcomes") == "x.outcomes"
+    assert not hasattr(t, "events_raw")  # no attribute magic: a typo is a type error
 
 
 @pytest.mark.parametrize("short", ["events", "events.dirty", "models", "", "x.events.raw", "EVENTS.RAW"])
