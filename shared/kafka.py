@@ -262,7 +262,7 @@ async def tail_topic(
         while True:
             try:
                 got = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
-            except Exception as exc:  # noqa: BLE001 - a decoder's error can be of any type
+            except Exception as exc:  # a decoder's error can be of any type
                 if on_poison is None or not poison.may_be_poison(exc):
                     raise
                 found = await _isolate(consumer, handed, bootstrap, options)
@@ -316,7 +316,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float =
             return sorted(parts)
         if time.monotonic() >= deadline:
             raise BrokerUnavailable(f"topic {topic} does not exist")
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        await consumer._client.force_metadata_update()  # aiokafka has no public call
         await asyncio.sleep(0.1)
 
 

@@ -59,7 +59,7 @@ class _RiverDetector:
         if isinstance(d, drift.KSWIN):
             return float(d.p_value) if d.p_value is not None and d.n else 1.0
         if isinstance(d, drift.PageHinkley):
-            stat = max(d._sum_increase - d._min_increase, d._max_decrease - d._sum_decrease)  # noqa: SLF001
+            stat = max(d._sum_increase - d._min_increase, d._max_decrease - d._sum_decrease)
             return float(max(stat, 0.0))
         return float(self._last)
 

@@ -38,7 +38,7 @@ def test_read_topic_skips_a_poison_batch_and_says_so(broker: Broker, topics: Top
         record_batch([b"c"]),  # 5
     ):
         assert asyncio.run(produce_raw(bootstrap, tp, batch)) == 0
-    with pytest.raises(Exception) as raised:  # noqa: PT011 - whatever the decoder raises
+    with pytest.raises(Exception) as raised:  # whatever the decoder raises
         asyncio.run(read_topic(bootstrap, topic, max_wait_s=20))
     assert "Unclosed" not in str(raised.value)
 

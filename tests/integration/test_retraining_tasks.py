@@ -85,7 +85,7 @@ def test_integer_classes_are_held_until_they_tell_then_learnt_in_order(
     window = first["training_window"]
     assert (window["first_event_id"], window["last_event_id"], window["examples"]) == ("x-0", "x-199", 200)
     path = Path(first["artifact_uri"].removeprefix("file://"))
-    model = pickle.loads(path.read_bytes())  # noqa: S301 - written by the service under test
+    model = pickle.loads(path.read_bytes())  # written by the service under test
     predicted, scores = predict(model, {k: float(v) for k, v in image[300][0].items()})
     assert set(scores) == {str(k) for k in range(len(classes))} and predicted in range(len(classes))
 

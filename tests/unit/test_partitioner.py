@@ -41,7 +41,7 @@ def test_the_cache_is_bounded_and_answers_stay_the_same_after_it_is_cleared() ->
     p = Partitioner(cache_size=8)
     keys = [f"entity-{i}".encode() for i in range(50)]
     first = [p.partition(k, 4) for k in keys]
-    assert len(p._hashes) <= 8  # noqa: SLF001 - the bound is the point of the test
+    assert len(p._hashes) <= 8  # the bound is the point of the test
     assert [p.partition(k, 4) for k in keys] == first
 
 

@@ -18,7 +18,7 @@ from driftloop.shared.state import StateStore, Write
 
 def snapshot(store: StateStore) -> tuple[dict[str, Any], dict[str, int]]:
     """(contents, partition of each key)."""
-    return dict(store.items()), dict(store._partition)  # noqa: SLF001 - the partitions are the point
+    return dict(store.items()), dict(store._partition)  # the partitions are the point
 
 
 def replay(records: list[Write]) -> StateStore:
