@@ -76,6 +76,13 @@ class LabelTaskMismatch(InvalidRecord):
     code = "label_task_mismatch"
 
 
+class LearnerFailed(InvalidRecord):
+    """One model family raised on an example (a value it cannot take): that family skips the
+    example, is counted, and the other families learn it (services/retraining/selection.py)."""
+
+    code = "learner_failed"
+
+
 class PoisonBatch(InvalidRecord):
     """A whole record batch the consumer cannot decode (a corrupt batch, a codec it lacks):
     dead-lettered by its offset range, and the service moves past it."""
@@ -161,5 +168,6 @@ DEAD_LETTER_CODES: tuple[str, ...] = tuple(
         LabelExpired,
         PoisonBatch,
         LabelTaskMismatch,
+        LearnerFailed,
     )
 ) + ("internal_error",)

@@ -13,7 +13,7 @@ numeric ``predicted``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
@@ -108,14 +108,41 @@ def check_task(task: str, *, auto: bool = False) -> str:
     raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(allowed)}")
 
 
-def fixed_task(spec: str, task: str) -> str | None:
+def fixed_task(spec: str | Sequence[str], task: str) -> str | None:
     """The task before any label is seen: the ``task`` setting, else regression for a
-    regressor spec (a number is all it can learn); None when the labels must tell."""
-    _check_spec(spec)
+    regressor spec, or a list of them alone (a number is all they can learn); None when the
+    labels must tell."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    for one in specs:
+        _check_spec(one)
     check_task(task, auto=True)
     if task != AUTO:
         return task
-    return REGRESSION if spec in REGRESSOR_SPECS else None
+    return REGRESSION if specs and all(one in REGRESSOR_SPECS for one in specs) else None
+
+
+def family(spec: str) -> str:
+    """The family of ``spec``, named by its classifier form: ``linreg`` is ``logreg``."""
+    _check_spec(spec)
+    return next((c for c, r in FAMILIES if spec in (c, r)), spec)
+
+
+def parse_specs(text: str) -> list[str]:
+    """The model specs of a comma-separated list (``logreg,hat,arf``), in its order; empty
+    for an empty list. Raises UnknownModelSpec for an unknown name, ValueError for a family
+    listed twice (``hat`` and ``hatr`` are one family: both take the task's form)."""
+    specs = [item.strip() for item in text.split(",")]
+    if specs == [""]:
+        return []
+    seen: dict[str, str] = {}
+    for one in specs:
+        if not one:
+            raise ValueError(f"an empty entry in the model spec list {text!r}")
+        _check_spec(one)
+        if family(one) in seen:
+            raise ValueError(f"model family {family(one)} listed twice ({seen[family(one)]}, {one})")
+        seen[family(one)] = one
+    return specs
 
 
 def is_regressor(model: Any) -> bool:

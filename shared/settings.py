@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -300,6 +301,40 @@ class RetrainingSettings(ServiceSettings):
     schedule_s: float = Field(default=0.0, ge=0)
     challenger_buffer: int = Field(default=200, ge=0)
     evaluation_window: int = Field(default=1000, ge=1)
+    # Online model selection (services/retraining/selection.py): continuous learners of these
+    # families, scored on the same examples; each cut takes the best. Empty: model_spec alone.
+    model_specs: str = ""
+    # The share of one core the families may take at the offered example rate; an expensive
+    # family learns every k-th example (k up to max_stride) to fit, or is dropped.
+    cpu_budget: float = 0.25
+    max_stride: int = 8
+
+    @model_validator(mode="after")
+    def _selection_is_usable(self) -> RetrainingSettings:
+        # ConfigError, not ValueError: one line at start (pydantic would wrap a ValueError).
+        from driftloop.shared.errors import UnknownModelSpec
+        from driftloop.shared.modelspec import SPECS, parse_specs
+
+        env = "DRIFTLOOP_RETRAINING_"
+        try:
+            parse_specs(self.model_specs)
+        except UnknownModelSpec as exc:
+            raise ConfigError(f"{env}MODEL_SPECS={self.model_specs!r}: {exc}") from None
+        except ValueError as exc:
+            choose = f"choose each of {', '.join(SPECS)} at most once"
+            raise ConfigError(f"{env}MODEL_SPECS={self.model_specs!r}: {exc}; {choose}") from None
+        if not (math.isfinite(self.cpu_budget) and 0 < self.cpu_budget <= 1):
+            raise ConfigError(f"{env}CPU_BUDGET={self.cpu_budget}: a share of one core, above 0 and at most 1")
+        if not 1 <= self.max_stride <= 1000:
+            raise ConfigError(f"{env}MAX_STRIDE={self.max_stride}: learn at least every 1000th example (1 to 1000)")
+        return self
+
+    @property
+    def specs(self) -> list[str]:
+        """The families retraining keeps, in order: model_specs, else model_spec alone."""
+        from driftloop.shared.modelspec import parse_specs
+
+        return parse_specs(self.model_specs) or [self.model_spec]
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

@@ -21,6 +21,11 @@ streak. Classifiers are compared by accuracy (higher is better), regressors by m
 error (lower is better; the margins are then relative: 0.01 is an MAE 1% lower). When the
 champion changes, pending candidates start over against the new one. The service shell turns
 the returned actions into registry records.
+
+The continuous learner may be a ``Selection`` (services/retraining/selection.py): learners of
+several model families scored on the same examples, of which a cut takes the one leading
+then, and a drift challenger is a fresh model of that family. Each Register then names its
+family (``spec``), with the family's own scores in its metrics and every family's in its reason.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from driftloop.services.retraining.selection import Selection, SelectionStatus
 from driftloop.shared.errors import ConfigError
 from driftloop.shared.modelspec import is_regressor, same_class
 
@@ -150,7 +156,7 @@ class Scoreboard:
     def learn_one(self, x: dict[str, float], y: Any) -> None:
         self._seq += 1
         for entry in self._entries.values():
-            if is_regressor(entry.model):
+            if _regression(entry.model):
                 error = float(entry.model.predict_one(x)) - float(y)
                 error = error if math.isfinite(error) else math.inf
                 entry.scores.append((self._seq, abs(error), error * error))
@@ -163,7 +169,7 @@ class Scoreboard:
                 entry.model.learn_one(x, y)
 
     def is_regressor(self, key: str) -> bool:
-        return is_regressor(self._entries[key].model)
+        return _regression(self._entries[key].model)
 
     def score(self, key: str) -> Score:
         scores = self._entries[key].scores
@@ -213,6 +219,10 @@ class Scoreboard:
         # are one contiguous run ending now; a model never scored starts after now.
         firsts = [e.scores[0][0] if e.scores else self._seq + 1 for e in (self._entries[key], self._entries[reference])]
         return max(since, *firsts)
+
+
+def _regression(model: Any) -> bool:
+    return model.regression if isinstance(model, Selection) else is_regressor(model)
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -321,6 +331,7 @@ class Register:
     feature_set_version: str | None
     direct: bool
     reason: str
+    spec: str | None = None  # the model family, when the continuous learner is a Selection
 
 
 @dataclass(frozen=True)
@@ -492,6 +503,8 @@ class Lifecycle:
             )
         self._board = Scoreboard(window)
         self._board.add(CONTINUOUS, continuous)
+        self._selection = continuous if isinstance(continuous, Selection) else None
+        self._challenger_specs: dict[str, str] = {}  # the family of each drift challenger
         self._champion_version = champion_version if champion is not None else None
         self._champion_model = copy.deepcopy(champion) if self._champion_version is not None else None
         self._continuous_window = _Window()
@@ -558,11 +571,23 @@ class Lifecycle:
     def scoreboard(self) -> Scoreboard:
         return self._board
 
+    @property
+    def selection(self) -> Selection | None:
+        """The families of the continuous learner, when it is a Selection (its ``last_failures``
+        are the families that failed on the latest example)."""
+        return self._selection
+
+    def selection_status(self) -> SelectionStatus | None:
+        """Each family's score, stride, cost and state, for logs and metrics (None: one model)."""
+        return None if self._selection is None else self._selection.status()
+
     def learn(self, example: Mapping[str, Any]) -> list[Action]:
         """Score then train every model on ``example``; the actions it leads to."""
+        t = int(example["event_time"])
+        if self._selection is not None:
+            self._selection.observe(t)
         self._board.learn_one(dict(example["features"]), example["label"])
         self._total += 1
-        t = int(example["event_time"])
         self._latest_time = t if self._latest_time is None else max(self._latest_time, t)
         self._buffer.append(example)
         self._continuous_window.add(example)
@@ -586,13 +611,17 @@ class Lifecycle:
             or len(challengers) >= self.max_challengers
         ):
             return []
-        model = self.build()
+        spec = None if self._selection is None else self._selection.leader
+        model = self.build() if self._selection is None or spec is None else self._selection.fresh(spec)
         window = _Window()
         for ex in self._buffer:
             model.learn_one(dict(ex["features"]), ex["label"])
             window.add(ex)
         self._board.add(key, model)
+        if spec is not None:
+            self._challenger_specs[key] = spec
         version = self._open(key)
+        family = "" if spec is None else f" of family {spec}"
         return [
             Register(
                 version=version,
@@ -603,8 +632,9 @@ class Lifecycle:
                 metrics={"buffer_examples": float(window.examples)},
                 feature_set_version=window.feature_set_version,
                 direct=False,
-                reason=f"candidate: fresh challenger trained on the {window.examples} most recent examples "
-                f"after drift alert {alert_id}; {self._terms()}",
+                reason=f"candidate: fresh challenger{family} trained on the {window.examples} most recent "
+                f"examples after drift alert {alert_id}; {self._terms()}",
+                spec=spec,
             )
         ]
 
@@ -642,10 +672,11 @@ class Lifecycle:
             self._board.add(_served(p.version), copy.deepcopy(p.snapshot), frozen=True)
             self._pending[key] = _Pending(p.version, self._board.seq + 1, p.snapshot)
 
-    def _open(self, key: str) -> int:
-        """A candidate version of ``key``'s model as it is now, scored from the next example."""
+    def _open(self, key: str, model: Any = None) -> int:
+        """A candidate version of ``key``'s model (or of ``model``, a family of the selection) as it
+        is now, scored from the next example."""
         version = self._allocate()
-        snapshot = copy.deepcopy(self._board.model(key))
+        snapshot = copy.deepcopy(self._board.model(key) if model is None else model)
         # Judged as inference would serve both: frozen, the candidate as registered against
         # the champion as registered, on the same examples from now on.
         self._board.add(_ref(version), copy.deepcopy(self._champion_model), frozen=True)
@@ -681,7 +712,10 @@ class Lifecycle:
         self._continuous_window = _Window()
         if self._latest_time is not None:
             self.schedule.reset(self._latest_time)
-        score = self._board.score(CONTINUOUS)
+        sel = self._selection
+        spec = None if sel is None else sel.leader
+        model = self._board.model(CONTINUOUS) if sel is None or spec is None else sel.model(spec)
+        score = self._board.score(CONTINUOUS) if sel is None or spec is None else _family_score(sel, spec)
         metrics = {"examples_since_last_version": float(window.examples), "examples_total": float(self._total)}
         if score.accuracy is not None and score.log_loss is not None:
             metrics |= {
@@ -696,15 +730,18 @@ class Lifecycle:
                 "evaluation_examples": float(score.examples),
             }
         direct = self._champion_version is None
+        chosen = ""
+        if sel is not None and spec is not None:
+            chosen = f"; family {spec}, the best of {len(sel.specs)} ({sel.summary()})" if len(sel.specs) > 1 else ""
         if direct:
             version = self._allocate()
-            snapshot = copy.deepcopy(self._board.model(CONTINUOUS))
+            snapshot = copy.deepcopy(model)
             self._champion_version, self._champion_model = version, copy.deepcopy(snapshot)
-            reason = "champion: first trained version, promoted directly (an untrained model is no yardstick)"
+            reason = f"champion: first trained version, promoted directly (an untrained model is no yardstick){chosen}"
         else:
-            version = self._open(CONTINUOUS)
+            version = self._open(CONTINUOUS, model)
             snapshot = self._pending[CONTINUOUS].snapshot
-            reason = f"candidate: continuous learner ({trigger}); {self._terms()}"
+            reason = f"candidate: continuous learner ({trigger}){chosen}; {self._terms()}"
         return Register(
             version=version,
             contender=CONTINUOUS,
@@ -715,6 +752,7 @@ class Lifecycle:
             feature_set_version=window.feature_set_version,
             direct=direct,
             reason=reason,
+            spec=spec,
         )
 
     def _judge_candidates(self, actions: list[Action]) -> None:
@@ -745,7 +783,12 @@ class Lifecycle:
         old, old_model = self._champion_version, self._champion_model
         assert old is not None and old_model is not None
         self._champion_version, self._champion_model = p.version, p.snapshot
-        if key != CONTINUOUS and self.challenger_takes_over:
+        spec = self._challenger_specs.pop(key, None)
+        if key != CONTINUOUS and self.challenger_takes_over and self._selection is not None and spec is not None:
+            # The challenger's family carries on from it; the other families keep what they learned.
+            self._selection.replace(spec, self._board.remove(key))
+            self._continuous_window = _Window()
+        elif key != CONTINUOUS and self.challenger_takes_over:
             # The continuous learner carries on from the new champion's lineage.
             self._board.remove(CONTINUOUS)
             self._board.rename(key, CONTINUOUS)
@@ -803,8 +846,16 @@ class Lifecycle:
                 self._board.remove(key)
 
     def _drop(self, key: str) -> None:
+        self._challenger_specs.pop(key, None)
         if key != CONTINUOUS and key in self._board:
             self._board.remove(key)
+
+
+def _family_score(selection: Selection, spec: str) -> Score:
+    n, first, second = selection.score(spec)
+    if selection.regression:
+        return Score(n, None, None, mae=first, rmse=second)
+    return Score(n, first, second)
 
 
 def _ref(version: int) -> str:

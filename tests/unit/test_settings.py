@@ -267,6 +267,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "fetch_max_wait_ms": ("25", 25),
     "task": ("regression", "regression"),
     "model_spec": ("hat", "hat"),
+    "model_specs": ("logreg,arf", "logreg,arf"),
     "log_level": ("DEBUG", "DEBUG"),
     "broker_engine": ("tansu", "tansu"),
     "producer_idempotence": ("false", False),
