@@ -46,6 +46,11 @@ def score(record: dict[str, Any]) -> tuple[str, str]:
     return f"acc {value:.3f}", "-" if champ is None else f"{value - champ:+.3f}"
 
 
+def family(record: dict[str, Any]) -> str:
+    """The model family a version was trained as (its ``params["spec"]``: ``arf``, ``linreg``...)."""
+    return record["params"].get("spec") or "-"
+
+
 def list_rows(registry: Registry, name: str) -> list[list[str]]:
     rows = []
     for r in registry.versions(name):
@@ -60,6 +65,7 @@ def list_rows(registry: Registry, name: str) -> list[list[str]]:
                 figure,
                 vs,
                 r.get("task") or "-",
+                family(r),
                 _ts(r["created_at"]),
                 r["status_reason"][:60],
             ]
@@ -158,6 +164,7 @@ def models_cli(args: argparse.Namespace) -> int:
                     "score",
                     "vs champion",
                     "task",
+                    "family",
                     "created (UTC)",
                     "reason",
                 ],

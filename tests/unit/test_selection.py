@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from driftloop.models_cli import list_rows
 from driftloop.services.retraining import selection as selection_module
 from driftloop.services.retraining.lifecycle import CONTINUOUS, Lifecycle, Promote, Register
 from driftloop.services.retraining.selection import DROPPED, SUBSAMPLED, Selection
 from driftloop.shared.errors import DEAD_LETTER_CODES, ConfigError, LearnerFailed
 from driftloop.shared.modelspec import build_model, fixed_task, parse_specs
+from driftloop.shared.registry import Registry, version_record
 from driftloop.shared.settings import RetrainingSettings
 from driftloop.streams import sea_stream
 
@@ -520,3 +522,30 @@ def test_a_drift_challenger_is_of_the_leading_family_and_takes_its_place() -> No
     promoted = [a for a in drive(lc, seen, [ex(i) for i in range(250, 500)]) if isinstance(a, Promote)]
     assert [p.version for p in promoted] == [reg.version]
     assert sel.model("b") is challenger and "challenger:a1" not in lc.contenders
+
+
+# --- the registry shows each version's family -------------------------------------------------------
+
+
+def test_models_list_shows_each_versions_family() -> None:
+    def rec(version: int, spec: str | None) -> dict[str, Any]:
+        return version_record(
+            name="m",
+            version=version,
+            status="champion",
+            reason="r",
+            artifact=("file:///s/v.pkl", "ab" * 32),
+            parent=None,
+            trigger="label_volume",
+            window={"examples": 5},
+            params={} if spec is None else {"spec": spec, "trained": "true"},
+            metrics={},
+            feature_set_version="fs1",
+            code_version="t",
+            now_ms=1,
+        )
+
+    reg = Registry()
+    for version, spec in ((1, "logreg"), (2, "arf"), (3, None)):
+        reg.apply(rec(version, spec))
+    assert [r[8] for r in list_rows(reg, "m")] == ["logreg", "arf", "-"]
