@@ -186,9 +186,9 @@ def monitoring_records(serde: Serde, stream: list) -> Records:
     def records(topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
         for vector, prediction, label in stream:
             key = vector["entity_id"].encode()
-            yield topics.name(FEATURES), key, serde.encode("FeatureVector", vector)
-            yield topics.name(PREDICTIONS), key, serde.encode("Prediction", prediction)
-            yield topics.name(LABELS_CLEAN), key, serde.encode("Label", label)
+            yield topics.name(FEATURES), key, serde.encode(FEATURES, vector)
+            yield topics.name(PREDICTIONS), key, serde.encode(PREDICTIONS, prediction)
+            yield topics.name(LABELS_CLEAN), key, serde.encode(LABELS_CLEAN, label)
 
     return records
 
@@ -218,7 +218,7 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
                 "feature_set_version": feature_set_version,
                 "ingest_time": now,
             }
-            yield topics.name(FEATURES), entity.encode(), serde.encode("FeatureVector", vector)
+            yield topics.name(FEATURES), entity.encode(), serde.encode(FEATURES, vector)
 
     return records
 
@@ -246,7 +246,7 @@ def register_champion(bootstrap: str, serde: Serde, model: Any, spec: str) -> Ca
     def before(topics: Topics, env: dict[str, str]) -> None:
         store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
         record = _version(store, model, 1, "champion", "bench: trained on the bench stream", spec)
-        value = serde.encode("ModelVersion", record)
+        value = serde.encode(MODELS_REGISTRY, record)
         asyncio.run(produce_all(bootstrap, [(topics.name(MODELS_REGISTRY), registry_key(common.model_name, 1), value)]))
 
     return before
@@ -272,6 +272,88 @@ def _version(store: ArtifactStore, model: Any, version: int, status: str, reason
     )
 
 
+def _slice_models(dataset: Dataset, count: int) -> list[Any]:
+    """``count`` different models, so a swap changes what is served: each learned a slice of
+    the stream."""
+    slice_ = max(1, len(dataset.rows) // count)
+    models = []
+    task = task_of(dataset)
+    for k in range(count):
+        model = build_model("logreg", 42, task)
+        for fields, label in dataset.rows[k * slice_ : (k + 1) * slice_]:
+            model.learn_one(numeric(fields), label)
+        models.append(model)
+    return models
+
+
+def _registry_key(record: dict[str, Any]) -> bytes:
+    return registry_key(record["name"], record["version"])
+
+
+async def _paced_vectors(
+    prod: Any, topic: str, serde: Serde, xs: list[dict[str, float]], n: int, rate: float, feature_set_version: str
+) -> None:
+    """``n`` feature vectors at ``rate`` a second, cycling ``xs``."""
+    started = time.time()
+    pending = []
+    for i in range(n):
+        ahead = started + i / rate - time.time()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        now = int(time.time() * 1000)
+        entity = f"e{i % 97}"
+        vector = {
+            "event_id": f"ip-{i}",
+            "entity_id": entity,
+            "event_time": now,
+            "features": xs[i % len(xs)],
+            "feature_set_version": feature_set_version,
+            "ingest_time": now,
+        }
+        value = serde.encode(FEATURES, vector)
+        pending.append(await prod.send(topic, key=entity.encode(), value=value))
+    await asyncio.gather(*pending)
+
+
+async def _promotions(
+    prod: Any,
+    topic: str,
+    serde: Serde,
+    first: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    swap_every_s: float,
+) -> None:
+    """Each candidate registered, then promoted half an interval later (the champion it
+    replaces archived), as retraining does."""
+    champion = first
+    for cand in candidates:
+        await asyncio.sleep(swap_every_s / 2)
+        await prod.send_and_wait(topic, serde.encode(MODELS_REGISTRY, cand), _registry_key(cand))
+        await asyncio.sleep(swap_every_s / 2)
+        now = int(time.time() * 1000)
+        promoted = {
+            **with_status(cand, "champion", "bench: promoted", now),
+            "parent_version": champion["version"],
+        }
+        archived = with_status(champion, "archived", f"superseded by v{cand['version']}", now)
+        for r in (promoted, archived):
+            await prod.send_and_wait(topic, serde.encode(MODELS_REGISTRY, r), _registry_key(r))
+        champion = promoted
+
+
+async def _champion_predictions(bootstrap: str, topic: str, serde: Serde) -> tuple[list[dict[str, Any]], int]:
+    """The first champion prediction of each vector, and how many came again: all of the
+    topic, read once the service has stopped (what it sent on its way out included)."""
+    first: dict[str, dict[str, Any]] = {}
+    duplicates = 0
+    for rec in await read_topic(bootstrap, topic):
+        p = serde.decode(PREDICTIONS, rec.value)
+        if p["role"] == "champion":
+            duplicates += p["event_id"] in first
+            first.setdefault(p["event_id"], p)
+    return [*first.values()], duplicates
+
+
 def inference_paced(
     bootstrap: str, out_dir: Path, serde: Serde, dataset: Dataset, *, rate: float, n: int, swap_every_s: float
 ) -> dict[str, Any]:
@@ -292,69 +374,20 @@ def inference_paced(
     topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions)
     store = ArtifactStore(env["DRIFTLOOP_ARTIFACT_STORE"])
     xs = [numeric(fields) for fields, _ in dataset.rows]
-    swaps = max(1, int(n / rate / swap_every_s))
-    # Different models, so a swap changes what is served: each learned a slice of the stream.
-    slice_ = max(1, len(dataset.rows) // (swaps + 1))
-    models = []
-    task = task_of(dataset)
-    for k in range(swaps + 1):
-        model = build_model("logreg", 42, task)
-        for fields, label in dataset.rows[k * slice_ : (k + 1) * slice_]:
-            model.learn_one(numeric(fields), label)
-        models.append(model)
+    models = _slice_models(dataset, max(1, int(n / rate / swap_every_s)) + 1)
     candidates = [
         _version(store, m, k + 2, "candidate", "bench: a candidate", "logreg") for k, m in enumerate(models[1:])
     ]
     first = _version(store, models[0], 1, "champion", "bench: the first champion", "logreg")
 
-    def key(record: dict[str, Any]) -> bytes:
-        return registry_key(record["name"], record["version"])
-
     async def drive() -> None:
         prod = producer(bootstrap)
         await prod.start()
         try:
-
-            async def vectors() -> None:
-                started = time.time()
-                pending = []
-                for i in range(n):
-                    ahead = started + i / rate - time.time()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                    now = int(time.time() * 1000)
-                    entity = f"e{i % 97}"
-                    vector = {
-                        "event_id": f"ip-{i}",
-                        "entity_id": entity,
-                        "event_time": now,
-                        "features": xs[i % len(xs)],
-                        "feature_set_version": common.feature_set_version,
-                        "ingest_time": now,
-                    }
-                    value = serde.encode("FeatureVector", vector)
-                    pending.append(await prod.send(topics.name(FEATURES), key=entity.encode(), value=value))
-                await asyncio.gather(*pending)
-
-            async def promotions() -> None:
-                champion = first
-                for cand in candidates:
-                    await asyncio.sleep(swap_every_s / 2)
-                    await prod.send_and_wait(
-                        topics.name(MODELS_REGISTRY), serde.encode("ModelVersion", cand), key(cand)
-                    )
-                    await asyncio.sleep(swap_every_s / 2)
-                    now = int(time.time() * 1000)
-                    promoted = {
-                        **with_status(cand, "champion", "bench: promoted", now),
-                        "parent_version": champion["version"],
-                    }
-                    archived = with_status(champion, "archived", f"superseded by v{cand['version']}", now)
-                    for r in (promoted, archived):
-                        await prod.send_and_wait(topics.name(MODELS_REGISTRY), serde.encode("ModelVersion", r), key(r))
-                    champion = promoted
-
-            await asyncio.gather(vectors(), promotions())
+            await asyncio.gather(
+                _paced_vectors(prod, topics.name(FEATURES), serde, xs, n, rate, common.feature_set_version),
+                _promotions(prod, topics.name(MODELS_REGISTRY), serde, first, candidates, swap_every_s),
+            )
         finally:
             await prod.stop()
 
@@ -366,26 +399,14 @@ def inference_paced(
             if len(seen) >= n:
                 return
 
-    async def champion_predictions() -> tuple[list[dict[str, Any]], int]:
-        """The first champion prediction of each vector, and how many came again: all of the
-        topic, read once the service has stopped (what it sent on its way out included)."""
-        first: dict[str, dict[str, Any]] = {}
-        duplicates = 0
-        for rec in await read_topic(bootstrap, topics.name(PREDICTIONS)):
-            p = serde.decode("Prediction", rec.value)
-            if p["role"] == "champion":
-                duplicates += p["event_id"] in first
-                first.setdefault(p["event_id"], p)
-        return [*first.values()], duplicates
-
     asyncio.run(create_topics(bootstrap, topics.catalogue()))
-    value = serde.encode("ModelVersion", first)
-    asyncio.run(produce_all(bootstrap, [(topics.name(MODELS_REGISTRY), key(first), value)]))
+    value = serde.encode(MODELS_REGISTRY, first)
+    asyncio.run(produce_all(bootstrap, [(topics.name(MODELS_REGISTRY), _registry_key(first), value)]))
     with Stack(env=env, log_dir=out_dir / "logs", services=("inference",)) as stack:
         stack.wait_ready()
         asyncio.run(drive())
         asyncio.run(until_predicted(stack))
-    preds, duplicates = asyncio.run(champion_predictions())
+    preds, duplicates = asyncio.run(_champion_predictions(bootstrap, topics.name(PREDICTIONS), serde))
     latencies = [p["predicted_at"] - p["ingest_time"] for p in preds]
     swap_pause, max_gap = prediction_gaps_ms(preds)
     return {
@@ -512,7 +533,7 @@ def run_bench(
         lat_topics = Topics(lat_env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions)
         per_minute = latency_by_minute(
             [
-                serde.decode("Prediction", r.value)
+                serde.decode(PREDICTIONS, r.value)
                 for r in asyncio.run(read_topic(bootstrap, lat_topics.name(PREDICTIONS)))
             ]
         )

@@ -86,103 +86,121 @@ def simulate(
     seed: int = 42,
 ) -> SimResult:
     """Served accuracy over every event, as the loop would serve ``rows``."""
-    latest = {"v": 1}  # v1: the untrained bootstrap inference registers
-
-    def next_version() -> int:
-        return latest["v"] + 1
-
-    lc = policy.lifecycle(spec, seed, next_version)
-    monitor = None
-    if drift:
-        from driftloop.services.monitoring.core import Monitor
-
-        monitor = Monitor(input_detectors=(), prediction_detectors=())
-    registered: dict[int, Any] = {}
-    served, served_version = build_model(spec, seed), 1
-    switches: deque[tuple[int, int, Any]] = deque()  # (from event, version, model)
-    alerts: deque[tuple[int, str]] = deque()
-    made: dict[int, tuple[int, Any, dict[str, float]]] = {}  # event -> (version, predicted, scores)
-    xs: list[dict[str, float]] = []
-    res = SimResult(0.0, None, None)
-    static: tuple[Any, int] | None = None
+    loop = _Loop(policy, spec, seed, lag, drift)
     n = len(rows)
+    for i in range(n + label_delay):
+        if i < n:
+            loop.serve(i, rows[i])
+        j = i - label_delay
+        if 0 <= j < n and rows[j][1] is not None:
+            loop.label(i, j, rows[j][1])
+        loop.made.pop(j, None)
+    return loop.result(rows)
 
-    def apply(actions: list[Any], i: int) -> None:
+
+class _Loop:
+    """One simulation's state: the registered versions, the served model, and the swaps and
+    alerts on their way (each ``lag`` events from the action that caused it)."""
+
+    def __init__(self, policy: Policy, spec: str, seed: int, lag: int, drift: bool) -> None:
+        self.lag = lag
+        self.latest = 1  # v1: the untrained bootstrap inference registers
+        self.lifecycle = policy.lifecycle(spec, seed, lambda: self.latest + 1)
+        self.monitor = None
+        if drift:
+            from driftloop.services.monitoring.core import Monitor
+
+            self.monitor = Monitor(input_detectors=(), prediction_detectors=())
+        self.registered: dict[int, Any] = {}
+        self.served, self.served_version = build_model(spec, seed), 1
+        self.switches: deque[tuple[int, int, Any]] = deque()  # (from event, version, model)
+        self.alerts: deque[tuple[int, str]] = deque()
+        self.made: dict[int, tuple[int, Any, dict[str, float]]] = {}  # event -> (version, predicted, scores)
+        self.xs: list[dict[str, float]] = []
+        self.res = SimResult(0.0, None, None)
+        self.static: tuple[Any, int] | None = None
+
+    def serve(self, i: int, row: tuple[dict[str, Any], Any]) -> None:
+        """Event i: the swaps and alerts due by now, then the served model's prediction."""
+        while self.switches and self.switches[0][0] <= i:
+            _, self.served_version, self.served = self.switches.popleft()
+            self.res.swaps += 1
+            self.res.served_versions.append(self.served_version)
+        while self.alerts and self.alerts[0][0] <= i:
+            self.apply(self.lifecycle.on_drift(self.alerts.popleft()[1]), i)
+        x, y = numeric(row[0]), row[1]
+        self.xs.append(x)
+        predicted, scores = predict(self.served, x)
+        self.made[i] = (self.served_version, predicted, scores)
+        self.res.hits.append(same_class(predicted, y))
+
+    def label(self, i: int, j: int, y: Any) -> None:
+        """Event j's label, arriving at event i: to the monitor, then to the lifecycle."""
+        if self.monitor is not None:
+            self.watch(i, j, y)
+        example = {
+            "event_id": str(j),
+            "event_time": j,
+            "features": self.xs[j],
+            "label": y,
+            "feature_set_version": "fs1",
+        }
+        self.apply(self.lifecycle.learn(example), i)
+
+    def watch(self, i: int, j: int, y: Any) -> None:
+        assert self.monitor is not None
+        version, predicted, scores = self.made[j]
+        loss = 0.0 if same_class(predicted, y) else 1.0
+        out = {
+            "model_name": "default",
+            "model_version": version,
+            "role": "champion",
+            "predicted": predicted,
+            "scores": scores,
+            "label": y,
+            "correct": loss == 0.0,
+            "loss": loss,
+        }
+        for d in self.monitor.on_outcome(out):
+            if d.kind in ("concept", "performance"):
+                self.res.alerts += 1
+                self.alerts.append((i + self.lag, f"a{self.res.alerts}"))
+
+    def apply(self, actions: list[Any], i: int) -> None:
+        res = self.res
         for a in actions:
             if isinstance(a, Register):
                 res.versions += 1
-                latest["v"] = max(latest["v"], a.version)
-                registered[a.version] = copy.deepcopy(a.model)  # the artifact
+                self.latest = max(self.latest, a.version)
+                self.registered[a.version] = copy.deepcopy(a.model)  # the artifact
                 if a.direct:
                     res.champions.add(a.version)
-                    switches.append((i + lag, a.version, registered[a.version]))
-                    nonlocal static
-                    if static is None:
-                        static = (registered[a.version], int(a.window["last_event_id"]) + 1)
+                    self.switches.append((i + self.lag, a.version, self.registered[a.version]))
+                    if self.static is None:
+                        self.static = (self.registered[a.version], int(a.window["last_event_id"]) + 1)
             elif isinstance(a, Promote):
                 res.promotions += 1
                 res.champions.add(a.version)
-                switches.append((i + lag, a.version, registered[a.version]))
+                self.switches.append((i + self.lag, a.version, self.registered[a.version]))
             elif isinstance(a, Reject):
                 res.rejections += 1
             elif isinstance(a, Rollback):
                 res.rollbacks += 1
                 res.champions.add(a.to)
-                switches.append((i + lag, a.to, registered[a.to]))
+                self.switches.append((i + self.lag, a.to, self.registered[a.to]))
         # The shell's on_change calls champion_changed only for a champion it did not set
         # itself (an operator): never here. Its on_batch withdraws candidates whose status
         # changed outside the lifecycle: never here either.
 
-    for i in range(n + label_delay):
-        if i < n:
-            while switches and switches[0][0] <= i:
-                _, served_version, served = switches.popleft()
-                res.swaps += 1
-                res.served_versions.append(served_version)
-            while alerts and alerts[0][0] <= i:
-                apply(lc.on_drift(alerts.popleft()[1]), i)
-            x, y = numeric(rows[i][0]), rows[i][1]
-            xs.append(x)
-            predicted, scores = predict(served, x)
-            made[i] = (served_version, predicted, scores)
-            res.hits.append(same_class(predicted, y))
-        j = i - label_delay
-        if 0 <= j < n and rows[j][1] is not None:
-            y = rows[j][1]
-            if monitor is not None:
-                version, predicted, scores = made[j]
-                loss = 0.0 if same_class(predicted, y) else 1.0
-                out = {
-                    "model_name": "default",
-                    "model_version": version,
-                    "role": "champion",
-                    "predicted": predicted,
-                    "scores": scores,
-                    "label": y,
-                    "correct": loss == 0.0,
-                    "loss": loss,
-                }
-                for d in monitor.on_outcome(out):
-                    if d.kind in ("concept", "performance"):
-                        res.alerts += 1
-                        alerts.append((i + lag, f"a{res.alerts}"))
-            example = {
-                "event_id": str(j),
-                "event_time": j,
-                "features": xs[j],
-                "label": y,
-                "feature_set_version": "fs1",
-            }
-            apply(lc.learn(example), i)
-        made.pop(j, None)
-
-    res.served_accuracy = sum(res.hits) / n
-    if static is not None:
-        model, start = static
-        hits = [same_class(predict(model, numeric(f))[0], y) for f, y in rows[start:]]
-        res.static_accuracy = sum(hits) / len(hits) if hits else None
-        res.served_accuracy_same_window = sum(res.hits[start:]) / len(hits) if hits else None
-    return res
+    def result(self, rows: Sequence[tuple[dict[str, Any], Any]]) -> SimResult:
+        res = self.res
+        res.served_accuracy = sum(res.hits) / len(rows)
+        if self.static is not None:
+            model, start = self.static
+            hits = [same_class(predict(model, numeric(f))[0], y) for f, y in rows[start:]]
+            res.static_accuracy = sum(hits) / len(hits) if hits else None
+            res.served_accuracy_same_window = sum(res.hits[start:]) / len(hits) if hits else None
+        return res
 
 
 def bare_river(
