@@ -241,7 +241,7 @@ class Selection:
         build: Callable[[str], Any],
         window: int = 1000,
         cpu_budget: float | None = None,
-        max_stride: int = 8,
+        max_stride: int = 3,
         replan_every: int = 100,
         rate_window: int = 100,
         smoothing: float = 0.01,

@@ -190,6 +190,7 @@ def budgeted(budget: float | None, **kw: Any) -> tuple[Selection, dict[str, Fake
     }
     # Listed dearest first: the plan goes by cost, not by list order.
     order = ("arf", "hat", "logreg")
+    kw.setdefault("max_stride", 8)
     sel = Selection({k: fakes[k] for k in order}, build=no_build, cpu_budget=budget, clock=clock, **kw)
     return sel, fakes
 
@@ -395,7 +396,7 @@ def test_selection_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MODEL_SPECS", "MODEL_SPEC", "CPU_BUDGET", "MAX_STRIDE"):
         monkeypatch.delenv(f"DRIFTLOOP_RETRAINING_{name}", raising=False)
     s = RetrainingSettings()
-    assert s.specs == ["logreg"] and s.cpu_budget == 0.25 and s.max_stride == 8
+    assert s.specs == ["logreg"] and s.cpu_budget == 0.25 and s.max_stride == 3
     monkeypatch.setenv("DRIFTLOOP_RETRAINING_MODEL_SPEC", "hat")
     assert RetrainingSettings().specs == ["hat"]  # unset: model_spec alone, as before
     monkeypatch.setenv("DRIFTLOOP_RETRAINING_MODEL_SPECS", " logreg, hat ,arf ")
@@ -522,6 +523,19 @@ def test_a_drift_challenger_is_of_the_leading_family_and_takes_its_place() -> No
     promoted = [a for a in drive(lc, seen, [ex(i) for i in range(250, 500)]) if isinstance(a, Promote)]
     assert [p.version for p in promoted] == [reg.version]
     assert sel.model("b") is challenger and "challenger:a1" not in lc.contenders
+
+
+def test_through_the_lifecycle_a_failing_family_is_listed_for_the_shell() -> None:
+    nv, seen = counter()
+    sel = Selection({"fragile": Fake(raises={7}), "steady": Fake()}, build=no_build, window=100)
+    lc = Lifecycle(sel, build=no_build, next_version=nv, version_every=300, first_version_after=200, window=300)
+    for i in range(10):
+        seen(lc.learn(ex(i)))
+        failed = lc.selection.last_failures if lc.selection is not None else ()
+        assert [(f.spec, f.stage, f.error.code) for f in failed] == (
+            [("fragile", "predict", "learner_failed")] if i == 7 else []
+        )
+    assert lc.examples_seen == 10 and sel.failures == {"fragile": 1, "steady": 0}
 
 
 # --- the registry shows each version's family -------------------------------------------------------
