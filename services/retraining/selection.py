@@ -29,7 +29,7 @@ example are measured on the injected ``clock`` and averaged with exponential wei
 (``smoothing`` on each new measurement; bias-corrected, so the first figures are plain
 means). The default clock is the thread's CPU time (time.thread_time), not wall time: on a
 machine the loop shares, wall time also counts the time other processes held the core, and
-it inflated the measured cost of a forest 1.3 to 2 times, enough to drop it for nothing.
+it inflated the measured cost of a forest enough to drop it for nothing.
 Its cost per example at stride k is
 ``predict + learn / k``: it predicts every example (scoring stays on the same examples) and
 learns every k-th one. The offered rate is measured from the times passed to ``observe``
