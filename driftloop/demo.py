@@ -74,7 +74,7 @@ async def _wait_for_predictions(
 
     async def watch(short: str, record: str, into: set[str]) -> None:
         # Only the event_id: decoding every prediction and outcome whole took this process
-        # ~20% of a core at 1,000 events/s, CPU the services under test then lacked.
+        # CPU the services under test then lacked (README, Measured choices).
         first = record != "DeadLetter"
         async for batch in tail_topic(bootstrap, topics.name(short), options=options):
             for r in batch:
@@ -155,9 +155,9 @@ def run_demo(
     if not common.uses_embedded_broker and "DRIFTLOOP_TOPIC_PREFIX" not in {**os.environ, **env}:
         env["DRIFTLOOP_TOPIC_PREFIX"] = f"driftloop.demo-{run_id}."
     # A demo's stream is short: a candidate every 100 examples, judged over the next 100
-    # against the champion (both as served), promoted when strictly better. Measured on
-    # Elec2 at 1,000 events/s: served accuracy 0.767 against 0.744 with the service defaults
-    # (1,000 examples, 200, margin 0.01), whose served models are thousands of events stale.
+    # against the champion (both as served), promoted when strictly better. The service
+    # defaults would serve models thousands of events stale here, and serve less accurately
+    # (README, Measured choices).
     cadence = {
         "DRIFTLOOP_RETRAINING_VERSION_EVERY": str(version_every or 100),
         "DRIFTLOOP_RETRAINING_PROMOTION_MIN_EXAMPLES": "100",

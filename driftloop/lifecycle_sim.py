@@ -9,9 +9,8 @@ monitoring core's concept detectors watch the champion's outcomes and their aler
 ``Lifecycle.on_drift`` ``lag`` events later, as retraining's shell passes them on.
 
 Kafka, batching, partition interleaving and timing are not simulated: ``lag`` stands for
-all of it. Use it to compare policies over a range of lags, not as the loop's figure: on
-Elec2 with concept alerts and the demo's cadence it gives 0.769 at a lag of 200 events,
-where the loop paced at 1,000 events/s (150-250 events of lag) served 0.777-0.779.
+all of it. Use it to compare policies over a range of lags, not as the loop's figure (the
+README's Command line section compares the two).
 
     python -m driftloop.lifecycle_sim --dataset elec2 --lag 0 --lag 200
 """

@@ -20,8 +20,8 @@ from driftloop.shared.log import configure_logging, get_logger
 from driftloop.shared.settings import SERVICES, CommonSettings
 from driftloop.shared.topics import Topics
 
-# Measured at 1,000 events/s offered on 2 cores: p99 event-to-prediction latency ~120 ms
-# with these at nice 10 against ~280-430 ms at equal priority.
+# Monitoring and retraining are off the path an event takes to its prediction: at a lower
+# priority they leave that path the CPU first (what it saves: README, Measured choices).
 BACKGROUND_SERVICES = ("monitoring", "retraining")
 BACKGROUND_NICE = 10
 

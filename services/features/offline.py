@@ -47,7 +47,7 @@ def container(schema: Schema, bodies: list[bytes], codec: str = "deflate", sync:
     """An Avro object container file holding ``bodies``, records already encoded with
     ``schema`` (the bytes after the Confluent header of a topic record): the features
     service stores what it produced without encoding it again (re-encoding with
-    fastavro.writer was ~15% of the service's CPU)."""
+    fastavro.writer was a large share of the service's CPU: README, Measured choices)."""
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
     sync = sync or uuid.uuid4().bytes

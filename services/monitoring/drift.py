@@ -155,9 +155,9 @@ DETECTORS: dict[str, Callable[[int], Detector]] = {
     "kswin": lambda seed: _RiverDetector(
         "KSWIN", drift.KSWIN(alpha=0.0001, window_size=300, stat_size=100, seed=seed), 0.0001
     ),
-    # Parameters chosen with `driftloop evaluate-drift` (20 seeds x 10,000 events): River's
-    # defaults gave Page-Hinkley 3.9 false alarms /10k on unit-variance data (delta 0.05: 0.45),
-    # DDM 13/60 missed drifts (warm_start 300: 0) and EDDM 7.1 false alarms /10k (warm_start 100: 3.1).
+    # Parameters chosen with `driftloop evaluate-drift`: River's defaults raise more false
+    # alarms (Page-Hinkley, EDDM) or miss drifts (DDM); the figures are in the README
+    # (Development, Measured choices).
     "page_hinkley": lambda seed: _RiverDetector("PageHinkley", drift.PageHinkley(delta=0.05, threshold=50.0), 50.0),
     "ddm": lambda seed: _RiverDetector("DDM", drift.binary.DDM(warm_start=300), 3.0),
     "eddm": lambda seed: _RiverDetector("EDDM", drift.binary.EDDM(warm_start=100), 0.9),

@@ -76,8 +76,8 @@ DEFAULT_COOLDOWN: int = MonitoringSettings.model_fields["alert_cooldown"].defaul
 DEFAULT_SEEDS = 20
 DEFAULT_EVENTS = 10_000
 DEFAULT_DRIFTS = 3
-#: Left out unless named: River's KSWIN runs a two-sample KS test on every update (about 0.7 ms
-#: each here), which alone would take minutes at the default sizes.
+#: Left out unless named: River's KSWIN runs a two-sample KS test on every update, which alone
+#: would take minutes at the default sizes (README, Measured choices).
 SLOW_DETECTORS = frozenset({"kswin"})
 DEFAULT_DETECTORS: tuple[str, ...] = tuple(s for s in DETECTORS if s not in SLOW_DETECTORS)
 #: Events of the first SEA concept the online model learns before the measured stream starts.
