@@ -20,7 +20,7 @@ from driftloop.shared.registry import Registry, registry_key, with_status
 from driftloop.shared.serde import FileSchemaRegistry, Serde
 from driftloop.shared.settings import CommonSettings
 from driftloop.shared.signing import sign
-from driftloop.shared.topics import Topics
+from driftloop.shared.topics import MODELS_REGISTRY, Topics
 
 
 def _ts(ms: int | None) -> str:
@@ -119,7 +119,7 @@ async def _load(common: CommonSettings, serde: Serde, topic: str) -> Registry:
     registry = Registry(common.hmac_key)
     for rec in await load_registry_records(common.bootstrap_servers, topic, options=client_options(common)):
         try:
-            registry.apply(serde.decode("ModelVersion", rec.value))
+            registry.apply(serde.decode(MODELS_REGISTRY, rec.value))
         except RegistrySignatureInvalid as exc:
             print(f"driftloop models: ignored record at offset {rec.offset}: {exc}", file=sys.stderr)
     return registry
@@ -133,7 +133,7 @@ async def _publish(common: CommonSettings, serde: Serde, topic: str, records: li
         for r in records:
             r = sign(r, key) if key is not None else r
             await prod.send_and_wait(
-                topic, key=registry_key(r["name"], r["version"]), value=serde.encode("ModelVersion", r)
+                topic, key=registry_key(r["name"], r["version"]), value=serde.encode(MODELS_REGISTRY, r)
             )
     finally:
         await prod.stop()

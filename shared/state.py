@@ -1,19 +1,16 @@
 """Key-value state of a service, co-partitioned with its input and backed by a changelog
 (pure: the service shell sends what ``drain`` returns and feeds ``load`` on recovery).
 
-Why not Faust tables: measured on the embedded broker, one Faust table write per record
-cut a Faust agent from ~3,200 to ~1,050 records/s, and Faust's table recovery trusts
-ListOffsets end offsets, which the embedded broker reports short. Here, writes are a dict
-update; the changelog records of a batch are produced together before the batch's input
-offsets can be committed, and recovery reads each changelog partition to the high
-watermark of its fetch responses.
+Why not Faust tables: see the README's "State" section. Here, writes are a dict update;
+the changelog records of a batch are produced together before the batch's input offsets
+can be committed, and recovery reads each changelog partition to the high watermark of its
+fetch responses.
 
 Each key lives in the partition of the input record that wrote it (``shard``, which the
-runtime's cursor tells the store), which is
-the changelog partition its writes go to: a worker that is assigned input partition p
-owns changelog partition p. A key rewritten under another partition (one event_id sent
-under two entity keys) moves there and leaves a tombstone in its old partition; tombstones
-are partition-scoped on recovery.
+runtime's cursor tells the store), which is the changelog partition its writes go to: a
+worker that is assigned input partition p owns changelog partition p. A key rewritten
+under another partition (one event_id sent under two entity keys) moves there and leaves a
+tombstone in its old partition; tombstones are partition-scoped on recovery.
 """
 
 from __future__ import annotations
