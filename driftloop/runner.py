@@ -87,9 +87,12 @@ class Stack:
         if self.log_dir:
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
+        # A static group member: restarted under the same name, it takes its partitions
+        # back at once instead of waiting out the session timeout.
+        env = {**self.env, "DRIFTLOOP_INSTANCE_ID": self.env.get("DRIFTLOOP_INSTANCE_ID") or f"{name}-0"}
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "driftloop.cli", "run", name],
-            env=self.env,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # our Ctrl-C handling stops them in order

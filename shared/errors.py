@@ -142,6 +142,14 @@ class ProduceFailed(BrokerError):
     code = "produce_failed"
 
 
+class TransactionFailed(BrokerError):
+    """A batch's transaction did not commit (aborted, or this producer was fenced by a newer
+    one with its transactional id): nothing of the batch is visible to read_committed
+    readers, and the service stops without committing; its input is redone after the restart."""
+
+    code = "transaction_failed"
+
+
 class PortInUse(DriftloopError):
     code = "port_in_use"
 

@@ -237,11 +237,14 @@ async def tail_topic(
     and handed to it; without, its error is raised.
     """
     # A short fetch wait: the embedded broker holds a fetch for its whole max wait.
+    # read_committed: what an aborted transaction wrote is never read (both brokers take it;
+    # without transactions it reads everything).
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
+        isolation_level="read_committed",
         **(options or {}),
     )
     await start_client(consumer, bootstrap)

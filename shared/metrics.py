@@ -26,6 +26,12 @@ class ServiceMetrics:
             ["service", "topic"],
             registry=r,
         )
+        self.transactions = Counter(
+            "driftloop_transactions_total",
+            "Kafka transactions of batches (one per input partition and batch) under exactly-once, by outcome",
+            ["service", "outcome"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "driftloop_batch_processing_seconds",
             "Time to process one consumed batch",

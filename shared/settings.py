@@ -56,6 +56,12 @@ class CommonSettings(BaseSettings):
     broker_heap_mb: int = Field(default=1024, ge=256, le=16384)
     # Unset: idempotent producers unless the broker is Tansu, which has no InitProducerId.
     producer_idempotence: bool | None = None
+    # Unset: exactly_once unless the broker is Tansu, which has no transactions.
+    processing_guarantee: Literal["exactly_once", "at_least_once"] | None = None
+    # Static group membership: a name for this instance of a service, stable across its
+    # restarts (`up` names them <service>-<n>; the k8s manifests use the pod name), so that
+    # a restarted instance gets its partitions back at once. Unset: dynamic membership.
+    instance_id: str | None = None
     topic_prefix: str = "driftloop."
     partitions: int = Field(default=4, ge=1)
     # 1 suits the embedded broker and a single-broker Kafka; use 3 on a production cluster.
@@ -145,6 +151,12 @@ class CommonSettings(BaseSettings):
             raise ConfigError(
                 f"DRIFTLOOP_TOPIC_PREFIX={self.topic_prefix!r}: topic names take letters, digits, '.', '_' and '-'"
             )
+        if self.processing_guarantee == "exactly_once" and self.broker_engine == "tansu":
+            raise ConfigError(
+                "DRIFTLOOP_PROCESSING_GUARANTEE=exactly_once needs Apache Kafka: Tansu has no transactions"
+            )
+        if self.instance_id is not None and not _NAME.fullmatch(self.instance_id):
+            raise ConfigError(f"DRIFTLOOP_INSTANCE_ID={self.instance_id!r}: use letters, digits, '.', '_' or '-'")
         for env, value in (("MODEL_NAME", self.model_name), ("FEATURE_SET_VERSION", self.feature_set_version)):
             # Both become parts of registry keys and of artifact and offline store paths.
             if not value or not _NAME.fullmatch(value):
@@ -158,6 +170,13 @@ class CommonSettings(BaseSettings):
         if self.fetch_max_wait_ms is not None:
             return self.fetch_max_wait_ms
         return 10 if self.broker_engine == "tansu" else 100
+
+    @property
+    def exactly_once(self) -> bool:
+        """Each batch's output, changelog records and input offsets commit in one transaction."""
+        if self.processing_guarantee is not None:
+            return self.processing_guarantee == "exactly_once"
+        return self.broker_engine != "tansu"
 
     @property
     def idempotent_producers(self) -> bool:

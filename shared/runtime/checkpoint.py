@@ -1,10 +1,21 @@
-"""Checkpointing: a batch's output and changelog records go out together, and its input
-offsets are committed only once all of them are delivered (at-least-once).
+"""Checkpointing: what a batch owes the broker (its output, its changelog records, its input
+offsets), with one of two guarantees.
 
-The next batch is handled while this one's output is on its way; at most MAX_UNSETTLED
-batches are in flight, then the loop waits. Offsets are committed at most every
-``commit_interval_s`` (and whenever a service stops or gives partitions away): a commit
-per batch would be a third of the requests a service sends.
+- ``Checkpointer`` (at-least-once): the output and changelog records go out together, and
+  the input offsets are committed only once all of them are delivered. The next batch is
+  handled while this one's output is on its way; at most MAX_UNSETTLED batches are in
+  flight, then the loop waits. Offsets are committed at most every ``commit_interval_s``
+  (and whenever a service stops or gives partitions away): a commit per batch would be a
+  third of the requests a service sends.
+- ``TransactionalCheckpointer`` (exactly-once): each input partition is a task with a
+  transactional producer of its own (transactional id ``<group>-<partition>``). A batch's
+  records from task p, their changelog records and p's input offsets commit in one Kafka
+  transaction (``send_offsets_to_transaction``), so a read_committed reader sees all of it
+  or none. Whoever owns partition p next starts its producer under the same transactional
+  id, which fences the previous owner (a zombie after a rebalance, or the process before a
+  restart) and aborts what it left open. aiokafka commits offsets in a transaction without
+  the group's generation (TxnOffsetCommit v0), so a transactional id per instance would
+  not fence a zombie across a rebalance; one per partition does.
 """
 
 from __future__ import annotations
@@ -13,21 +24,54 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from driftloop.shared.errors import ProduceFailed
-from driftloop.shared.kafka import Partitioner, send_batched
+from driftloop.shared.errors import ProduceFailed, TransactionFailed
+from driftloop.shared.kafka import OutRecord, Partitioner, send_batched
 from driftloop.shared.runtime.service import Service
+from driftloop.shared.state import StateStore
 
 MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
+#: What a batch owes, by task (input partition): its output and changelog records.
+ByTask = dict[int, list[OutRecord]]
+
+
+def changelog_records(stores: list[StateStore]) -> list[OutRecord]:
+    """The changelog records the stores owe since they were last drained."""
+    out: list[OutRecord] = []
+    for store in stores:
+        for partition, key, value in store.drain():
+            out.append((store.name, key.encode(), None if value is None else orjson.dumps(value), partition))
+    return out
+
+
+class Checkpointing(Protocol):
+    #: Last offset checkpointed per input partition (the consumer lag is counted from it).
+    processed: dict[TopicPartition, int]
+
+    async def own(self, partitions: set[int]) -> None:
+        """Before the state of newly assigned partitions is recovered."""
+
+    async def disown(self, partitions: set[int]) -> None:
+        """After revoked partitions' batches are settled."""
+
+    async def checkpoint(self, by_task: ByTask, offsets: dict[TopicPartition, int], held: int) -> None: ...
+
+    async def commit_if_due(self) -> None: ...
+
+    async def settle_all(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Checkpointer:
+    """At-least-once (see the module docstring)."""
+
     def __init__(
         self,
         svc: Service[Any],
@@ -39,7 +83,6 @@ class Checkpointer:
         self.producer = producer
         self.consumer = consumer
         self._fail = fail
-        self._outbox = svc.outbox
         self._partitioner = Partitioner()
         self._partition_counts: dict[str, int] = {}
         self._unsettled: deque[asyncio.Task[None]] = deque()
@@ -53,11 +96,19 @@ class Checkpointer:
         self._inflight_batches = m.inflight_batches.labels(svc.name)
         self._inflight_records = m.inflight_records.labels(svc.name)
 
-    async def checkpoint(self, offsets: dict[TopicPartition, int], held: int) -> None:
+    async def own(self, partitions: set[int]) -> None:
+        return None
+
+    async def disown(self, partitions: set[int]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def checkpoint(self, by_task: ByTask, offsets: dict[TopicPartition, int], held: int) -> None:
         """Send the batch's output and changelog records; its ``offsets`` (next offset per
         partition) commit once they and every batch before are delivered."""
-        self._queue_changelogs()
-        deliveries = await self._produce_outbox()
+        deliveries = await self._produce([r for records in by_task.values() for r in records])
         previous = self._unsettled[-1] if self._unsettled else None
         settle = asyncio.create_task(self._settle(previous, deliveries, offsets))
         self._inflight_batches.inc()
@@ -72,20 +123,12 @@ class Checkpointer:
         while len(self._unsettled) > MAX_UNSETTLED or (self._unsettled and self._unsettled[0].done()):
             await self._unsettled.popleft()
 
-    def _queue_changelogs(self) -> None:
-        for store in self.svc.stores:
-            for partition, key, value in store.drain():
-                data = None if value is None else orjson.dumps(value)
-                self._outbox.append((store.name, key.encode(), data, partition))
-
-    async def _produce_outbox(self) -> list[asyncio.Future[Any]]:
-        """Produce the queued records as one record batch per topic partition; a failed
-        delivery stops the service before the batch is committed, so its input is consumed
-        again after the restart."""
-        if not self._outbox:
+    async def _produce(self, outbox: list[OutRecord]) -> list[asyncio.Future[Any]]:
+        """Produce the records as one record batch per topic partition; a failed delivery
+        stops the service before the batch is committed, so its input is consumed again
+        after the restart."""
+        if not outbox:
             return []
-        outbox = self._outbox[:]
-        self._outbox.clear()
         deliveries = await send_batched(self.producer, outbox, self._partitions_of, self._partitioner)
         for topic, n in Counter(topic for topic, _, _, _ in outbox).items():
             self.svc.count_out(topic, n)
@@ -141,3 +184,111 @@ class Checkpointer:
             with contextlib.suppress(ProduceFailed):
                 await self._unsettled.popleft()
         await self.commit_delivered()
+
+
+class TransactionalCheckpointer:
+    """Exactly-once (see the module docstring): one transaction per task and batch."""
+
+    def __init__(
+        self,
+        svc: Service[Any],
+        make_producer: Callable[[str], AIOKafkaProducer],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self.svc = svc
+        self._make_producer = make_producer
+        self._fail = fail
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._partitioner = Partitioner()
+        self._partition_counts: dict[str, int] = {}
+        self.processed: dict[TopicPartition, int] = {}
+        m = svc.metrics
+        self._inflight_batches = m.inflight_batches.labels(svc.name)
+        self._inflight_records = m.inflight_records.labels(svc.name)
+        self._transactions = m.transactions
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.svc.group_id}-{partition}"
+
+    async def own(self, partitions: set[int]) -> None:
+        # Starting the producer (InitProducerId) fences the partition's previous owner and
+        # aborts what it left open, so the changelogs read next hold committed records only.
+        started = []
+        for p in sorted(partitions - set(self._producers)):
+            producer = self._make_producer(self.transactional_id(p))
+            await producer.start()
+            self._producers[p] = producer
+            started.append(p)
+        if started:
+            self.svc.log.info("transactional_producers_started", partitions=started)
+
+    async def disown(self, partitions: set[int]) -> None:
+        for p in sorted(partitions & set(self._producers)):
+            producer = self._producers.pop(p)
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+
+    async def close(self) -> None:
+        await self.disown(set(self._producers))
+
+    async def checkpoint(self, by_task: ByTask, offsets: dict[TopicPartition, int], held: int) -> None:
+        tasks = sorted({tp.partition for tp in offsets} | set(by_task))
+        self._inflight_batches.inc()
+        self._inflight_records.inc(held)
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._commit(p, by_task.get(p, []), {tp: o for tp, o in offsets.items() if tp.partition == p})
+                    for p in tasks
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            self._inflight_batches.dec()
+            self._inflight_records.dec(held)
+        failed = [(p, r) for p, r in zip(tasks, results, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            self._transactions.labels(self.svc.name, "aborted").inc(len(failed))
+            p, cause = failed[0]
+            exc = TransactionFailed(f"the transaction of partition {p} did not commit: {cause!r}")
+            self.svc.log.error("transaction_failed", partitions=[q for q, _ in failed], error=repr(cause)[:300])
+            self._fail(exc)
+            raise exc from cause
+        for tp, nxt in offsets.items():
+            self.processed[tp] = nxt - 1
+        for records in by_task.values():
+            for topic, n in Counter(topic for topic, _, _, _ in records).items():
+                self.svc.count_out(topic, n)
+        self._transactions.labels(self.svc.name, "committed").inc(len(tasks))
+
+    async def _commit(self, partition: int, records: list[OutRecord], offsets: dict[TopicPartition, int]) -> None:
+        producer = self._producers.get(partition)
+        if producer is None:
+            raise TransactionFailed(f"partition {partition} has no transactional producer: it is not owned here")
+        await producer.begin_transaction()
+        try:
+            if records:
+                deliveries = await send_batched(producer, records, self._partitions_of(producer), self._partitioner)
+                await asyncio.gather(*deliveries)
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.svc.group_id)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+
+    def _partitions_of(self, producer: AIOKafkaProducer) -> Callable[[str], Awaitable[int]]:
+        async def count(topic: str) -> int:
+            n = self._partition_counts.get(topic)
+            if n is None:
+                n = self._partition_counts[topic] = len(await producer.partitions_for(topic))
+            return n
+
+        return count
+
+    async def commit_if_due(self) -> None:
+        return None  # every batch commits its own transactions
+
+    async def settle_all(self) -> None:
+        return None  # nothing is left pending between batches

@@ -12,7 +12,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import IllegalStateError
 
 from driftloop.shared import poison
-from driftloop.shared.runtime.checkpoint import Checkpointer
+from driftloop.shared.runtime.checkpoint import ByTask, Checkpointing, changelog_records
 from driftloop.shared.runtime.dispatch import Dispatcher
 from driftloop.shared.runtime.service import Service
 
@@ -30,7 +30,7 @@ class BatchLoop:
         self,
         svc: Service[Any],
         consumer: AIOKafkaConsumer,
-        checkpointer: Checkpointer,
+        checkpointer: Checkpointing,
         stopping: asyncio.Event,
     ) -> None:
         self.svc = svc
@@ -73,15 +73,22 @@ class BatchLoop:
     async def _process(self, batches: Batches, skipped: poison.Isolated | None) -> None:
         started = time.perf_counter()
         offsets: dict[TopicPartition, int] = {}
+        outbox = self.svc.outbox
+        # What each task (input partition) owes: under exactly-once, its own transaction.
+        by_task: ByTask = {}
         for tp, records in batches.items():
             await self.dispatcher.handle_all(tp.topic, records)
+            owed = by_task.setdefault(tp.partition, [])
+            owed.extend(outbox)
+            outbox.clear()
+            owed.extend(changelog_records(self.svc.stores))
             offsets[tp] = records[-1].offset + 1
         if skipped is not None:
             # Its dead letter goes out with the batch's output; its offsets commit with them.
-            self.svc.outbox.append(self.svc.dead_letters.poison_letter(skipped))
+            by_task.setdefault(skipped.tp.partition, []).append(self.svc.dead_letters.poison_letter(skipped))
             offsets[skipped.tp] = max(offsets.get(skipped.tp, 0), skipped.batch.last + 1)
         held = sum(len(records) for records in batches.values())
-        await self.checkpointer.checkpoint(offsets, held)
+        await self.checkpointer.checkpoint(by_task, offsets, held)
         self._batch_seconds.observe(time.perf_counter() - started)
 
     async def _fetch(self, window_ms: int) -> tuple[Batches, poison.Isolated | None]:

@@ -12,7 +12,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from driftloop.shared import poison
 from driftloop.shared.kafka import tail_topic
-from driftloop.shared.runtime.checkpoint import Checkpointer
+from driftloop.shared.runtime.checkpoint import Checkpointing
 from driftloop.shared.runtime.service import Service
 
 # How long reading one changelog back may take before recovery gives up (a failed start).
@@ -21,7 +21,7 @@ RECOVERY_MAX_WAIT_S = 300
 
 class Recovery(ConsumerRebalanceListener):
     def __init__(
-        self, svc: Service[Any], checkpointer: Checkpointer, batch_lock: asyncio.Lock, forget: Callable[[], None]
+        self, svc: Service[Any], checkpointer: Checkpointing, batch_lock: asyncio.Lock, forget: Callable[[], None]
     ) -> None:
         self.svc = svc
         self.checkpointer = checkpointer
@@ -38,10 +38,12 @@ class Recovery(ConsumerRebalanceListener):
             await self.checkpointer.settle_all()
             self.state_ready.clear()
             self._forget()
+            await self.checkpointer.disown({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.state_ready.clear()
         try:
+            await self.checkpointer.own({tp.partition for tp in assigned if tp.topic in self.svc.routes})
             await self.recover(assigned)
         finally:
             self.state_ready.set()

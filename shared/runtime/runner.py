@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from driftloop.shared.kafka import OutRecord, create_topics
-from driftloop.shared.runtime.checkpoint import Checkpointer
+from driftloop.shared.runtime.checkpoint import Checkpointer, Checkpointing, TransactionalCheckpointer
 from driftloop.shared.runtime.loop import MAX_PARTITION_FETCH_BYTES, BatchLoop
 from driftloop.shared.runtime.recovery import Recovery
 from driftloop.shared.runtime.service import Service
@@ -30,7 +30,7 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._failure: BaseException | None = None
         self._loop: BatchLoop | None = None
-        self._checkpointer: Checkpointer | None = None
+        self._checkpointer: Checkpointing | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -75,23 +75,33 @@ class Runtime:
             "session_timeout_ms": int(c.session_timeout_s * 1000),
             "heartbeat_interval_ms": int(c.heartbeat_interval_s * 1000),
             "rebalance_timeout_ms": int(c.rebalance_timeout_s * 1000),
+            # Only what committed transactions wrote: never an aborted batch's output.
+            "isolation_level": "read_committed",
+            # Static membership: a restarted instance takes its partitions back without a rebalance.
+            "group_instance_id": c.instance_id,
             **svc.kafka_options,
         }
 
-    def _producer(self) -> AIOKafkaProducer:
+    def _producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
         c = self.svc.common
         return AIOKafkaProducer(
             bootstrap_servers=c.bootstrap_servers,
-            client_id=self.svc.group_id,
+            client_id=transactional_id or self.svc.group_id,
             acks="all",
             # The batch loop flushes before it commits; a linger would only add latency.
             linger_ms=0,
             max_batch_size=256 * 1024,
             # Idempotent on Apache Kafka: aiokafka then retries a batch until the broker takes
             # it, with no duplicate, so a broker restart does not fail the service's output.
-            enable_idempotence=c.idempotent_producers,
+            enable_idempotence=c.idempotent_producers or transactional_id is not None,
+            transactional_id=transactional_id,
             **self.svc.kafka_options,
         )
+
+    def _checkpointer_for(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> Checkpointing:
+        if self.svc.common.exactly_once:
+            return TransactionalCheckpointer(self.svc, self._producer, self._fail)
+        return Checkpointer(self.svc, producer, consumer, self._fail)
 
     async def update_lag(self) -> None:
         if self._loop is None or self._checkpointer is None:
@@ -102,7 +112,12 @@ class Runtime:
             if highwater is None:
                 continue
             done = processed.get(tp)
-            next_offset = done + 1 if done is not None else (await consumer.position(tp) or 0)
+            position = await consumer.position(tp) or 0
+            next_offset = position if done is None else done + 1
+            if self.svc.common.exactly_once:
+                # Each transaction ends with a commit marker, which takes an offset but is no
+                # record: the consumer's position passes it, the last record handled does not.
+                next_offset = max(next_offset, position)
             self.svc.metrics.consumer_lag.labels(self.svc.name, tp.topic, str(tp.partition)).set(
                 max(0, highwater - next_offset)
             )
@@ -127,7 +142,7 @@ class Runtime:
             )
         producer = self._producer()
         consumer = AIOKafkaConsumer(**self._consumer_options())
-        checkpointer = self._checkpointer = Checkpointer(svc, producer, consumer, self._fail)
+        checkpointer = self._checkpointer = self._checkpointer_for(producer, consumer)
         batches = self._loop = BatchLoop(svc, consumer, checkpointer, self._stopping)
         recovery = Recovery(svc, checkpointer, batches.batch_lock, batches.fetched_to.clear)
 
@@ -160,6 +175,7 @@ class Runtime:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()  # leaves the group: its partitions move at once
+            await checkpointer.close()
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
         if self._failure is not None:
@@ -178,6 +194,8 @@ def run_service(name: str, settings_cls: type[S], shell: Callable[[Service[S]], 
         bootstrap=svc.common.bootstrap_servers,
         prefix=svc.common.topic_prefix,
         metrics_port=svc.settings.metrics_port,
+        guarantee="exactly_once" if svc.common.exactly_once else "at_least_once",
+        instance_id=svc.common.instance_id,
     )
     try:
         asyncio.run(Runtime(svc).run())

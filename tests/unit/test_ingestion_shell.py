@@ -34,12 +34,13 @@ def harness(**settings: Any) -> Harness:
 
 def test_json_events_become_clean_events_stamped_and_keyed_by_entity() -> None:
     h = harness()
+    before = int(time.time() * 1000)
     asyncio.run(h.feed(EVENTS_RAW, js(event(1, x=1.5, kind="a")), js(event(2))))
     clean = h.sent(EVENTS_CLEAN)
     assert [e["event_id"] for e in clean] == ["e1", "e2"]
     assert clean[0]["fields"] == {"x": 1.5, "kind": "a"}
-    assert all(abs(e["ingest_time"] - NOW) < 60_000 for e in clean if e["ingest_time"] is not None)
-    assert all(e["ingest_time"] is not None for e in clean)
+    # Stamped with the consumed record's timestamp (the harness gives it the time it is fed).
+    assert all(before <= (e["ingest_time"] or 0) <= int(time.time() * 1000) for e in clean)
     assert h.keys(EVENTS_CLEAN) == [b"u1", b"u0"]
     assert h.dead_letters() == []
 

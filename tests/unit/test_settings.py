@@ -271,6 +271,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "log_level": ("DEBUG", "DEBUG"),
     "broker_engine": ("tansu", "tansu"),
     "producer_idempotence": ("false", False),
+    "processing_guarantee": ("at_least_once", "at_least_once"),
+    "instance_id": ("inference-0", "inference-0"),
 }
 
 
