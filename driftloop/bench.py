@@ -522,6 +522,22 @@ def run_bench(
             peak_rss_mb=sum(rss for _, rss in at_end.values()),
             saturation_p99_latency_ms=sat["p99_latency_ms"],
         )
+        # The services' guarantee: exactly-once unless the broker is Tansu (or it is set).
+        eos = CommonSettings().exactly_once
+        res["guarantee"] = "exactly_once" if eos else "at_least_once"
+        if eos:
+            say("saturation again, at-least-once: what exactly-once costs")
+            alo = run_demo(
+                dataset,
+                out / "saturation-at-least-once",
+                label_delay=label_delay,
+                rate=None,
+                env_overrides=_phase_env(bootstrap, "sat-alo", DRIFTLOOP_PROCESSING_GUARANTEE="at_least_once"),
+            )
+            res.update(
+                events_per_second_at_least_once=alo["events_per_second"],
+                exactly_once_to_at_least_once=sat["events_per_second"] / alo["events_per_second"],
+            )
 
         # The whole stream, paced: latency at a fixed offered load, and the loop's quality
         # when it keeps up with the stream (the label delay is then what it says).
@@ -646,6 +662,8 @@ def run_bench(
 
 ROWS = (
     ("events_per_second", "end to end, five services, saturation"),
+    ("events_per_second_at_least_once", "the same with DRIFTLOOP_PROCESSING_GUARANTEE=at_least_once"),
+    ("exactly_once_to_at_least_once", "exactly-once / at-least-once end to end (1 means it costs nothing)"),
     ("passthrough_events_per_second", "bare aiokafka consume->produce, same broker"),
     ("ratio_to_passthrough", "end to end / passthrough"),
     ("bare_river_events_per_second", "bare River prequential, one process"),

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.e2e
 
 FIGURES = (
     "events_per_second",
+    "events_per_second_at_least_once",
+    "exactly_once_to_at_least_once",
     "passthrough_events_per_second",
     "ratio_to_passthrough",
     "bare_river_events_per_second",
@@ -68,6 +70,7 @@ def test_bench_prints_every_figure(broker: Broker, tmp_path: Path) -> None:
     assert not missing, {k: res.get(k) for k in missing}
     assert res["machine"]["cores"] >= 1 and res["machine"]["python"]
     assert res["events_without_prediction"] == 0
+    assert res["guarantee"] == "exactly_once"  # the default on Apache Kafka
     assert res["latency_events"] == 1500 and res["soak_s"] == 5
     assert res["p99_latency_by_minute_ms"] and res["p99_latency_first_minute_ms"] > 0
     # Inference alone, its champion swapped while paced vectors stream in: none lost or repeated.
