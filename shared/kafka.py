@@ -231,8 +231,10 @@ async def tail_topic(
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of ``topic`` from the beginning, without a consumer group.
 
-    With ``stop_at_end`` it stops once every partition's position has reached the high
-    watermark reported by a fetch. ``start`` maps partitions to the offset to start at.
+    With ``stop_at_end`` it stops once every partition's position has reached the end a
+    fetch reported: the last stable offset (the high watermark unless a transaction is
+    open; read_committed, it reads what is committed now, never waiting for an open one).
+    ``start`` maps partitions to the offset to start at.
     With ``on_poison``, a record batch that cannot be decoded is skipped (shared/poison.py)
     and handed to it; without, its error is raised.
     """
@@ -326,8 +328,12 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float =
 
 async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
     for tp in tps:
-        hw = consumer.highwater(tp)
-        if hw is None or await consumer.position(tp) < hw:
+        # What is committed: a read_committed consumer stops at the first open transaction
+        # (the last stable offset), which may be short of the high watermark.
+        end = consumer.last_stable_offset(tp)
+        if end is None or end < 0:
+            end = consumer.highwater(tp)
+        if end is None or await consumer.position(tp) < end:
             return False
     return True
 

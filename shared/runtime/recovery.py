@@ -14,6 +14,7 @@ from driftloop.shared import poison
 from driftloop.shared.kafka import tail_topic
 from driftloop.shared.runtime.checkpoint import Checkpointing
 from driftloop.shared.runtime.service import Service
+from driftloop.shared.state import StateStore
 
 # How long reading one changelog back may take before recovery gives up (a failed start).
 RECOVERY_MAX_WAIT_S = 300
@@ -50,33 +51,37 @@ class Recovery(ConsumerRebalanceListener):
 
     async def recover(self, assigned: set[TopicPartition]) -> None:
         """Own exactly the assigned source partitions' state: drop the others, read the new
-        ones from their changelogs up to the high watermark."""
+        ones from their changelogs up to the high watermark, every store at once (a restart
+        waits for the slowest changelog, not for all of them in turn)."""
         svc = self.svc
         owned = {tp.partition for tp in assigned if tp.topic in svc.routes}
-        for store in svc.stores:
-            dropped = store.drop_partitions(store.partitions() - owned)
-            todo = sorted(owned - self._recovered.get(store.name, set()))
-            applied = 0
-            if todo:
-                async for batch in tail_topic(
-                    svc.common.bootstrap_servers,
-                    store.name,
-                    stop_at_end=True,
-                    max_wait_s=RECOVERY_MAX_WAIT_S,
-                    partitions=todo,
-                    options=svc.kafka_options,
-                    on_poison=self._poison_in_changelog,
-                ):
-                    applied += store.load(
-                        (r.partition, r.key.decode(), None if r.value is None else orjson.loads(r.value)) for r in batch
-                    )
-            self._recovered[store.name] = owned
-            svc.log.info(
-                "state_recovered", store=store.name, partitions=todo, records=applied, dropped=dropped, keys=len(store)
-            )
+        await asyncio.gather(*(self._recover_store(store, owned) for store in svc.stores))
         for hook in svc.recovered_hooks:
             hook()
         svc.metrics.ready.labels(svc.name).set(1 if owned else 0)
+
+    async def _recover_store(self, store: StateStore, owned: set[int]) -> None:
+        svc = self.svc
+        dropped = store.drop_partitions(store.partitions() - owned)
+        todo = sorted(owned - self._recovered.get(store.name, set()))
+        applied = 0
+        if todo:
+            async for batch in tail_topic(
+                svc.common.bootstrap_servers,
+                store.name,
+                stop_at_end=True,
+                max_wait_s=RECOVERY_MAX_WAIT_S,
+                partitions=todo,
+                options=svc.kafka_options,
+                on_poison=self._poison_in_changelog,
+            ):
+                applied += store.load(
+                    (r.partition, r.key.decode(), None if r.value is None else orjson.loads(r.value)) for r in batch
+                )
+        self._recovered[store.name] = owned
+        svc.log.info(
+            "state_recovered", store=store.name, partitions=todo, records=applied, dropped=dropped, keys=len(store)
+        )
 
     async def _poison_in_changelog(self, skipped: poison.Isolated) -> None:
         """A changelog batch that cannot be decoded: recovery goes on without it (its keys
