@@ -15,6 +15,11 @@ from it (test-then-train), so all comparisons are on the same examples:
   promoted one after the other within that window are one series, as served, against the
   parent of the first).
 
+A frozen entry holds the model as registered itself, not a copy: a River model does not change
+when it predicts, so a cut deep-copies the learner once (what is registered), every frozen
+entry of that version shares it, and a model several entries share predicts once an example.
+A cut of a forest every 100 examples spent most of retraining's time copying it otherwise.
+
 A candidate is judged once, on the examples after its registration, as soon as there are
 ``min_examples`` of them: a fixed-size test, so repeated peeking cannot promote a lucky
 streak. Classifiers are compared by accuracy (higher is better), regressors by mean absolute
@@ -30,6 +35,7 @@ family (``spec``), with the family's own scores in its metrics and every family'
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections import deque
@@ -154,19 +160,23 @@ class Scoreboard:
         return self._entries[key].model
 
     def learn_one(self, x: dict[str, float], y: Any) -> None:
+        """Score every model on ``(x, y)``, then train those not frozen. A model that raises on
+        ``x`` (a value its family cannot take) scores a miss, as it would serve none, and one
+        that raises learning it skips it: a failing model never stops the others. (A Selection
+        counts and lists its families' failures itself.)"""
         self._seq += 1
+        frozen: dict[int, tuple[float, float]] = {}  # a model several frozen entries share predicts once
         for entry in self._entries.values():
-            if _regression(entry.model):
-                error = float(entry.model.predict_one(x)) - float(y)
-                error = error if math.isfinite(error) else math.inf
-                entry.scores.append((self._seq, abs(error), error * error))
+            if entry.frozen:
+                outcome = frozen.get(id(entry.model))
+                if outcome is None:
+                    outcome = frozen[id(entry.model)] = _outcome(entry.model, x, y)
             else:
-                proba = entry.model.predict_proba_one(x)
-                predicted = max(proba, key=proba.__getitem__) if proba else None
-                loss = -math.log(max(class_probability(proba, y), _MIN_P))
-                entry.scores.append((self._seq, same_class(predicted, y), loss))
+                outcome = _outcome(entry.model, x, y)
+            entry.scores.append((self._seq, *outcome))
             if not entry.frozen:
-                entry.model.learn_one(x, y)
+                with contextlib.suppress(Exception):  # a failing model must not stop the others
+                    entry.model.learn_one(x, y)
 
     def is_regressor(self, key: str) -> bool:
         return _regression(self._entries[key].model)
@@ -223,6 +233,24 @@ class Scoreboard:
 
 def _regression(model: Any) -> bool:
     return model.regression if isinstance(model, Selection) else is_regressor(model)
+
+
+def _outcome(model: Any, x: dict[str, float], y: Any) -> tuple[float, float]:
+    """(hit or |error|, log loss or error²) of ``model`` on ``(x, y)``; a miss (a classifier's
+    capped log loss, a regressor's infinite error) if it raises or predicts no finite number."""
+    if _regression(model):
+        try:
+            error = float(model.predict_one(x)) - float(y)
+        except Exception:  # noqa: BLE001 - scored as the miss it would serve
+            error = math.inf
+        error = error if math.isfinite(error) else math.inf
+        return abs(error), error * error
+    try:
+        proba = model.predict_proba_one(x)
+    except Exception:  # noqa: BLE001 - scored as the miss it would serve
+        proba = {}
+    predicted = max(proba, key=proba.__getitem__) if proba else None
+    return float(same_class(predicted, y)), -math.log(max(class_probability(proba, y), _MIN_P))
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -666,8 +694,8 @@ class Lifecycle:
                 self._drop(key)
                 continue
             self._board.remove(_served(p.version))
-            self._board.add(_ref(p.version), copy.deepcopy(self._champion_model), frozen=True)
-            self._board.add(_served(p.version), copy.deepcopy(p.snapshot), frozen=True)
+            self._board.add(_ref(p.version), self._champion_model, frozen=True)
+            self._board.add(_served(p.version), p.snapshot, frozen=True)
             self._pending[key] = _Pending(p.version, self._board.seq + 1, p.snapshot)
 
     def _open(self, key: str, model: Any = None) -> int:
@@ -677,8 +705,8 @@ class Lifecycle:
         snapshot = copy.deepcopy(self._board.model(key) if model is None else model)
         # Judged as inference would serve both: frozen, the candidate as registered against
         # the champion as registered, on the same examples from now on.
-        self._board.add(_ref(version), copy.deepcopy(self._champion_model), frozen=True)
-        self._board.add(_served(version), copy.deepcopy(snapshot), frozen=True)
+        self._board.add(_ref(version), self._champion_model, frozen=True)
+        self._board.add(_served(version), snapshot, frozen=True)
         self._pending[key] = _Pending(version, self._board.seq + 1, snapshot)
         return version
 
@@ -734,7 +762,7 @@ class Lifecycle:
         if direct:
             version = self._allocate()
             snapshot = copy.deepcopy(model)
-            self._champion_version, self._champion_model = version, copy.deepcopy(snapshot)
+            self._champion_version, self._champion_model = version, snapshot
             reason = f"champion: first trained version, promoted directly (an untrained model is no yardstick){chosen}"
         else:
             version = self._open(CONTINUOUS, model)
@@ -803,11 +831,11 @@ class Lifecycle:
         # watch instead would never judge a champion replaced within the window.)
         w = self._watch
         if w is None:
-            self._board.add(CHAMPION, copy.deepcopy(p.snapshot), frozen=True)
-            self._board.add(PARENT, copy.deepcopy(old_model), frozen=True)
+            self._board.add(CHAMPION, p.snapshot, frozen=True)
+            self._board.add(PARENT, old_model, frozen=True)
             self._watch = _Watch(p.version, old, old_model, self._board.seq + 1, p.version)
         else:
-            self._board.swap(CHAMPION, copy.deepcopy(p.snapshot))
+            self._board.swap(CHAMPION, p.snapshot)
             self._watch = _Watch(p.version, w.parent, w.parent_model, w.since, w.first)
         self._rebase()
         return Promote(p.version, old, f"promoted over v{old}: {verdict.reason}", _metrics(c, CHAMPION))

@@ -33,9 +33,13 @@ it inflated the measured cost of a forest enough to drop it for nothing.
 Its cost per example at stride k is
 ``predict + learn / k``: it predicts every example (scoring stays on the same examples) and
 learns every k-th one. The offered rate is measured from the times passed to ``observe``
-(the examples' event times): ``(n - 1) / (newest - oldest)`` over the last ``rate_window``
-of them. Every ``replan_every`` examples, with ``cpu_budget`` a share of one core and R the
-rate, the plan gives the families ``cpu_budget / R`` seconds per example:
+(the examples' event times): the examples observed per second by which the newest time
+advanced, over at least the last ``rate_span_s`` seconds of it (all of it, at first). The
+newest time, not the times of the latest examples: a consumer of several partitions takes
+each partition's examples in runs, so the latest examples can all be of one partition and
+span several times the stream's time (on 4 partitions, their spread read a quarter of the
+rate the demo offered). Every ``replan_every`` examples, with ``cpu_budget`` a share of one
+core and R the rate, the plan gives the families ``cpu_budget / R`` seconds per example:
 
 1. Families are taken from the cheapest to the most expensive (cost at stride 1; ties by
    list order).
@@ -51,7 +55,8 @@ rate, the plan gives the families ``cpu_budget / R`` seconds per example:
    it had.
 
 Before ``rate_window`` examples have been observed (or with ``cpu_budget`` None) nothing is
-subsampled or dropped. ``status()`` gives all of it as data for logs and metrics.
+subsampled or dropped. ``status()`` gives all of it as data for logs and metrics, and
+``plan_changes`` the families a plan changed, each with why.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from driftloop.shared.errors import ConfigError, LearnerFailed
 from driftloop.shared.modelspec import is_regressor, same_class
 
 ACTIVE, SUBSAMPLED, DROPPED = "active", "subsampled", "dropped"
+STATES = (ACTIVE, SUBSAMPLED, DROPPED)
 RETRY_DISCOUNT = 0.05  # a dropped family's last cost is discounted by this share at each plan
 _MIN_P = 1e-15  # log loss of a probability 0 is capped at -log(1e-15), as on the scoreboard
 
@@ -121,6 +127,49 @@ class SelectionStatus:
 
     def family(self, spec: str) -> FamilyStatus:
         return next(f for f in self.families if f.spec == spec)
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """A family whose state or stride a plan changed, with why, as the shell logs it. ``cost_s``
+    is seconds per example at its new stride; a dropped family's is what it would cost at
+    ``max_stride`` (as last measured), None until measured."""
+
+    spec: str
+    state: str
+    stride: int
+    cost_s: float | None
+    reason: str
+
+
+def plan_changes(before: SelectionStatus | None, after: SelectionStatus) -> list[PlanChange]:
+    """The families whose state or stride differ from ``before`` (None: the start, when every
+    family is active at stride 1) to ``after``, each with the reason the budget gives."""
+    was = {} if before is None else {f.spec: (f.state, f.stride) for f in before.families}
+    changes = []
+    for f in after.families:
+        old = was.get(f.spec, (ACTIVE, 1))
+        if (f.state, f.stride) == old:
+            continue
+        cost = f.cost_s
+        if f.state == DROPPED and f.predict_s is not None and f.learn_s is not None:
+            cost = f.predict_s + f.learn_s / after.max_stride
+        changes.append(PlanChange(f.spec, f.state, f.stride, cost, _why(f, old[0], after)))
+    return changes
+
+
+def _why(f: FamilyStatus, old_state: str, st: SelectionStatus) -> str:
+    budget = "no CPU budget"
+    if st.cpu_budget is not None and st.rate is not None:
+        per = st.cpu_budget / st.rate
+        budget = f"the CPU budget, {st.cpu_budget:g} of a core at {st.rate:.0f} examples/s ({per:.3g} s per example)"
+    if f.state == DROPPED:
+        return f"dropped: does not fit {budget} even learning 1 example in {st.max_stride}"
+    if f.state == SUBSAMPLED:
+        return f"subsampled: learns 1 example in {f.stride} to fit {budget}"
+    if old_state == DROPPED:
+        return f"re-admitted, to be measured afresh: its last cost, discounted while dropped, fits {budget}"
+    return f"learns every example: fits {budget}"
 
 
 class _Mean:
@@ -209,8 +258,10 @@ class Selection:
     ties); all classifiers or all regressors. ``build(spec)`` makes a fresh model of a family
     (for drift challengers). ``window``: examples the scores cover. ``cpu_budget``: the share of
     one core the families may take at the offered rate (None: no budget). ``max_stride``: the
-    sparsest subsample an expensive family is trained on before it is dropped. ``clock``:
-    seconds, for the costs (time.perf_counter; inject one for tests).
+    sparsest subsample an expensive family is trained on before it is dropped. ``rate_window``:
+    examples observed before the rate is measured; ``rate_span_s``: the event time it is
+    measured over, at least. ``clock``: seconds, for the costs (the thread's CPU time; inject
+    one for tests).
 
     Use it as a River model, test then train: ``predict_proba_one(x)`` (a regressor:
     ``predict_one(x)``) answers with the leader and has every family predict; ``learn_one(x, y)``
@@ -244,13 +295,16 @@ class Selection:
         max_stride: int = 3,
         replan_every: int = 100,
         rate_window: int = 100,
+        rate_span_s: float = 10.0,
         smoothing: float = 0.01,
         clock: Callable[[], float] = time.thread_time,
     ) -> None:
         if not learners:
             raise ConfigError("model selection needs at least one model family")
-        if window < 1 or replan_every < 1 or rate_window < 2:
-            raise ConfigError("model selection needs window >= 1, replan_every >= 1 and rate_window >= 2")
+        if window < 1 or replan_every < 1 or rate_window < 2 or not rate_span_s > 0:
+            raise ConfigError(
+                "model selection needs window >= 1, replan_every >= 1, rate_window >= 2 and rate_span_s > 0"
+            )
         if cpu_budget is not None and not 0 < cpu_budget <= 1:
             raise ConfigError(f"the CPU budget {cpu_budget} is not a share of one core (above 0, at most 1)")
         if max_stride < 1:
@@ -266,13 +320,16 @@ class Selection:
         self.max_stride = max_stride
         self.replan_every = replan_every
         self.rate_window = rate_window
+        self.rate_span_s = rate_span_s
         self.smoothing = smoothing
         self.clock = clock
         self._regression = kinds.pop()
         self._families = [_Family(spec, i, m, smoothing) for i, (spec, m) in enumerate(learners.items())]
         self._by_spec = {f.spec: f for f in self._families}
         self._seq = 0
-        self._times: deque[int] = deque(maxlen=rate_window)
+        self._observed = 0
+        self._newest: int | None = None
+        self._marks: deque[tuple[int, int]] = deque()  # (examples observed, newest time) at plans
         self._rate: float | None = None
         self._tested: _Tested | None = None
         self._last_failures: tuple[LearnerFailure, ...] = ()
@@ -394,7 +451,11 @@ class Selection:
 
     def observe(self, t_ms: int) -> None:
         """The time of an example (its event time): the offered rate is measured from these."""
-        self._times.append(int(t_ms))
+        t = int(t_ms)
+        self._observed += 1
+        if self._newest is None:
+            self._marks.append((1, t))
+        self._newest = t if self._newest is None or t > self._newest else self._newest
 
     # --- test then train ---------------------------------------------------------------------
 
@@ -538,7 +599,15 @@ class Selection:
         f.stride = stride
 
     def _measure_rate(self) -> float | None:
-        if len(self._times) < self.rate_window:
+        """Examples observed per second by which the newest time advanced, since the latest mark
+        at least ``rate_span_s`` behind it (or the first); marks are taken at each plan."""
+        newest, marks = self._newest, self._marks
+        if newest is None:
             return None
-        span_s = (max(self._times) - min(self._times)) / 1000
-        return (len(self._times) - 1) / max(span_s, 0.001)
+        while len(marks) >= 2 and newest - marks[1][1] >= self.rate_span_s * 1000:
+            marks.popleft()
+        n0, t0 = marks[0]
+        marks.append((self._observed, newest))
+        if self._observed < self.rate_window:
+            return None
+        return (self._observed - n0) / max((newest - t0) / 1000, 0.001)

@@ -11,7 +11,14 @@ import pytest
 
 from driftloop.models_cli import list_rows
 from driftloop.services.retraining import selection as selection_module
-from driftloop.services.retraining.lifecycle import CONTINUOUS, Lifecycle, Promote, Register
+from driftloop.services.retraining.lifecycle import (
+    CONTINUOUS,
+    Lifecycle,
+    Promote,
+    PromotionRule,
+    Register,
+    RollbackRule,
+)
 from driftloop.services.retraining.selection import DROPPED, SUBSAMPLED, Selection
 from driftloop.shared.errors import DEAD_LETTER_CODES, ConfigError, LearnerFailed
 from driftloop.shared.modelspec import build_model, fixed_task, parse_specs
@@ -260,6 +267,20 @@ def test_no_budget_until_the_rate_is_measured() -> None:
     assert len(fakes["arf"].learned) == 900
     feed(sel, 900, 1000)
     assert sel.status().family("arf").state == DROPPED
+
+
+def test_the_rate_holds_when_a_consumer_takes_each_partitions_examples_in_runs() -> None:
+    # 1,000 examples/s over 4 partitions, handled 100 of one partition at a time: the latest
+    # 100 examples span 400 ms, which read 250 examples/s; the newest time advances as the stream.
+    sel = Selection({"a": Fake(), "b": Fake()}, build=no_build, cpu_budget=0.5, rate_window=100, replan_every=100)
+    order = [r * 400 + p + 4 * k for r in range(10) for p in range(4) for k in range(100)]
+    for i in order:
+        e = ex(i)
+        sel.observe(e["event_time"])
+        sel.predict_proba_one(e["features"])
+        sel.learn_one(e["features"], e["label"])
+        if sel.examples % 400 == 0:
+            assert sel.rate == pytest.approx(1000, rel=0.01), sel.examples
 
 
 def test_a_dropped_family_is_readmitted_when_the_rate_falls() -> None:
@@ -536,6 +557,32 @@ def test_through_the_lifecycle_a_failing_family_is_listed_for_the_shell() -> Non
             [("fragile", "predict", "learner_failed")] if i == 7 else []
         )
     assert lc.examples_seen == 10 and sel.failures == {"fragile": 1, "steady": 0}
+
+
+def test_a_cut_family_that_later_fails_is_scored_a_miss_as_served_and_stops_nothing() -> None:
+    # fragile leads and is cut (the champion directly at 200, then a candidate at 220); at 250 it raises, and
+    # so do its frozen copies on the scoreboard (the candidate and the champion as registered).
+    nv, seen = counter()
+    sel = Selection({"fragile": Fake(raises={250}), "steady": Fake(wrong=every(20))}, build=no_build, window=100)
+    lc = Lifecycle(
+        sel,
+        build=no_build,
+        next_version=nv,
+        version_every=20,
+        first_version_after=200,
+        window=100,
+        promotion=PromotionRule(0.01, 100),
+        rollback=RollbackRule(100, 0.02),
+    )
+    registered = [a for a in drive(lc, seen, [ex(i) for i in range(240)]) if isinstance(a, Register)]
+    assert [(r.direct, r.spec) for r in registered] == [(True, "fragile"), (False, "fragile")]
+    drive(lc, seen, [ex(i) for i in range(240, 260)])
+    assert lc.examples_seen == 260 and sel.failures == {"fragile": 1, "steady": 0}
+    v = registered[1].version
+    served = lc.scoreboard.score(f"served-v{v}")  # scored from the cut on: 40 examples, one a miss
+    assert served.examples == 40 and served.accuracy == pytest.approx(39 / 40)
+    assert lc.scoreboard.score(f"champion-for-v{v}") == served
+    assert sel.model("steady").learned[-1] == 259 and 250 not in sel.model("fragile").learned
 
 
 # --- the registry shows each version's family -------------------------------------------------------
