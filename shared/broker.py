@@ -24,12 +24,19 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
 from driftloop.shared.errors import BrokerUnavailable, ConfigError, PortInUse
 from driftloop.shared.resources import KAFKA_POM
+
+if TYPE_CHECKING:
+    from aiokafka.cluster import ClusterMetadata
+    from aiokafka.structs import TopicPartition
 
 Engine = Literal["kafka", "tansu"]
 EngineSetting = Literal["auto", "kafka", "tansu"]
@@ -71,25 +78,37 @@ def free_port(host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
-def _refuse_taken(port: int, what: str) -> None:
+def _refuse_taken(port: int, what: str, hint: str = "or choose another with DRIFTLOOP_BROKER_PORT or --port") -> None:
     if not port_is_free(port):
-        raise PortInUse(
-            f"port {port} on {HOST} ({what}) is already in use: stop what holds it, "
-            "or choose another with DRIFTLOOP_BROKER_PORT or --port"
-        )
+        raise PortInUse(f"port {port} on {HOST} ({what}) is already in use: stop what holds it, {hint}")
 
 
-async def _answers_metadata(bootstrap: str) -> bool:
+async def _brokers_named(bootstrap: str) -> int:
+    """How many brokers a Metadata answer names; 0 when none answers."""
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
         await client.bootstrap()
-        return bool(client.cluster.brokers())
+        return len(client.cluster.brokers())
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-        return False
+        return 0
     finally:
         await client.close()
+
+
+# (a broker process, its log) to watch while waiting: one that exits has failed to start.
+Watched: TypeAlias = Sequence[tuple[subprocess.Popen[bytes] | None, Path | None]]
+
+
+@contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    quiet = logging.getLogger("aiokafka")
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
 
 
 def wait_until_ready(
@@ -97,26 +116,34 @@ def wait_until_ready(
 ) -> None:
     """Until the broker answers a Metadata request naming at least one broker (a port that
     accepts connections is not yet a broker that serves them)."""
+    wait_for_brokers(bootstrap, 1, timeout_s, [(process, log)])
+
+
+def wait_for_brokers(bootstrap: str, brokers: int, timeout_s: float, watched: Watched = ()) -> None:
+    """Until a Metadata answer from ``bootstrap`` names at least ``brokers`` brokers; a
+    BrokerUnavailable if one of the ``watched`` (process, its log) exits first, or at the timeout."""
     deadline = time.monotonic() + timeout_s
-    quiet = logging.getLogger("aiokafka")
-    level, quiet.level = quiet.level, logging.CRITICAL  # refused connections are expected meanwhile
-    try:
-        _wait(bootstrap, deadline, timeout_s, process, log)
-    finally:
-        quiet.setLevel(level)
+    with _quiet_aiokafka():  # refused connections are expected meanwhile
+        named = _wait(bootstrap, brokers, deadline, watched)
+    if named >= brokers:
+        return
+    if brokers == 1:
+        raise BrokerUnavailable(f"no Kafka broker answered Metadata on {bootstrap} within {timeout_s:.0f} s")
+    raise BrokerUnavailable(f"Metadata on {bootstrap} named {named} of {brokers} brokers after {timeout_s:.0f} s")
 
 
-def _wait(
-    bootstrap: str, deadline: float, timeout_s: float, process: subprocess.Popen[bytes] | None, log: Path | None
-) -> None:
+def _wait(bootstrap: str, brokers: int, deadline: float, watched: Watched) -> int:
+    named = 0
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            where = f"; see {log}" if log else ""
-            raise BrokerUnavailable(f"the broker exited with code {process.returncode} while starting{where}")
-        if asyncio.run(_answers_metadata(bootstrap)):
-            return
+        for process, log in watched:
+            if process is not None and process.poll() is not None:
+                where = f"; see {log}" if log else ""
+                raise BrokerUnavailable(f"the broker exited with code {process.returncode} while starting{where}")
+        named = asyncio.run(_brokers_named(bootstrap))
+        if named >= brokers:
+            return named
         time.sleep(0.2)
-    raise BrokerUnavailable(f"no Kafka broker answered Metadata on {bootstrap} within {timeout_s:.0f} s")
+    return named
 
 
 def _ready_or_stopped(broker: KafkaBroker | TansuBroker, timeout_s: float) -> None:
@@ -234,6 +261,11 @@ class KafkaBroker:
     ``sasl_users`` (username -> password) adds a SASL_PLAINTEXT listener with the PLAIN
     mechanism on ``sasl_port`` (free at start when unset) beside the PLAINTEXT one, which the
     broker keeps for itself and for tests.
+
+    The fields after those make it one node of a cluster (``KafkaCluster`` sets them): its
+    ``node_id``, a ``controller_port`` kept across restarts, the ``quorum_voters`` every node
+    shares, the ``cluster_id`` its new log is formatted with, and the replication of topics
+    and internal topics. Their defaults are a node alone, as above.
     """
 
     port: int
@@ -245,6 +277,12 @@ class KafkaBroker:
     host: str = HOST
     sasl_users: dict[str, str] | None = None
     sasl_port: int | None = None
+    node_id: int = 1
+    controller_port: int | None = None  # unset: free at each start (the quorum is this node alone)
+    quorum_voters: str | None = None  # controller.quorum.voters; unset: this node alone
+    cluster_id: str | None = None  # formatted into a new log; unset: a fresh one
+    replication_factor: int = 1  # of new topics and of the internal ones
+    min_insync_replicas: int = 1
 
     def __post_init__(self) -> None:
         self.version = kafka_version()
@@ -264,24 +302,28 @@ class KafkaBroker:
         return self.data_dir / "log"
 
     def _properties(self, controller_port: int) -> str:
+        voters = self.quorum_voters or f"{self.node_id}@{self.host}:{controller_port}"
+        rf, isr = str(self.replication_factor), str(self.min_insync_replicas)
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.log_dir),
-            # One broker: every internal topic has one replica.
-            "offsets.topic.replication.factor": "1",
+            # One broker: every internal topic has one replica; a cluster's have more.
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
             "transaction.state.log.num.partitions": "8",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
             # A group's first assignment at once, not after 3 s.
             "group.initial.rebalance.delay.ms": "0",
             "num.partitions": "1",
@@ -308,29 +350,30 @@ class KafkaBroker:
         return [java, *opts, "-Djava.awt.headless=true", log4j, "-cp", f"{lib}/*", main, *args]
 
     def start(self, timeout_s: float = 60.0) -> KafkaBroker:
-        _refuse_taken(self.port, "the Kafka listener")
+        self.launch()
+        _ready_or_stopped(self, timeout_s)
+        return self
+
+    def launch(self) -> None:
+        """Format the log on a first start, then start the process without waiting for it
+        to serve (a node of a cluster serves only once a majority of the quorum is up)."""
+        if self.controller_port is None:
+            _refuse_taken(self.port, "the Kafka listener")
+        else:  # a node of a cluster: its ports are the cluster's, not a setting
+            _refuse_taken(self.port, "a Kafka listener", "then start the node again")
+            _refuse_taken(self.controller_port, "a KRaft controller listener", "then start the node again")
         if (java := java_major()) is None or java < MIN_JAVA:
             raise ConfigError(f"Apache Kafka needs a JDK {MIN_JAVA} or newer on PATH (found: {java or 'none'})")
         lib = fetch_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        controller_port = free_port()
+        controller_port = self.controller_port or free_port()
         if self.sasl_users and self.sasl_port is None:
             self.sasl_port = free_port()
         props = self.data_dir / "server.properties"
         props.write_text(self._properties(controller_port))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
         if not (self.log_dir / "meta.properties").is_file():
-            # The storage tool formats a new log directory once; a restart reuses it.
-            cluster_id = _kafka_cluster_id()
-            fmt = subprocess.run(
-                self._java(lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if fmt.returncode != 0:
-                last = (fmt.stderr or fmt.stdout).strip().splitlines()[-1:] or ["(no output)"]
-                raise BrokerUnavailable(f"formatting {self.log_dir} failed: {last[0][:300]}")
+            self._format(lib, props)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             self._java(lib, "kafka.Kafka", str(props), heap=True),
@@ -338,8 +381,19 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
         )
-        _ready_or_stopped(self, timeout_s)
-        return self
+
+    def _format(self, lib: Path, props: Path) -> None:
+        """The storage tool formats a new log directory once; a restart reuses it."""
+        cluster_id = self.cluster_id or _kafka_cluster_id()
+        fmt = subprocess.run(
+            self._java(lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if fmt.returncode != 0:
+            last = (fmt.stderr or fmt.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise BrokerUnavailable(f"formatting {self.log_dir} failed: {last[0][:300]}")
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM: the broker closes its log segments cleanly, then exits."""
@@ -374,6 +428,223 @@ def _kafka_cluster_id() -> str:
 def kafka_classpath() -> str:
     """The classpath of the fetched jars (the console producer and consumer included)."""
     return f"{fetch_jars()}/*"
+
+
+def _distinct_free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class KafkaCluster:
+    """``size`` Apache Kafka processes on 127.0.0.1, each a broker and a controller of one
+    static KRaft quorum (``controller.quorum.voters`` names them all).
+
+    Each node is a ``KafkaBroker`` with its own client and controller ports, chosen free
+    once and kept across restarts (the voters name the controller ports), and its own
+    directory ``data_dir/node-<id>`` (its config, and its log in ``log``), formatted with the
+    one cluster id on first start. New topics get ``replication_factor`` replicas and
+    ``min_insync_replicas``, and so do the internal ones (offsets, transaction state).
+    The cluster is ready when a Metadata answer names every node. Whoever starts it stops
+    it, by the nodes' pids.
+    """
+
+    data_dir: Path
+    size: int = 3
+    heap_mb: int = 512
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
+    engine: Engine = "kafka"
+    host: str = HOST
+    nodes: list[KafkaBroker] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_insync_replicas <= self.replication_factor <= self.size:
+            raise ConfigError(
+                f"a cluster of {self.size} needs 1 <= min.insync.replicas ({self.min_insync_replicas}) "
+                f"<= replication factor ({self.replication_factor}) <= {self.size}"
+            )
+        self.version = kafka_version()
+        ports = _distinct_free_ports(2 * self.size)
+        clients, controllers = ports[: self.size], ports[self.size :]
+        voters = ",".join(f"{i}@{self.host}:{port}" for i, port in enumerate(controllers, 1))
+        cluster_id = _kafka_cluster_id()
+        self.nodes = [
+            KafkaBroker(
+                clients[i - 1],
+                self.data_dir / f"node-{i}",
+                self.data_dir / f"node-{i}.log",
+                self.heap_mb,
+                host=self.host,
+                node_id=i,
+                controller_port=controllers[i - 1],
+                quorum_voters=voters,
+                cluster_id=cluster_id,
+                replication_factor=self.replication_factor,
+                min_insync_replicas=self.min_insync_replicas,
+            )
+            for i in range(1, self.size + 1)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def node(self, node_id: int) -> KafkaBroker:
+        if not 1 <= node_id <= self.size:
+            raise ConfigError(f"no node {node_id} in a cluster of {self.size} (node ids are 1 to {self.size})")
+        return self.nodes[node_id - 1]
+
+    def running(self) -> list[int]:
+        """The ids of the nodes whose process is alive."""
+        return [n.node_id for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def start(self, timeout_s: float = 120.0) -> KafkaCluster:
+        """Every node that is not running, then wait until Metadata names them all; on a
+        failure every node is stopped."""
+        try:
+            for node in self.nodes:
+                if node.process is None:
+                    node.launch()
+            watched = [(n.process, n.log_path) for n in self.nodes]
+            wait_for_brokers(self.bootstrap_servers, self.size, timeout_s, watched)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node, as a crash would; the others carry on."""
+        self.node(node_id).kill()
+
+    def restart(self, node_id: int, timeout_s: float = 120.0) -> None:
+        """Start a killed or stopped node again on its log dir and its ports; ready when its
+        own Metadata answer names every node (it has registered with the quorum again).
+        Whether it has caught up on every partition is ``wait_in_sync``'s to say."""
+        node = self.node(node_id)
+        if node_id in self.running():
+            raise ConfigError(f"node {node_id} is running (pid {node.process.pid if node.process else '?'})")
+        node.process = None
+        node.launch()
+        try:
+            wait_for_brokers(node.bootstrap_servers, self.size, timeout_s, [(node.process, node.log_path)])
+        except BrokerUnavailable:
+            node.kill()
+            raise
+
+    def partition_leaders(self, topics: Iterable[str] | None = None) -> dict[TopicPartition, int]:
+        """Each partition's leader (a node id; -1 while it has none), from aiokafka's cluster
+        metadata, for ``topics`` (unset: every topic, the internal ones included)."""
+        with _quiet_aiokafka():  # a node just killed is still in the metadata for a while
+            return asyncio.run(_partition_leaders(self.bootstrap_servers, topics))
+
+    def busiest_leader(self, topics: Iterable[str] | None = None) -> int:
+        """The running node that leads the most partitions of ``topics`` (the lowest id on a tie)."""
+        counts = Counter(leader for leader in self.partition_leaders(topics).values() if leader > 0)
+        running = self.running()
+        if not running:
+            raise BrokerUnavailable("no node of the cluster is running")
+        return max(running, key=lambda node_id: (counts[node_id], -node_id))
+
+    def out_of_sync(self, topics: Iterable[str] | None = None) -> dict[TopicPartition, tuple[int, int]]:
+        """The partitions whose in-sync replicas are fewer than their replicas, with (ISR
+        size, replicas), for ``topics`` (unset: every topic, the internal ones included)."""
+        with _quiet_aiokafka():
+            return asyncio.run(_out_of_sync(self.bootstrap_servers, topics))
+
+    def wait_in_sync(self, topics: Iterable[str] | None = None, timeout_s: float = 60.0) -> float:
+        """Until every partition's ISR is all its replicas; the seconds it took."""
+        names = None if topics is None else list(topics)
+        started = time.monotonic()
+        lagging: dict[TopicPartition, tuple[int, int]] = {}
+        while time.monotonic() - started < timeout_s:
+            lagging = self.out_of_sync(names)
+            if not lagging:
+                return time.monotonic() - started
+            time.sleep(0.5)
+        few = dict(sorted(lagging.items())[:3])
+        raise BrokerUnavailable(f"{len(lagging)} partitions not fully in sync after {timeout_s:.0f} s, e.g. {few}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM to every node at once, so that they shut down together rather than one
+        after the other, then SIGKILL to any still running at the timeout."""
+        procs = [n.process for n in self.nodes]
+        for node in self.nodes:
+            node.process = None
+        alive = [p for p in procs if p is not None and p.poll() is None]
+        for proc in alive:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in alive:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> KafkaCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _metadata(bootstrap: str) -> ClusterMetadata:
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        return await client.fetch_all_metadata()
+    finally:
+        await client.close()
+
+
+async def _partition_leaders(bootstrap: str, topics: Iterable[str] | None) -> dict[TopicPartition, int]:
+    from aiokafka.structs import TopicPartition
+
+    cluster = await _metadata(bootstrap)
+    names = cluster.topics(exclude_internal_topics=False) if topics is None else set(topics)
+    leaders: dict[TopicPartition, int] = {}
+    for topic in sorted(names):
+        for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+            tp = TopicPartition(topic, partition)
+            leader = cluster.leader_for_partition(tp)
+            leaders[tp] = -1 if leader is None else int(leader)
+    return leaders
+
+
+async def _out_of_sync(bootstrap: str, topics: Iterable[str] | None) -> dict[TopicPartition, tuple[int, int]]:
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.metadata import MetadataRequest
+    from aiokafka.structs import TopicPartition
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        # aiokafka's ClusterMetadata keeps no ISR, so the Metadata answer itself, from the
+        # first node that gives one (the metadata may still name a node that was just killed).
+        for broker in client.cluster.brokers():
+            try:
+                answer = await client.send(broker.nodeId, MetadataRequest(None if topics is None else list(topics)))
+                break
+            except KafkaError:
+                continue
+        else:
+            raise BrokerUnavailable(f"no node of {bootstrap} answered Metadata")
+    finally:
+        await client.close()
+    lagging: dict[TopicPartition, tuple[int, int]] = {}
+    for topic in answer.to_object()["topics"]:
+        for part in topic["partitions"]:
+            isr, replicas = len(part["isr"]), len(part["replicas"])
+            if topic["error_code"] or part["error_code"] or isr < replicas:
+                lagging[TopicPartition(topic["topic"], part["partition"])] = (isr, replicas)
+    return lagging
 
 
 # --- Tansu --------------------------------------------------------------------------------

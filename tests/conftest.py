@@ -4,6 +4,9 @@ The session broker is Apache Kafka (KRaft, from the jars the repo's pom fetches)
 ``DRIFTLOOP_TEST_ENGINE=tansu`` (`make test` runs the integration tier a second time so). Without
 a JDK 17 and Maven, the Kafka tier is skipped, saying why, except under ``CI=true``, where a
 missing Apache Kafka fails the run.
+
+``kafka_cluster`` is a three-broker Apache Kafka cluster of its own, started only for the
+modules that ask for it (three JVMs), and skipped or failed the same way.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.shared.broker import Broker, choose_engine, free_port, make_broker
+from driftloop.shared.broker import Broker, KafkaCluster, choose_engine, free_port, make_broker
 from driftloop.shared.kafka import create_topics, delete_topics_with_prefix
 from driftloop.shared.serde import FileSchemaRegistry, Serde
 from driftloop.shared.settings import CommonSettings
 from driftloop.shared.topics import Topics
 
 TEST_ENGINE = os.environ.get("DRIFTLOOP_TEST_ENGINE", "kafka")
+# Each of the cluster's three JVMs; the machine may have 2 cores and others' tests beside.
+CLUSTER_HEAP_MB = 512
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +45,27 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three Apache Kafka brokers on 127.0.0.1, one static KRaft quorum, each with its own
+    ports and log dir: replication factor 3 and min.insync.replicas 2, internal topics
+    included. One per module that asks for it; stopped by pid after it. Apache Kafka's only:
+    skipped on a Tansu run (the Kafka run has it), and where Apache Kafka is unavailable
+    (failing under CI=true, as the session broker does)."""
+    if TEST_ENGINE == "tansu":
+        pytest.skip("a three-broker cluster is Apache Kafka's; DRIFTLOOP_TEST_ENGINE=tansu")
+    if why := choose_engine("auto").reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs Apache Kafka for the three-broker cluster: {why}")
+        pytest.skip(f"Apache Kafka is not available here: {why}")
+    cluster = KafkaCluster(tmp_path_factory.mktemp("cluster"), size=3, heap_mb=CLUSTER_HEAP_MB)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
