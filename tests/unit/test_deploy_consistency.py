@@ -10,11 +10,15 @@ prometheus/prometheus.yml and k8s/*.yaml against ``driftloop.shared.settings``:
 * each service's metrics port is its settings default unless the deployment
   overrides it, and compose ports, k8s ports/probes/Services and the Prometheus
   targets all use that same port;
-* the CLI accepts ``run NAME`` for every service and rejects unknown names.
+* the CLI accepts ``run NAME`` for every service and rejects unknown names;
+* compose's ``cluster`` profile is three Kafka nodes of the pinned version, replicating
+  three times with two in sync, whose voters are the nodes on their controller listeners,
+  and the services can be pointed at it.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -498,3 +502,131 @@ def test_compose_kafka_runs_the_version_the_tests_run(compose):
         f"{rel(COMPOSE_FILE)}: kafka image {image!r}; "
         f"the tests run Apache Kafka {kafka_version()} (shared/jars/pom.xml)"
     )
+
+
+# --------------------------------------------------------------------------- compose: the cluster profile
+
+CLUSTER_PROFILE = "cluster"
+# What the profile's brokers must be configured with: every topic on three nodes, internal
+# ones included, and a write with acks=all taken only with two replicas in sync.
+CLUSTER_REPLICATION = {
+    "KAFKA_DEFAULT_REPLICATION_FACTOR": "3",
+    "KAFKA_MIN_INSYNC_REPLICAS": "2",
+    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
+    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "3",
+    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "2",
+}
+
+
+def cluster_nodes(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services of the cluster profile."""
+    return {n: s for n, s in compose["services"].items() if CLUSTER_PROFILE in (s.get("profiles") or [])}
+
+
+def parse_listeners(value: str | None) -> dict[str, tuple[str, int]]:
+    """'NAME://host:port,...' -> {NAME: (host, port)} (an empty host binds every interface)."""
+    out: dict[str, tuple[str, int]] = {}
+    for item in (value or "").split(","):
+        name, _, address = item.strip().partition("://")
+        host, _, port = address.rpartition(":")
+        out[name] = (host, int(port))
+    return out
+
+
+def node_ids(compose: dict[str, Any]) -> dict[int, str]:
+    """KAFKA_NODE_ID -> the cluster node's service name."""
+    ids: dict[int, str] = {}
+    for name, svc in cluster_nodes(compose).items():
+        node_id = int(compose_env(name, svc)["KAFKA_NODE_ID"] or 0)
+        assert node_id not in ids, f"{rel(COMPOSE_FILE)}: {name!r} and {ids.get(node_id)!r} share node id {node_id}"
+        ids[node_id] = name
+    return ids
+
+
+def advertised(name: str, svc: dict[str, Any]) -> tuple[str, int]:
+    """The address a node advertises on its inter-broker listener (what containers dial)."""
+    env = compose_env(name, svc)
+    return parse_listeners(env.get("KAFKA_ADVERTISED_LISTENERS"))[str(env.get("KAFKA_INTER_BROKER_LISTENER_NAME"))]
+
+
+def test_compose_cluster_profile_is_three_kafka_nodes_of_the_pinned_version(compose):
+    from driftloop.shared.broker import kafka_version
+
+    nodes = cluster_nodes(compose)
+    assert len(nodes) == 3, f"{rel(COMPOSE_FILE)}: profile {CLUSTER_PROFILE!r} runs {sorted(nodes)}, expected 3 nodes"
+    for name, svc in nodes.items():
+        assert svc.get("image") == f"apache/kafka:{kafka_version()}" == compose["services"]["kafka"]["image"], (
+            f"{rel(COMPOSE_FILE)}: {name!r} runs {svc.get('image')!r}; the tests run Apache Kafka {kafka_version()}"
+        )
+        roles = set(str(compose_env(name, svc).get("KAFKA_PROCESS_ROLES")).split(","))
+        assert roles == {"broker", "controller"}, f"{rel(COMPOSE_FILE)}: {name!r} has roles {sorted(roles)}"
+    assert not set(nodes) & set(SERVICES), "the driftloop services run in every profile"
+
+
+def test_compose_cluster_replicates_three_times_with_two_in_sync(compose):
+    for name, svc in cluster_nodes(compose).items():
+        env = compose_env(name, svc)
+        got = {k: env.get(k) for k in CLUSTER_REPLICATION}
+        assert got == CLUSTER_REPLICATION, f"{rel(COMPOSE_FILE)}: {name!r} sets {got}"
+
+
+def test_compose_cluster_voters_are_its_nodes_on_their_controller_listeners(compose):
+    import base64
+
+    nodes, ids = cluster_nodes(compose), node_ids(compose)
+    envs = {name: compose_env(name, svc) for name, svc in nodes.items()}
+    voters = {str(env.get("KAFKA_CONTROLLER_QUORUM_VOTERS")) for env in envs.values()}
+    assert len(voters) == 1, f"{rel(COMPOSE_FILE)}: the nodes name different voters: {sorted(voters)}"
+    cluster_ids = {str(env.get("CLUSTER_ID")) for env in envs.values()}
+    assert len(cluster_ids) == 1, f"{rel(COMPOSE_FILE)}: the nodes are formatted with different CLUSTER_IDs"
+    assert len(base64.urlsafe_b64decode(cluster_ids.pop() + "==")) == 16, "a CLUSTER_ID is 16 bytes in base64"
+    parsed = {int(v.split("@")[0]): v.split("@")[1].rsplit(":", 1) for v in voters.pop().split(",")}
+    assert set(parsed) == set(ids), f"{rel(COMPOSE_FILE)}: voters {sorted(parsed)}, node ids {sorted(ids)}"
+    for node_id, (host, port) in parsed.items():
+        name = ids[node_id]
+        env, where = envs[name], f"{rel(COMPOSE_FILE)}: voter {node_id}@{host}:{port}"
+        assert host in (name, nodes[name].get("hostname")), f"{where} is not the address of {name!r}"
+        controller = str(env.get("KAFKA_CONTROLLER_LISTENER_NAMES")).split(",")[0]
+        listeners = parse_listeners(env.get("KAFKA_LISTENERS"))
+        assert listeners.get(controller, ("", -1))[1] == int(port), f"{where}: {name!r} listens with {listeners}"
+        assert controller not in parse_listeners(env.get("KAFKA_ADVERTISED_LISTENERS")), f"{name!r} advertises it"
+        protocols = {p.split(":")[0] for p in str(env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP")).split(",")}
+        assert set(listeners) <= protocols, f"{rel(COMPOSE_FILE)}: {name!r} maps no protocol to some listener"
+        inter = (host, listeners[str(env["KAFKA_INTER_BROKER_LISTENER_NAME"])][1])
+        assert advertised(name, nodes[name]) == inter, f"{rel(COMPOSE_FILE)}: {name!r} does not advertise {inter}"
+
+
+def test_compose_cluster_nodes_are_reachable_from_the_host_on_ports_of_their_own(compose):
+    published: dict[int, str] = {}
+    for name, svc in [("kafka", compose["services"]["kafka"]), *cluster_nodes(compose).items()]:
+        env = compose_env(name, svc)
+        host_listeners = [
+            a for a in parse_listeners(env.get("KAFKA_ADVERTISED_LISTENERS")).values() if a[0] == "localhost"
+        ]
+        assert len(host_listeners) == 1, f"{rel(COMPOSE_FILE)}: {name!r} advertises no single localhost listener"
+        port = host_listeners[0][1]
+        assert port in compose_container_ports(svc), f"{rel(COMPOSE_FILE)}: {name!r} does not publish port {port}"
+        assert port not in published, f"{rel(COMPOSE_FILE)}: {name!r} and {published.get(port)!r} share port {port}"
+        published[port] = name
+
+
+def test_compose_services_can_point_at_the_cluster(compose):
+    """The driftloop containers' bootstrap and replication factor default to the single node,
+    and the command the file documents for the profile names every node and replication 3;
+    the topics step waits for the profile's nodes when they run."""
+    env = compose_env("topics", compose["services"]["topics"])
+    bootstrap = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", str(env.get("KAFKA_BOOTSTRAP_SERVERS")))
+    assert bootstrap, f"{rel(COMPOSE_FILE)}: KAFKA_BOOTSTRAP_SERVERS is not ${{VARIABLE:-default}}"
+    host, port = advertised("kafka", compose["services"]["kafka"])
+    assert bootstrap.group(2) == f"{host}:{port}", "the default is not the single node"
+    assert env.get("DRIFTLOOP_REPLICATION_FACTOR") == "${DRIFTLOOP_REPLICATION_FACTOR:-1}"
+    documented = re.search(rf"{bootstrap.group(1)}=(\S+) DRIFTLOOP_REPLICATION_FACTOR=3\b", COMPOSE_FILE.read_text())
+    assert documented, f"{rel(COMPOSE_FILE)}: no documented command sets {bootstrap.group(1)} for the cluster profile"
+    ids, nodes = node_ids(compose), cluster_nodes(compose)
+    expected = ",".join("{}:{}".format(*advertised(ids[i], nodes[ids[i]])) for i in sorted(ids))
+    assert documented.group(1) == expected, f"{rel(COMPOSE_FILE)}: the documented bootstrap is not {expected}"
+    deps = compose["services"]["topics"].get("depends_on") or {}
+    for name in nodes:
+        assert deps.get(name) == {"condition": "service_healthy", "required": False}, (
+            f"{rel(COMPOSE_FILE)}: topics must wait for {name!r} to be healthy, when the profile runs it"
+        )
