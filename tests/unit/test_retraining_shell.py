@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from driftloop.services.retraining import app as app_module
 from driftloop.services.retraining.app import Retraining
 from driftloop.shared.kafka import OutRecord
 from driftloop.shared.modelspec import build_model
@@ -330,3 +331,162 @@ def test_a_champion_changed_by_an_operator_is_scored_from_then_on(tmp_path: Path
     _trained_version(s, 5, "champion")
     asyncio.run(s.shell.on_champion_change(ChampionChange("default", 1, 5)))
     assert s.shell.lifecycle is not None and s.shell.lifecycle.champion_version == 5
+
+
+# --- online model selection across families -------------------------------------------------------
+
+
+def band(i: int, *, boom: bool = False) -> LabeledExample:
+    """A band no straight line cuts out (label: ``a`` is 2 or 3), so a tree beats logreg;
+    ``boom`` adds a feature the Fragile family refuses."""
+    e = example(i, i % 7 in (2, 3))
+    e["features"] = {"a": float(i % 7), "b": float(i % 5), **({"boom": 1.0} if boom else {})}
+    return e
+
+
+class Fragile:
+    """A family's model that raises on any example carrying the feature ``boom``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        if "boom" in x:
+            raise ValueError("boom is a value this family cannot take")
+        return self.model.predict_proba_one(x)  # type: ignore[no-any-return]
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        self.model.learn_one(x, y)
+
+
+class Logged:
+    """A structlog stand-in that keeps what was logged: (event, fields)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def _log(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+    info = warning = error = debug = _log
+
+    def bind(self, **fields: Any) -> Logged:
+        return self
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [fields for e, fields in self.events if e == event]
+
+
+def test_the_better_family_is_the_one_registered_and_named(tmp_path: Path) -> None:
+    s = Setup(tmp_path, task="binary", model_specs="logreg,hat", first_version_after=400, evaluation_window=100)
+    s.started("binary")
+    asyncio.run(s.h.feed(EXAMPLES, *[band(i) for i in range(400)]))
+
+    (record,) = s.registry()
+    assert (record["version"], record["status"]) == (1, "champion")
+    assert record["params"] == {"spec": "hat", "seed": "42", "trained": "true", "contender": "continuous"}
+    assert "family hat, the best of 2 (accuracy over the last 100 examples: logreg 0.7" in record["status_reason"]
+    assert record["metrics"]["prequential_accuracy"] > 0.95  # hat's own figure, not logreg's
+    lc = s.shell.lifecycle
+    assert lc is not None and lc.selection is not None and lc.selection.specs == ["logreg", "hat"]
+    assert s.h.dead_letters() == []
+
+
+def test_the_champions_family_resumes_from_it_and_the_others_start_fresh(tmp_path: Path) -> None:
+    s = Setup(tmp_path, offline=True, model_specs="hat,logreg")
+    _trained_version(s, 1, "champion")  # a logreg, recorded as such
+    asyncio.run(s.shell.follow_registry())
+    lc = s.shell.lifecycle
+    assert lc is not None and lc.selection is not None and lc.champion_version == 1
+    assert lc.selection.model("logreg") is s.shell.champion_model
+    assert lc.selection.model("hat") is not s.shell.champion_model
+    assert (s.shell.spec, s.shell.specs) == ("hat", ["hat", "logreg"])
+
+
+def test_a_champion_of_a_family_not_listed_is_judged_against_but_resumes_no_family(tmp_path: Path) -> None:
+    s = Setup(tmp_path, offline=True, model_specs="hat,arf")
+    _trained_version(s, 1, "champion")  # a logreg
+    asyncio.run(s.shell.follow_registry())
+    lc = s.shell.lifecycle
+    assert lc is not None and lc.selection is not None and lc.champion_version == 1
+    assert all(lc.selection.model(sp) is not s.shell.champion_model for sp in ("hat", "arf"))
+
+
+def test_a_family_that_fails_on_an_example_is_dead_lettered_for_it_and_the_others_learn_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def build(spec: str, seed: int, task: str | None = None) -> Any:
+        model = build_model(spec, seed, task)
+        return Fragile(model) if spec == "hat" else model
+
+    monkeypatch.setattr(app_module, "build_model", build)
+    s = Setup(tmp_path, task="binary", model_specs="logreg,hat", first_version_after=1000).started("binary")
+    boom = {3, 50, 51}
+    asyncio.run(s.h.feed(EXAMPLES, *[band(i, boom=i in boom) for i in range(60)]))
+
+    letters = s.h.dead_letters()
+    assert [(d["event_id"], d["error_code"], d["source_offset"]) for d in letters] == [
+        (f"x-{i}", "learner_failed", i) for i in sorted(boom)
+    ]
+    assert letters[0]["error_message"].startswith("model family hat failed to predict the example: ValueError")
+    assert letters[0]["original_value"] is not None
+    assert s.metric("driftloop_model_family_failures_total", model="default", family="hat", stage="predict") == 3
+    assert s.metric("driftloop_model_family_failures_total", model="default", family="hat", stage="learn") == 0
+    assert s.metric("driftloop_dead_letters_total", service="retraining", code="learner_failed") == 3
+    asyncio.run(s.h.tick())  # the selection's figures, on the clock
+    learned = "driftloop_model_family_examples_learned_total"
+    assert s.metric(learned, model="default", family="logreg") == 60
+    assert s.metric(learned, model="default", family="hat") == 57
+    assert s.metric("driftloop_model_family_failures_total", model="default", family="logreg", stage="predict") == 0
+    assert s.metric("driftloop_training_examples", model="default") == 60
+
+
+def test_the_selections_figures_are_exported_at_each_plan_with_their_values(tmp_path: Path) -> None:
+    s = Setup(tmp_path, task="binary", model_specs="logreg,hat", first_version_after=1000, evaluation_window=100)
+    s.started("binary")
+    asyncio.run(s.h.feed(EXAMPLES, *[band(i) for i in range(200)]))  # plans at 100 and 200: exported then
+
+    lc = s.shell.lifecycle
+    assert lc is not None
+    st = lc.selection_status()
+    assert st is not None and st.examples == 200 and st.rate == pytest.approx(1000.0)  # one example per ms
+    m = {"model": "default"}
+    for f in st.families:
+        fam = {**m, "family": f.spec}
+        assert s.metric("driftloop_model_family_accuracy_ratio", **fam) == pytest.approx(f.score)
+        assert s.metric("driftloop_model_family_leader", **fam) == (1.0 if f.spec == "hat" else 0.0)
+        assert s.metric("driftloop_model_family_state", **fam, state="active") == 1
+        assert s.metric("driftloop_model_family_state", **fam, state="dropped") == 0
+        assert s.metric("driftloop_model_family_sampling_stride", **fam) == 1
+        cost = s.metric("driftloop_model_family_cpu_seconds_per_example", **fam)
+        assert cost == pytest.approx(f.cost_s) and 0 < cost < 0.01
+        assert s.metric("driftloop_model_family_cpu_share_ratio", **fam) == pytest.approx(1000.0 * cost)
+        assert s.metric("driftloop_model_family_examples_learned_total", **fam) == 200
+        assert s.metric("driftloop_model_family_mae", **fam) is None  # a classifier has no MAE
+    assert st.family("hat").score > st.family("logreg").score
+    assert s.metric("driftloop_model_selection_cpu_budget_ratio", **m) == 0.25
+    assert s.metric("driftloop_model_selection_cpu_share_ratio", **m) == pytest.approx(st.cpu_share)
+    assert s.metric("driftloop_model_selection_offered_examples_per_second", **m) == pytest.approx(1000.0)
+
+
+def test_a_family_the_budget_drops_is_logged_and_shown_dropped(tmp_path: Path) -> None:
+    # A thousandth of a core at 1,000 examples/s is a microsecond an example: only the floor fits.
+    s = Setup(tmp_path, task="binary", model_specs="logreg,hat", first_version_after=1000, cpu_budget=0.001)
+    logged = Logged()
+    s.svc.log = logged
+    s.started("binary")
+    asyncio.run(s.h.feed(EXAMPLES, *[band(i) for i in range(150)]))
+    asyncio.run(s.h.tick())
+
+    (planned,) = logged.named("model_family_planned")
+    assert planned["family"] == "hat" and planned["state"] == "dropped" and planned["stride"] == 1
+    assert planned["cost_s"] > 0 and planned["reason"].startswith("dropped: does not fit the CPU budget, 0.001 of")
+    fam = {"model": "default", "family": "hat"}
+    assert s.metric("driftloop_model_family_state", **fam, state="dropped") == 1
+    assert s.metric("driftloop_model_family_state", **fam, state="active") == 0
+    assert s.metric("driftloop_model_family_cpu_seconds_per_example", **fam) == 0
+    assert s.metric("driftloop_model_family_examples_learned_total", **fam) == 100  # until the plan at 100
+    assert s.metric("driftloop_model_family_examples_learned_total", model="default", family="logreg") == 150
+    assert s.metric("driftloop_model_family_leader", model="default", family="logreg") == 1
+    (decided,) = logged.named("task_decided")
+    assert decided["model_specs"] == "logreg,hat"

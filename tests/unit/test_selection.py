@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+import pickle
 import random
 from typing import Any
 
@@ -610,3 +611,57 @@ def test_models_list_shows_each_versions_family() -> None:
     for version, spec in ((1, "logreg"), (2, "arf"), (3, None)):
         reg.apply(rec(version, spec))
     assert [r[8] for r in list_rows(reg, "m")] == ["logreg", "arf", "-"]
+
+
+# --- frozen versions share the model as registered ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "task"),
+    [
+        ("logreg", "binary"),
+        ("hat", "binary"),
+        ("arf", "binary"),
+        ("logreg", "multiclass"),
+        ("hat", "multiclass"),
+        ("linreg", "regression"),
+        ("hatr", "regression"),
+        ("arfr", "regression"),
+    ],
+)
+def test_predicting_never_changes_a_model_of_any_family(spec: str, task: str) -> None:
+    # What lets the lifecycle's frozen entries share one model object instead of copies of it.
+    rows = sea_stream(600, seed=5).rows
+    model = build_model(spec, 42, task)
+
+    def label(x: dict[str, float], y: bool) -> Any:
+        return {"binary": y, "multiclass": str(int(x["x0"]) % 3), "regression": x["x0"] + x["x1"]}[task]
+
+    for x, y in rows[:400]:
+        model.learn_one(x, label(x, y))
+    before = pickle.dumps(model)
+    for x, _ in rows[400:]:
+        model.predict_one(x) if task == "regression" else model.predict_proba_one(x)
+    assert pickle.dumps(model) == before
+
+
+def test_a_versions_frozen_entries_share_the_model_registered() -> None:
+    nv, seen = counter()
+    counted: list[int] = []
+
+    class Counted(Fake):
+        def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+            counted.append(int(x["i"]))
+            return super().predict_proba_one(x)
+
+    sel = Selection({"a": Counted()}, build=no_build, window=100)
+    lc = Lifecycle(sel, build=no_build, next_version=nv, version_every=20, first_version_after=200, window=300)
+    registered = [a for a in drive(lc, seen, [ex(i) for i in range(220)]) if isinstance(a, Register)]
+    first, second = registered
+    assert lc.scoreboard.model(f"served-v{second.version}") is second.model
+    assert lc.scoreboard.model(f"champion-for-v{second.version}") is first.model
+    assert second.model is not sel.model("a") and first.model is not second.model
+    counted.clear()
+    drive(lc, seen, [ex(220)])
+    # The learner, the candidate and the champion as registered: three models, each predicts once.
+    assert counted == [220, 220, 220]
