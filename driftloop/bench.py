@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.demo import run_demo
-from driftloop.runner import Stack
+from driftloop.runner import SCALABLE_SERVICES, Stack
 from driftloop.services.monitoring.core import Monitor
 from driftloop.shared.broker import Broker, free_port, start_local_broker
 from driftloop.shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
@@ -538,6 +538,19 @@ def run_bench(
                 events_per_second_at_least_once=alo["events_per_second"],
                 exactly_once_to_at_least_once=sat["events_per_second"] / alo["events_per_second"],
             )
+        say("saturation again, 2 instances of each scalable service: the cost of scaling out on these cores")
+        two = run_demo(
+            dataset,
+            out / "saturation-2-replicas",
+            label_delay=label_delay,
+            rate=None,
+            env_overrides=_phase_env(bootstrap, "sat-x2"),
+            replicas=dict.fromkeys(SCALABLE_SERVICES, 2),
+        )
+        res.update(
+            events_per_second_2_replicas=two["events_per_second"],
+            replicas_2_to_1=two["events_per_second"] / sat["events_per_second"],
+        )
 
         # The whole stream, paced: latency at a fixed offered load, and the loop's quality
         # when it keeps up with the stream (the label delay is then what it says).
@@ -664,6 +677,8 @@ ROWS = (
     ("events_per_second", "end to end, five services, saturation"),
     ("events_per_second_at_least_once", "the same with DRIFTLOOP_PROCESSING_GUARANTEE=at_least_once"),
     ("exactly_once_to_at_least_once", "exactly-once / at-least-once end to end (1 means it costs nothing)"),
+    ("events_per_second_2_replicas", "end to end with 2 instances of ingestion, features and inference"),
+    ("replicas_2_to_1", "2 instances / 1 (on 2 cores this is the overhead of scaling out, not a speed-up)"),
     ("passthrough_events_per_second", "bare aiokafka consume->produce, same broker"),
     ("ratio_to_passthrough", "end to end / passthrough"),
     ("bare_river_events_per_second", "bare River prequential, one process"),

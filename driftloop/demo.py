@@ -139,11 +139,13 @@ def run_demo(
     env_overrides: dict[str, str] | None = None,
     on_stack: Callable[[Stack], None] | None = None,
     on_ready: Callable[[Stack], None] | None = None,
+    replicas: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run the loop over ``dataset`` and write summary.json, report.md and plots into
     ``out_dir``. ``env_overrides`` reach the services (the bench points them at its broker
     and a topic prefix per phase); ``on_ready`` sees the stack once every service is ready,
-    right before the replay, and ``on_stack`` once every event has its prediction."""
+    right before the replay, and ``on_stack`` once every event has its prediction.
+    ``replicas`` runs that many instances of a scalable service."""
     started = time.time()
     common = CommonSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,7 @@ def run_demo(
     if common.uses_embedded_broker and "KAFKA_BOOTSTRAP_SERVERS" not in env:
         # A local Apache Kafka keeps its log under the data dir: each demo starts from an empty one.
         shutil.rmtree(Path(env["DRIFTLOOP_DATA_DIR"]) / "kafka", ignore_errors=True)
-    stack = Stack(env=env, log_dir=out_dir / "logs")
+    stack = Stack(env=env, log_dir=out_dir / "logs", replicas=replicas or {})
     broker_info: dict[str, Any] = {"engine": "external", "version": None}
     try:
         progress.show("demo: starting the broker and the five services", force=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from driftloop.shared.broker import Broker, free_port, start_local_broker
-from driftloop.shared.errors import DriftloopError
+from driftloop.shared.errors import ConfigError, DriftloopError
 from driftloop.shared.kafka import client_options, create_topics
 from driftloop.shared.log import configure_logging, get_logger
 from driftloop.shared.settings import SERVICES, CommonSettings
@@ -24,6 +24,37 @@ from driftloop.shared.topics import Topics
 # priority they leave that path the CPU first (what it saves: README, Measured choices).
 BACKGROUND_SERVICES = ("monitoring", "retraining")
 BACKGROUND_NICE = 10
+# What can run as several instances in one group (README, Scaling): these keep their state
+# per input partition. Monitoring's drift detectors and retraining's learners see the whole
+# stream, and retraining is the registry's one writer, so each runs as one instance.
+SCALABLE_SERVICES = ("ingestion", "features", "inference")
+MAX_REPLICAS = 64
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``SERVICE=N,...`` (``features=2,inference=2``) as {service: N}; ConfigError, one line, if bad."""
+    out: dict[str, int] = {}
+    for item in (i.strip() for i in text.split(",")):
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise ConfigError(f"--replicas {text!r}: write SERVICE=N pairs, e.g. features=2,inference=2")
+        name, n = name.strip(), int(count)
+        if name not in SERVICES:
+            raise ConfigError(f"--replicas: unknown service {name!r}; the services are {', '.join(SERVICES)}")
+        if not 1 <= n <= MAX_REPLICAS:
+            raise ConfigError(f"--replicas {name}={n}: give 1 to {MAX_REPLICAS}")
+        if n > 1 and name not in SCALABLE_SERVICES:
+            raise ConfigError(
+                f"--replicas {name}={n}: {name} runs as one instance (it sees the whole stream); "
+                f"scalable: {', '.join(SCALABLE_SERVICES)}"
+            )
+        out[name] = n
+    return out
+
+
+def instance_name(service: str, replica: int) -> str:
+    """The first instance of a service is named after it; the others ``<service>-<k>``."""
+    return service if replica == 0 else f"{service}-{replica}"
 
 
 class ServiceDied(DriftloopError):
@@ -35,14 +66,18 @@ class Stack:
     """The broker (unless an existing Kafka is configured), the topics and the five services.
 
     ``env`` overrides the environment the services inherit; ``log_dir`` (if given) gets one
-    log file per service instead of the caller's stderr.
+    log file per instance instead of the caller's stderr. ``replicas`` runs that many
+    instances of a service in its consumer group (``procs`` is keyed by instance name).
     """
 
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     broker_port: int | None = None
     services: tuple[str, ...] = SERVICES
+    replicas: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The /metrics port of each instance (0: none).
+    ports: dict[str, int] = field(default_factory=dict)
     broker: Broker | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -79,26 +114,41 @@ class Stack:
             )
         )
         for name in self.services:
-            self.start_service(name)
+            for k in range(self.replicas.get(name, 1)):
+                self.start_service(instance_name(name, k))
         return self
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, instance: str) -> None:
+        """Start (or restart, under the same instance name and port) one instance."""
+        service, _, k = instance.partition("-")
+        replica = int(k or 0)
         out: IO[bytes] | None = None
         if self.log_dir:
-            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            out = open(self.log_dir / f"{instance}.log", "ab")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
-        # A static group member: restarted under the same name, it takes its partitions
-        # back at once instead of waiting out the session timeout.
-        env = {**self.env, "DRIFTLOOP_INSTANCE_ID": self.env.get("DRIFTLOOP_INSTANCE_ID") or f"{name}-0"}
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "driftloop.cli", "run", name],
+        port_var = f"DRIFTLOOP_{service.upper()}_METRICS_PORT"
+        if instance not in self.ports:
+            configured = self.env.get(port_var)
+            # The other instances of a service get free ports of their own.
+            port = int(configured) if configured and replica == 0 else (free_port() if configured else 0)
+            self.ports[instance] = port
+        env = {
+            **self.env,
+            # A static group member: restarted under the same name, it takes its partitions
+            # back at once instead of waiting out the session timeout.
+            "DRIFTLOOP_INSTANCE_ID": f"{self.env.get('DRIFTLOOP_INSTANCE_ID') or service}-{replica}",
+        }
+        if self.ports[instance]:
+            env[port_var] = str(self.ports[instance])
+        self.procs[instance] = subprocess.Popen(
+            [sys.executable, "-m", "driftloop.cli", "run", service],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # our Ctrl-C handling stops them in order
             # Monitoring and retraining are off the serving path: on a shared machine the
             # path an event takes to its prediction gets the CPU first.
-            preexec_fn=(lambda: os.nice(BACKGROUND_NICE)) if name in BACKGROUND_SERVICES else None,
+            preexec_fn=(lambda: os.nice(BACKGROUND_NICE)) if service in BACKGROUND_SERVICES else None,
         )
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -110,8 +160,8 @@ class Stack:
         while waiting and time.monotonic() < deadline:
             self.check()
             for name in list(waiting):
-                port = self.env.get(f"DRIFTLOOP_{name.upper()}_METRICS_PORT")
-                if port is None or _metric_is_one(int(port), "driftloop_service_ready"):
+                port = self.ports.get(name)
+                if not port or _metric_is_one(port, "driftloop_service_ready"):
                     waiting.discard(name)
             time.sleep(0.2)
         if waiting:
@@ -193,12 +243,12 @@ def demo_env() -> dict[str, str]:
     return {f"DRIFTLOOP_{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES}
 
 
-def up() -> int:
+def up(replicas: dict[str, int] | None = None) -> int:
     """`driftloop up`: run everything in the foreground until Ctrl-C or a service dies."""
     common = CommonSettings()
     configure_logging(common.log_level, json=common.log_json)
     log = get_logger(service="up")
-    stack = Stack()
+    stack = Stack(replicas=replicas or {})
     stopping = {"flag": False}
 
     def _stop(*_: object) -> None:

@@ -83,9 +83,34 @@ async def create_topics(
                 created.append(name)
             elif code != TopicAlreadyExistsError.errno:
                 raise BrokerUnavailable(f"creating topic {name} failed with Kafka error {code}")
+        await _until_visible(admin, {s.name: s.partitions for s in todo})
         return created
     finally:
         await admin.close()
+
+
+TOPICS_VISIBLE_TIMEOUT_S = 30.0
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, partitions: dict[str, int]) -> None:
+    """Until Metadata names every topic with all its partitions led. A consumer that joins
+    its group before then is assigned nothing, and its client looks again only at its next
+    metadata refresh, minutes later."""
+    deadline = time.monotonic() + TOPICS_VISIBLE_TIMEOUT_S
+    while True:
+        found = {t["topic"]: t for t in await admin.describe_topics(list(partitions))}
+        if all(
+            (t := found.get(name)) is not None
+            and t["error_code"] == 0
+            and len(t["partitions"]) == n
+            and all(p["leader"] >= 0 for p in t["partitions"])
+            for name, n in partitions.items()
+        ):
+            return
+        if time.monotonic() > deadline:
+            missing = sorted(name for name in partitions if name not in found)
+            raise BrokerUnavailable(f"topics created but not in the broker's metadata after 30 s: {missing[:5]}")
+        await asyncio.sleep(0.1)
 
 
 async def delete_topics_with_prefix(bootstrap: str, prefix: str, *, options: ClientOptions | None = None) -> list[str]:

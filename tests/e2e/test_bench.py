@@ -19,6 +19,8 @@ FIGURES = (
     "events_per_second",
     "events_per_second_at_least_once",
     "exactly_once_to_at_least_once",
+    "events_per_second_2_replicas",
+    "replicas_2_to_1",
     "passthrough_events_per_second",
     "ratio_to_passthrough",
     "bare_river_events_per_second",

@@ -411,6 +411,21 @@ def test_k8s_retraining_is_a_single_writer(k8s):
     )
 
 
+def test_k8s_single_instance_services_match_the_runner(k8s):
+    """What `driftloop up --replicas` refuses to scale runs as one replica in k8s too."""
+    from driftloop.runner import SCALABLE_SERVICES
+    from driftloop.shared.settings import SERVICES
+
+    deployments = k8s_by_kind(k8s, "Deployment")
+    for service in SERVICES:
+        path, dep = deployments[service]
+        if service not in SCALABLE_SERVICES:
+            assert dep["spec"].get("replicas") == 1, f"{path}: {service} runs as exactly one instance"
+        env = {e["name"]: e for c in dep["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+        field = env["DRIFTLOOP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert field == "metadata.name", f"{path}: the static member's id must be the pod's name"
+
+
 def test_k8s_topics_job(k8s):
     jobs = k8s_by_kind(k8s, "Job")
     topics = {
