@@ -328,6 +328,12 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "num.partitions": "1",
         }
+        if self.quorum_voters:
+            # A cluster node: the controller fences a broker that stopped heartbeating (and
+            # moves its partitions' leadership) after this, where Kafka's default of 9 s
+            # makes up most of the time a broker loss stops the loop.
+            settings["broker.session.timeout.ms"] = "4000"
+            settings["broker.heartbeat.interval.ms"] = "1000"
         if self.sasl_users:
             assert self.sasl_port is not None
             sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
