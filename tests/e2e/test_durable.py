@@ -202,10 +202,23 @@ def test_registry_and_models_survive_an_up_restart(
             if trained and len(_champion_predictions(bootstrap, topics, serde)) >= n:
                 break
             time.sleep(1.0)
-        champion = int(next(ln for ln in listing[1:] if ln.split()[1:2] == ["champion"]).split()[0])
-        assert champion >= 2, f"no trained champion was registered:\n{chr(10).join(listing)}"
         inference_port = int(env["DRIFTLOOP_INFERENCE_METRICS_PORT"])
-        assert _get_metric(inference_port, "driftloop_served_model_version") == champion
+
+        def champion_of(lines: list[str]) -> int:
+            return int(next(ln for ln in lines[1:] if ln.split()[1:2] == ["champion"]).split()[0])
+
+        # Retraining may still promote the versions it is judging: read the registry and the
+        # served version until they agree, then the restart below is checked against that.
+        served = None
+        while time.monotonic() < deadline:
+            listing = _models_list(client_env)
+            served = _get_metric(inference_port, "driftloop_served_model_version")
+            if served == champion_of(listing):
+                break
+            time.sleep(1.0)
+        champion = champion_of(listing)
+        assert champion >= 2, f"no trained champion was registered:\n{chr(10).join(listing)}"
+        assert served == champion
         assert _stop_up(up) == 0
 
         up = subprocess.Popen([*CLI, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
