@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftloop.shared.kafka import read_topic
 from driftloop.shared.runtime.runner import LAG_REFRESH_S as RUNTIME_LAG_REFRESH_S
+from driftloop.shared.serde import Serde
 
 T = TypeVar("T")
 # How often the runtime refreshes driftloop_consumer_lag_records.
@@ -118,3 +120,18 @@ def wait_drained(ports: Mapping[str, int], timeout_s: float = 60.0, check: Calla
             if now > deadline:
                 raise AssertionError(f"{service} not drained after {timeout_s:.0f} s: lag {lag}, {records_in} in")
             time.sleep(0.2)
+
+
+def read_decoded(bootstrap: str, topic: str, serde: Serde, record: str) -> list[tuple[Any, dict[str, Any]]]:
+    """Every record of ``topic`` (read_committed), with its value decoded as ``record``."""
+    return [(r, serde.decode(record, r.value)) for r in asyncio.run(read_topic(bootstrap, topic))]
+
+
+def read_values(bootstrap: str, topic: str, serde: Serde, record: str) -> list[dict[str, Any]]:
+    return [v for _, v in read_decoded(bootstrap, topic, serde, record)]
+
+
+def count_duplicates(records: list[dict[str, Any]], *fields: str) -> int:
+    """Records beyond the first with the same event_id (and the same ``fields``)."""
+    counts = Counter((r["event_id"], *(r[f] for f in fields)) for r in records)
+    return sum(c - 1 for c in counts.values())

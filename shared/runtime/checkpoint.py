@@ -41,6 +41,22 @@ MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
 ByTask = dict[int, list[OutRecord]]
 
 
+class PartitionCounts:
+    """Partitions per topic, asked of the broker once: where a keyed record goes."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def of(self, producer: AIOKafkaProducer) -> Callable[[str], Awaitable[int]]:
+        async def count(topic: str) -> int:
+            n = self._counts.get(topic)
+            if n is None:
+                n = self._counts[topic] = len(await producer.partitions_for(topic))
+            return n
+
+        return count
+
+
 def changelog_records(stores: list[StateStore]) -> list[OutRecord]:
     """The changelog records the stores owe since they were last drained."""
     out: list[OutRecord] = []
@@ -84,7 +100,7 @@ class Checkpointer:
         self.consumer = consumer
         self._fail = fail
         self._partitioner = Partitioner()
-        self._partition_counts: dict[str, int] = {}
+        self._partition_counts = PartitionCounts()
         self._unsettled: deque[asyncio.Task[None]] = deque()
         #: Next offsets whose batches are delivered but not yet committed.
         self._delivered: dict[TopicPartition, int] = {}
@@ -129,16 +145,12 @@ class Checkpointer:
         after the restart."""
         if not outbox:
             return []
-        deliveries = await send_batched(self.producer, outbox, self._partitions_of, self._partitioner)
+        deliveries = await send_batched(
+            self.producer, outbox, self._partition_counts.of(self.producer), self._partitioner
+        )
         for topic, n in Counter(topic for topic, _, _, _ in outbox).items():
             self.svc.count_out(topic, n)
         return deliveries
-
-    async def _partitions_of(self, topic: str) -> int:
-        n = self._partition_counts.get(topic)
-        if n is None:
-            n = self._partition_counts[topic] = len(await self.producer.partitions_for(topic))
-        return n
 
     async def _settle(
         self,
@@ -200,7 +212,7 @@ class TransactionalCheckpointer:
         self._fail = fail
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._partitioner = Partitioner()
-        self._partition_counts: dict[str, int] = {}
+        self._partition_counts = PartitionCounts()
         self.processed: dict[TopicPartition, int] = {}
         m = svc.metrics
         self._inflight_batches = m.inflight_batches.labels(svc.name)
@@ -268,7 +280,9 @@ class TransactionalCheckpointer:
         await producer.begin_transaction()
         try:
             if records:
-                deliveries = await send_batched(producer, records, self._partitions_of(producer), self._partitioner)
+                deliveries = await send_batched(
+                    producer, records, self._partition_counts.of(producer), self._partitioner
+                )
                 await asyncio.gather(*deliveries)
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.svc.group_id)
@@ -277,15 +291,6 @@ class TransactionalCheckpointer:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
-
-    def _partitions_of(self, producer: AIOKafkaProducer) -> Callable[[str], Awaitable[int]]:
-        async def count(topic: str) -> int:
-            n = self._partition_counts.get(topic)
-            if n is None:
-                n = self._partition_counts[topic] = len(await producer.partitions_for(topic))
-            return n
-
-        return count
 
     async def commit_if_due(self) -> None:
         return None  # every batch commits its own transactions

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import wait_drained, wait_until
+from waiting import read_values, wait_drained, wait_until
 
 from driftloop.replay import replay
 from driftloop.runner import Stack, demo_env
 from driftloop.shared.broker import KafkaCluster
-from driftloop.shared.kafka import read_topic, tail_topic
+from driftloop.shared.kafka import tail_topic
 from driftloop.shared.serde import Serde
 from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EXAMPLES, OUTCOMES, PREDICTIONS, Topics
 from driftloop.streams import Dataset, sea_stream
@@ -147,10 +147,6 @@ def _kill_busiest(cluster: KafkaCluster, watcher: Watcher, stack: Stack) -> Kill
     return Kill(victim, led, resumed, restart_s, in_sync_s)
 
 
-def _decoded(bootstrap: str, topic: str, record: str, serde: Serde) -> list[dict[str, Any]]:
-    return [serde.decode(record, r.value) for r in asyncio.run(read_topic(bootstrap, topic))]
-
-
 def _prediction_key(p: dict[str, Any]) -> tuple[str, str, int | None]:
     # Several challengers may shadow the champion at once, each predicting every event.
     return (p["event_id"], p["role"], int(p["model_version"]) if p["role"] == "challenger" else None)
@@ -161,7 +157,7 @@ def _duplicates(keys: list[Any]) -> int:
 
 
 def _all_predicted(bootstrap: str, topics: Topics, serde: Serde, sent: set[str]) -> bool:
-    predictions = _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
+    predictions = read_values(bootstrap, topics.name(PREDICTIONS), serde, "Prediction")
     return sent <= {p["event_id"] for p in predictions if p["role"] == "champion"}
 
 
@@ -241,17 +237,17 @@ def test_broker_leading_most_partitions_killed_three_times_loses_nothing(
         watcher.stop()
         stack.stop_services()
 
-    predictions = _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
+    predictions = read_values(bootstrap, topics.name(PREDICTIONS), serde, "Prediction")
     champion = [p for p in predictions if p["role"] == "champion"]
     lost = sent - {p["event_id"] for p in champion}
     duplicates: Counter[str] = Counter()
     for (_, role, _), n in Counter(map(_prediction_key, predictions)).items():
         duplicates[role] += n - 1
     duplicates = +duplicates  # the roles with duplicates only
-    clean = _decoded(bootstrap, topics.name(EVENTS_CLEAN), "RawEvent", serde)
-    examples = _decoded(bootstrap, topics.name(EXAMPLES), "LabeledExample", serde)
-    outcomes = _decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde)
-    dead = Counter(d["error_code"] for d in _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde))
+    clean = read_values(bootstrap, topics.name(EVENTS_CLEAN), serde, "RawEvent")
+    examples = read_values(bootstrap, topics.name(EXAMPLES), serde, "LabeledExample")
+    outcomes = read_values(bootstrap, topics.name(OUTCOMES), serde, "Outcome")
+    dead = Counter(d["error_code"] for d in read_values(bootstrap, topics.name(DEADLETTER), serde, "DeadLetter"))
     with capsys.disabled():
         print(
             f"\nbroker loss: {len(sent)} events sent at {RATE:.0f}/s, {len(kills)} broker SIGKILLs, lost {len(lost)}, "

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import wait_drained, wait_until
+from waiting import count_duplicates, read_decoded, wait_drained, wait_until
 
 from driftloop.replay import replay
 from driftloop.runner import Stack, _metric_is_one
 from driftloop.services.features.spec import FeatureSpec
-from driftloop.shared.kafka import read_topic
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import CommonSettings
 from driftloop.shared.topics import (
@@ -54,17 +53,6 @@ RESUME_LIMIT_S = 30.0
 READY_TARGET_S = 5.0  # issue 15's target for a restart, printed against, not asserted (a timed test)
 
 
-def _decoded(bootstrap: str, topic: str, record: str, serde: Serde) -> list[tuple[Any, dict[str, Any]]]:
-    recs = asyncio.run(read_topic(bootstrap, topic))
-    return [(r, serde.decode(record, r.value)) for r in recs]
-
-
-def _duplicates(records: list[dict[str, Any]], *fields: str) -> int:
-    """Records beyond the first with the same event_id (and ``fields``)."""
-    counts = Counter((r["event_id"], *(r[f] for f in fields)) for r in records)
-    return sum(c - 1 for c in counts.values())
-
-
 def _once_each(records: list[dict[str, Any]], sent: set[str]) -> dict[str, int]:
     """The sent events a topic does not hold exactly once, with their counts (0: missing)."""
     counts = Counter(r["event_id"] for r in records)
@@ -81,7 +69,7 @@ def _complete(bootstrap: str, topics: Topics, serde: Serde, sent: set[str]) -> b
     for record, topic in roles.items():
         got = {
             v["event_id"]
-            for _, v in _decoded(bootstrap, topic, record, serde)
+            for _, v in read_decoded(bootstrap, topic, serde, record)
             if v.get("role", "champion") == "champion"
         }
         if not sent <= got:
@@ -193,16 +181,16 @@ def test_every_service_killed_three_times_loses_nothing(
     finally:
         stack.stop_services()
 
-    raw = [e for _, e in _decoded(bootstrap, topics.name(EVENTS_RAW), "RawEvent", serde)]
-    raw_labels = [x for _, x in _decoded(bootstrap, topics.name(LABELS_RAW), "Label", serde)]
-    clean = _decoded(bootstrap, topics.name(EVENTS_CLEAN), "RawEvent", serde)
-    vectors = [v for _, v in _decoded(bootstrap, topics.name(FEATURES), "FeatureVector", serde)]
-    predictions = [p for _, p in _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)]
-    examples = [e for _, e in _decoded(bootstrap, topics.name(EXAMPLES), "LabeledExample", serde)]
-    outcomes = [o for _, o in _decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde)]
-    dead = [d for _, d in _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde)]
-    labels_clean = [x for _, x in _decoded(bootstrap, topics.name(LABELS_CLEAN), "Label", serde)]
-    alerts = [a for _, a in _decoded(bootstrap, topics.name(ALERTS), "DriftAlert", serde)]
+    raw = [e for _, e in read_decoded(bootstrap, topics.name(EVENTS_RAW), serde, "RawEvent")]
+    raw_labels = [x for _, x in read_decoded(bootstrap, topics.name(LABELS_RAW), serde, "Label")]
+    clean = read_decoded(bootstrap, topics.name(EVENTS_CLEAN), serde, "RawEvent")
+    vectors = [v for _, v in read_decoded(bootstrap, topics.name(FEATURES), serde, "FeatureVector")]
+    predictions = [p for _, p in read_decoded(bootstrap, topics.name(PREDICTIONS), serde, "Prediction")]
+    examples = [e for _, e in read_decoded(bootstrap, topics.name(EXAMPLES), serde, "LabeledExample")]
+    outcomes = [o for _, o in read_decoded(bootstrap, topics.name(OUTCOMES), serde, "Outcome")]
+    dead = [d for _, d in read_decoded(bootstrap, topics.name(DEADLETTER), serde, "DeadLetter")]
+    labels_clean = [x for _, x in read_decoded(bootstrap, topics.name(LABELS_CLEAN), serde, "Label")]
+    alerts = [a for _, a in read_decoded(bootstrap, topics.name(ALERTS), serde, "DriftAlert")]
     champion = [p for p in predictions if p["role"] == "champion"]
     lost = sent - {p["event_id"] for p in champion}
     codes = Counter(d["error_code"] for d in dead)
@@ -229,20 +217,20 @@ def test_every_service_killed_three_times_loses_nothing(
 
     # Every output topic, as a read_committed consumer sees it: one record per effect.
     duplicates = {
-        "events.clean": _duplicates([e for _, e in clean]),
-        "labels.clean": _duplicates(labels_clean),
-        "features": _duplicates(vectors),
-        "examples": _duplicates(examples),
-        "predictions": _duplicates(predictions, "role", "model_version"),
-        "outcomes": _duplicates(outcomes, "role"),
-        "alerts": _duplicates([a for a in alerts if a["event_id"]], "kind", "detector", "subject"),
+        "events.clean": count_duplicates([e for _, e in clean]),
+        "labels.clean": count_duplicates(labels_clean),
+        "features": count_duplicates(vectors),
+        "examples": count_duplicates(examples),
+        "predictions": count_duplicates(predictions, "role", "model_version"),
+        "outcomes": count_duplicates(outcomes, "role"),
+        "alerts": count_duplicates([a for a in alerts if a["event_id"]], "kind", "detector", "subject"),
     }
     with capsys.disabled():
         print(
             f"\ncrash test: {len(sent)} events sent, {len(kills)} SIGKILLs, lost {len(lost)}, "
-            f"duplicate predictions {_duplicates(champion)}, "
-            f"duplicate clean events {_duplicates([e for _, e in clean])}, "
-            f"duplicate examples {_duplicates(examples)}, dead letters {dict(codes)}",
+            f"duplicate predictions {count_duplicates(champion)}, "
+            f"duplicate clean events {count_duplicates([e for _, e in clean])}, "
+            f"duplicate examples {count_duplicates(examples)}, dead letters {dict(codes)}",
             file=sys.stderr,
         )
         for name, secs in kills:
@@ -271,7 +259,7 @@ def test_every_service_killed_three_times_loses_nothing(
     assert not wrong, f"{len(wrong)} events without exactly one champion outcome, e.g. {list(wrong.items())[:5]}"
     # The static baseline predicts from the first trained version on: not every event has
     # its outcome, none has two.
-    assert _duplicates([o for o in outcomes if o["role"] == "baseline"]) == 0
+    assert count_duplicates([o for o in outcomes if o["role"] == "baseline"]) == 0
     assert len(first_vector) == len(sent)
     assert not mismatched, f"{len(mismatched)} vectors differ from the recomputation, e.g. {mismatched[:3]}"
     assert all(secs <= RESUME_LIMIT_S for _, secs in kills)

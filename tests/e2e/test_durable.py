@@ -8,6 +8,7 @@ again keeps the registry and the models: the same versions, the same champion se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -240,6 +241,8 @@ def test_registry_and_models_survive_an_up_restart(
         assert _stop_up(up) == 0
     finally:
         if up.poll() is None:
-            up.kill()
-            up.wait()
+            # SIGINT first: `up` stops its services (their own sessions); a SIGKILL alone
+            # would leave them running after a failed assertion.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _stop_up(up)
         log.close()

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import wait_until
+from waiting import count_duplicates, read_values, wait_until
 
 from driftloop.demo import run_demo
 from driftloop.replay import replay
 from driftloop.runner import SCALABLE_SERVICES, Stack, _metric_is_one, instance_name
-from driftloop.shared.kafka import read_topic
 from driftloop.shared.serde import Serde
 from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EXAMPLES, FEATURES, OUTCOMES, PREDICTIONS, Topics
 from driftloop.streams import Dataset, sea_stream
@@ -41,15 +40,6 @@ WARM_S = 8.0
 HOLD_S = 9.0
 TAIL_S = 4.0
 READY_LIMIT_S = 30.0
-
-
-def _decoded(bootstrap: str, topic: str, record: str, serde: Serde) -> list[dict[str, Any]]:
-    return [serde.decode(record, r.value) for r in asyncio.run(read_topic(bootstrap, topic))]
-
-
-def _duplicates(records: list[dict[str, Any]], *fields: str) -> int:
-    counts = Counter((r["event_id"], *(r[f] for f in fields)) for r in records)
-    return sum(c - 1 for c in counts.values())
 
 
 def _wait_instance_ready(stack: Stack, instance: str) -> float:
@@ -107,7 +97,7 @@ def test_killing_one_instance_of_each_scalable_service_loses_and_repeats_nothing
         sent = {f"rk-{i}" for i in range(result["replay"].events_sent)}
 
         def complete() -> bool:
-            got = {p["event_id"] for p in _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)}
+            got = {p["event_id"] for p in read_values(bootstrap, topics.name(PREDICTIONS), serde, "Prediction")}
             return sent <= got
 
         wait_until("every sent event predicted", complete, 120, stack.check, every_s=2)
@@ -115,17 +105,17 @@ def test_killing_one_instance_of_each_scalable_service_loses_and_repeats_nothing
     finally:
         stack.stop_services()
 
-    predictions = _decoded(bootstrap, topics.name(PREDICTIONS), "Prediction", serde)
+    predictions = read_values(bootstrap, topics.name(PREDICTIONS), serde, "Prediction")
     champion = [p for p in predictions if p["role"] == "champion"]
     lost = sent - {p["event_id"] for p in champion}
     duplicates = {
-        "events.clean": _duplicates(_decoded(bootstrap, topics.name(EVENTS_CLEAN), "RawEvent", serde)),
-        "features": _duplicates(_decoded(bootstrap, topics.name(FEATURES), "FeatureVector", serde)),
-        "predictions": _duplicates(predictions, "role", "model_version"),
-        "examples": _duplicates(_decoded(bootstrap, topics.name(EXAMPLES), "LabeledExample", serde)),
-        "outcomes": _duplicates(_decoded(bootstrap, topics.name(OUTCOMES), "Outcome", serde), "role"),
+        "events.clean": count_duplicates(read_values(bootstrap, topics.name(EVENTS_CLEAN), serde, "RawEvent")),
+        "features": count_duplicates(read_values(bootstrap, topics.name(FEATURES), serde, "FeatureVector")),
+        "predictions": count_duplicates(predictions, "role", "model_version"),
+        "examples": count_duplicates(read_values(bootstrap, topics.name(EXAMPLES), serde, "LabeledExample")),
+        "outcomes": count_duplicates(read_values(bootstrap, topics.name(OUTCOMES), serde, "Outcome"), "role"),
     }
-    codes = Counter(d["error_code"] for d in _decoded(bootstrap, topics.name(DEADLETTER), "DeadLetter", serde))
+    codes = Counter(d["error_code"] for d in read_values(bootstrap, topics.name(DEADLETTER), serde, "DeadLetter"))
     gap = _longest_gap_ms(champion)
     with capsys.disabled():
         print(
