@@ -227,6 +227,10 @@ class ServiceSettings(BaseSettings):
     # Offsets of delivered batches are committed at most this often (and at every stop and
     # rebalance); a crash redelivers at most this much, which de-duplication absorbs.
     commit_interval_s: float = Field(default=0.2, gt=0)
+    # Under exactly-once, each input partition begins a transaction at most this often: the
+    # batches handled meanwhile share the next one. Every transaction costs the broker a few
+    # log writes and a marker per partition it touched, whatever its size.
+    transaction_interval_s: float = Field(default=0.1, ge=0)
     # This service's fetch wait; unset means DRIFTLOOP_FETCH_MAX_WAIT_MS.
     fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=1500)
 

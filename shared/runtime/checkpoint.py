@@ -8,14 +8,16 @@ offsets), with one of two guarantees.
   (and whenever a service stops or gives partitions away): a commit per batch would be a
   third of the requests a service sends.
 - ``TransactionalCheckpointer`` (exactly-once): each input partition is a task with a
-  transactional producer of its own (transactional id ``<group>-<partition>``). A batch's
-  records from task p, their changelog records and p's input offsets commit in one Kafka
-  transaction (``send_offsets_to_transaction``), so a read_committed reader sees all of it
-  or none. Whoever owns partition p next starts its producer under the same transactional
-  id, which fences the previous owner (a zombie after a rebalance, or the process before a
-  restart) and aborts what it left open. aiokafka commits offsets in a transaction without
-  the group's generation (TxnOffsetCommit v0), so a transactional id per instance would
-  not fence a zombie across a rebalance; one per partition does.
+  transactional producer of its own (transactional id ``<group>-<partition>``). The
+  records a batch owes from task p, their changelog records and p's input offsets commit in
+  one Kafka transaction (``send_offsets_to_transaction``), so a read_committed reader sees
+  all of it or none; the batches handled while a task's transaction is in flight share its
+  next one, so the loop does not wait on the broker. Whoever owns partition p next starts
+  its producer under the same transactional id, which fences the previous owner (a zombie
+  after a rebalance, or the process before a restart) and aborts what it left open.
+  aiokafka commits offsets in a transaction without the group's generation (TxnOffsetCommit
+  v0), so a transactional id per instance would not fence a zombie across a rebalance; one
+  per partition does.
 """
 
 from __future__ import annotations
@@ -198,8 +200,51 @@ class Checkpointer:
         await self.commit_delivered()
 
 
+class _Batch:
+    """One batch's share of the in-flight gauges, released once every task it touched committed."""
+
+    def __init__(self, checkpointer: TransactionalCheckpointer, held: int, tasks: int) -> None:
+        self._checkpointer, self.held, self.waiting = checkpointer, held, tasks
+        checkpointer.unsettled += 1
+        checkpointer._inflight_batches.inc()
+        checkpointer._inflight_records.inc(held)
+        if tasks == 0:
+            self.waiting = 1
+            self.committed()
+
+    def committed(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self._checkpointer.unsettled -= 1
+            self._checkpointer._inflight_batches.dec()
+            self._checkpointer._inflight_records.dec(self.held)
+
+
+class _Task:
+    """One input partition under exactly-once: its transactional producer, what its batches
+    owe that no transaction has taken yet, and the transaction in flight."""
+
+    def __init__(self, partition: int, producer: AIOKafkaProducer) -> None:
+        self.partition = partition
+        self.producer = producer
+        self.records: list[OutRecord] = []
+        self.offsets: dict[TopicPartition, int] = {}
+        self.batches: list[_Batch] = []
+        self.flight: asyncio.Task[None] | None = None
+        self.began = 0.0  # monotonic time the last transaction began
+
+    def take(self) -> tuple[list[OutRecord], dict[TopicPartition, int], list[_Batch]]:
+        owed = self.records, self.offsets, self.batches
+        self.records, self.offsets, self.batches = [], {}, []
+        return owed
+
+
 class TransactionalCheckpointer:
-    """Exactly-once (see the module docstring): one transaction per task and batch."""
+    """Exactly-once (see the module docstring). Each task has at most one transaction in
+    flight, and the loop goes on to the next batch meanwhile; a task begins a transaction at
+    most every ``transaction_interval_s``, and what the batches handled meanwhile owe goes into
+    its next one. A busy task commits fewer, larger transactions; a quiet one, one per batch.
+    Past MAX_UNSETTLED batches that some task has not committed yet, the loop waits."""
 
     def __init__(
         self,
@@ -210,7 +255,12 @@ class TransactionalCheckpointer:
         self.svc = svc
         self._make_producer = make_producer
         self._fail = fail
-        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._tasks: dict[int, _Task] = {}
+        self._failure: TransactionFailed | None = None
+        #: Batches some task has not committed yet.
+        self.unsettled = 0
+        #: Set whenever a transaction ends (committed or not): a loop held back waits on it.
+        self._progress = asyncio.Event()
         self._partitioner = Partitioner()
         self._partition_counts = PartitionCounts()
         self.processed: dict[TopicPartition, int] = {}
@@ -226,57 +276,76 @@ class TransactionalCheckpointer:
         # Starting the producer (InitProducerId) fences the partition's previous owner and
         # aborts what it left open, so the changelogs read next hold committed records only.
         started = []
-        for p in sorted(partitions - set(self._producers)):
+        for p in sorted(partitions - set(self._tasks)):
             producer = self._make_producer(self.transactional_id(p))
             await producer.start()
-            self._producers[p] = producer
+            self._tasks[p] = _Task(p, producer)
             started.append(p)
         if started:
             self.svc.log.info("transactional_producers_started", partitions=started)
 
     async def disown(self, partitions: set[int]) -> None:
-        for p in sorted(partitions & set(self._producers)):
-            producer = self._producers.pop(p)
+        for p in sorted(partitions & set(self._tasks)):
+            task = self._tasks.pop(p)
+            if task.flight is not None:
+                await asyncio.gather(task.flight, return_exceptions=True)
             with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+                await task.producer.stop()
 
     async def close(self) -> None:
-        await self.disown(set(self._producers))
+        await self.disown(set(self._tasks))
 
     async def checkpoint(self, by_task: ByTask, offsets: dict[TopicPartition, int], held: int) -> None:
-        tasks = sorted({tp.partition for tp in offsets} | set(by_task))
-        self._inflight_batches.inc()
-        self._inflight_records.inc(held)
-        try:
-            results = await asyncio.gather(
-                *(
-                    self._commit(p, by_task.get(p, []), {tp: o for tp, o in offsets.items() if tp.partition == p})
-                    for p in tasks
-                ),
-                return_exceptions=True,
-            )
-        finally:
-            self._inflight_batches.dec()
-            self._inflight_records.dec(held)
-        failed = [(p, r) for p, r in zip(tasks, results, strict=True) if isinstance(r, BaseException)]
-        if failed:
-            self._transactions.labels(self.svc.name, "aborted").inc(len(failed))
-            p, cause = failed[0]
-            exc = TransactionFailed(f"the transaction of partition {p} did not commit: {cause!r}")
-            self.svc.log.error("transaction_failed", partitions=[q for q, _ in failed], error=repr(cause)[:300])
-            self._fail(exc)
-            raise exc from cause
-        for tp, nxt in offsets.items():
-            self.processed[tp] = nxt - 1
-        for records in by_task.values():
+        self._raise_if_failed()
+        partitions = sorted({tp.partition for tp in offsets} | set(by_task))
+        missing = [p for p in partitions if p not in self._tasks]
+        if missing:
+            cause = TransactionFailed(f"partition {missing[0]} has no transactional producer: it is not owned here")
+            self._failed(missing, cause)
+            self._raise_if_failed()
+        batch = _Batch(self, held, len(partitions))
+        for p in partitions:
+            task = self._tasks[p]
+            task.records.extend(by_task.get(p, []))
+            task.offsets.update((tp, o) for tp, o in offsets.items() if tp.partition == p)
+            task.batches.append(batch)
+            if task.flight is None or task.flight.done():
+                task.flight = asyncio.create_task(self._transact(task))
+        while self.unsettled > MAX_UNSETTLED and self._failure is None:
+            self._progress.clear()
+            await self._progress.wait()
+        self._raise_if_failed()
+
+    async def _transact(self, task: _Task) -> None:
+        """Commit what the task owes, a transaction at a time, until it owes nothing. It never
+        raises: a failure is recorded, stops the service, and fails the next checkpoint."""
+        interval = self.svc.settings.transaction_interval_s
+        while task.batches and self._failure is None:
+            wait = task.began + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            task.began = time.monotonic()
+            records, offsets, batches = task.take()
+            try:
+                await self._commit(task.producer, records, offsets)
+            except BaseException as exc:  # recorded, and raised by the next checkpoint()
+                self._failed([task.partition], exc)
+                self._progress.set()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            for tp, nxt in offsets.items():
+                self.processed[tp] = max(self.processed.get(tp, -1), nxt - 1)
             for topic, n in Counter(topic for topic, _, _, _ in records).items():
                 self.svc.count_out(topic, n)
-        self._transactions.labels(self.svc.name, "committed").inc(len(tasks))
+            self._transactions.labels(self.svc.name, "committed").inc()
+            for batch in batches:
+                batch.committed()
+            self._progress.set()
 
-    async def _commit(self, partition: int, records: list[OutRecord], offsets: dict[TopicPartition, int]) -> None:
-        producer = self._producers.get(partition)
-        if producer is None:
-            raise TransactionFailed(f"partition {partition} has no transactional producer: it is not owned here")
+    async def _commit(
+        self, producer: AIOKafkaProducer, records: list[OutRecord], offsets: dict[TopicPartition, int]
+    ) -> None:
         await producer.begin_transaction()
         try:
             if records:
@@ -292,8 +361,25 @@ class TransactionalCheckpointer:
                 await producer.abort_transaction()
             raise
 
+    def _failed(self, partitions: list[int], cause: BaseException) -> None:
+        self._transactions.labels(self.svc.name, "aborted").inc()
+        if self._failure is not None:
+            return
+        exc = TransactionFailed(f"the transaction of partition {partitions[0]} did not commit: {cause!r}")
+        exc.__cause__ = cause
+        self._failure = exc
+        self.svc.log.error("transaction_failed", partitions=partitions, error=repr(cause)[:300])
+        self._fail(exc)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
     async def commit_if_due(self) -> None:
-        return None  # every batch commits its own transactions
+        return None  # a task commits as soon as its previous transaction ends
 
     async def settle_all(self) -> None:
-        return None  # nothing is left pending between batches
+        """Wait until every task's transactions have ended (before partitions move and
+        before the service stops)."""
+        flights = [t.flight for t in self._tasks.values() if t.flight is not None]
+        await asyncio.gather(*flights, return_exceptions=True)
