@@ -26,17 +26,19 @@ from driftloop.shared.topics import (
     PREDICTIONS,
     Topics,
 )
-from driftloop.streams import index_of
+from driftloop.streams import index_of, sea_stream
 
 pytestmark = pytest.mark.e2e
-EVENTS = 3000
+EVENTS = 4500
 
 
 def _decoded(bootstrap: str, topic: str, record: str, serde: Serde) -> list[dict]:
     return [serde.decode(record, r.value) for r in asyncio.run(read_topic(bootstrap, topic))]
 
 
-def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path) -> None:
+def test_demo_closes_the_loop(
+    service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo"
     env = {**os.environ, **service_env, "DRIFTLOOP_RETRAINING_VERSION_EVERY": "300"}
     proc = subprocess.run(
@@ -167,7 +169,23 @@ def test_demo_closes_the_loop(service_env: dict[str, str], topics: Topics, serde
     both = [e for e in (p["event_id"] for p in late) if e in baseline_first and e in labels]
     served_late = sum(same_class(first[e]["predicted"], labels[e]) for e in both) / len(both)
     static_late = sum(same_class(baseline_first[e]["predicted"], labels[e]) for e in both) / len(both)
-    assert len(both) > 400 and served_late > static_late, (served_late, static_late)
+    # Most late points lie far from both boundaries, where both models are right, so over the
+    # whole window the gap is a few points either way (it was -0.018 in a CI run of 3,000
+    # events, +0.014 to +0.042 in three of 4,500). Between the first concept's boundary (8)
+    # and the last one's (9.5) the concepts disagree, and there the served model must win.
+    rows = sea_stream(EVENTS).rows
+    band = [e for e in both if 8.0 < rows[index_of(e)][0]["x0"] + rows[index_of(e)][0]["x1"] <= 9.5]
+    served_band = sum(same_class(first[e]["predicted"], labels[e]) for e in band) / len(band)
+    static_band = sum(same_class(baseline_first[e]["predicted"], labels[e]) for e in band) / len(band)
+    with capsys.disabled():
+        print(
+            f"\nlast 500: served {served_late:.3f}, static {static_late:.3f}; "
+            f"between the boundaries ({len(band)}): served {served_band:.3f}, static {static_band:.3f}",
+            file=sys.stderr,
+        )
+    assert len(both) > 400 and len(band) > 30, (len(both), len(band))
+    assert served_band > static_band, (served_band, static_band)
+    assert served_late > static_late - 0.03, (served_late, static_late)
     for outcome in outcomes:
         assert 0 <= index_of(outcome["event_id"]) < EVENTS
     assert (out / "report.md").is_file() and (out / "accuracy.png").stat().st_size > 0
