@@ -5,7 +5,9 @@ Phases, each on fresh topics of one broker:
 1. baselines: a bare aiokafka consume->produce passthrough (the transport ceiling) and a
    bare River prequential run of the same model spec with the same label delay in one
    process (the quality reference and the compute floor);
-2. saturation: the five services at full speed over N events;
+2. saturation: the five services at full speed over N events (after a short unmeasured
+   run that warms the broker's JVM), at exactly-once, again at at-least-once, and with two
+   instances of each scalable service;
 3. latency: the five services at a fixed offered load, paced;
 4. ingestion + features alone, and inference alone (its throughput next to a bare predict
    loop; its latency at the offered load while the registry swaps its champion);
@@ -51,6 +53,8 @@ from driftloop.shared.topics import (
 )
 from driftloop.streams import Dataset, load_dataset, monitoring_stream, numeric
 from driftloop.summary import accuracy, bare_prequential, errors_of, mae, percentile, prediction_gaps_ms, rmse
+
+WARM_UP_EVENTS = 3000
 
 
 def _phase_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
@@ -484,6 +488,16 @@ def run_bench(
         figures, rate = bare_river(dataset, "logreg", 42, label_delay)
         res.update(figures, bare_river_events_per_second=rate)
 
+        # A fresh broker's JVM is still compiling its hot paths, transactions' most of all: a
+        # short run first, so the phases compared below all meet a warm broker.
+        say("warm-up: a short saturation run, not measured")
+        run_demo(
+            cycled(dataset, min(len(dataset.rows), WARM_UP_EVENTS)),
+            out / "warm-up",
+            label_delay=label_delay,
+            rate=None,
+            env_overrides=_phase_env(bootstrap, "warm"),
+        )
         say("saturation: the five services at full speed")
         at_ready: dict[str, tuple[float, float]] = {}
         at_end: dict[str, tuple[float, float]] = {}

@@ -154,7 +154,7 @@ def test_demo_closes_the_loop(
 
     # The second drift (SEA's threshold moves from 7 to 9.5) is detected by a concept alert,
     # versions learned on the new concept are promoted and served, and over the last 500
-    # events what users got beats the static first model on the same events.
+    # events what users got beats the static first model where the concepts disagree.
     second = 2 * EVENTS // 3
     assert summary["detection_delays"][1] is not None
     drift_time = first[f"{summary['run_id']}-{second}"]["event_time"]
