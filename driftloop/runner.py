@@ -78,6 +78,8 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: The /metrics port of each instance (0: none).
     ports: dict[str, int] = field(default_factory=dict)
+    #: The OIP port of each inference instance after the first (which keeps the configured one).
+    http_ports: dict[str, int] = field(default_factory=dict)
     broker: Broker | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -140,6 +142,9 @@ class Stack:
         }
         if self.ports[instance]:
             env[port_var] = str(self.ports[instance])
+        if service == "inference" and replica:
+            # Each instance serves OIP on a port of its own; the first keeps the configured one.
+            env["DRIFTLOOP_INFERENCE_HTTP_PORT"] = str(self.http_ports.setdefault(instance, free_port()))
         self.procs[instance] = subprocess.Popen(
             [sys.executable, "-m", "driftloop.cli", "run", service],
             env=env,
@@ -239,8 +244,10 @@ def _metric_is_one(port: int, name: str) -> bool:
 
 
 def demo_env() -> dict[str, str]:
-    """Free metrics ports, so a demo runs beside anything else on the machine."""
-    return {f"DRIFTLOOP_{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES}
+    """Free metrics ports (and inference's OIP port), so a demo runs beside anything else on
+    the machine."""
+    ports = {f"DRIFTLOOP_{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES}
+    return {**ports, "DRIFTLOOP_INFERENCE_HTTP_PORT": str(free_port())}
 
 
 def up(replicas: dict[str, int] | None = None) -> int:

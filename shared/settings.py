@@ -275,6 +275,12 @@ class InferenceSettings(ServiceSettings):
     seed: int = 42
     shadow_baseline: bool = True
     shadow_challengers: bool = True
+    # The Open Inference Protocol v2 over HTTP (0: off), bound to DRIFTLOOP_METRICS_ADDR.
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_max_body_bytes: int = Field(default=1_000_000, gt=0)
+    http_max_rows: int = Field(default=10_000, gt=0)
+    # A request body must have arrived whole within this.
+    http_body_timeout_s: float = Field(default=10.0, gt=0)
 
     _model_spec = field_validator("model_spec")(_known_spec)
 

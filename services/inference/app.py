@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+import uuid
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge
 
-from driftloop.services.inference.serving import Server
-from driftloop.shared.errors import ArtifactError, ArtifactIntegrityError, ArtifactOutsideStore, DriftloopError
-from driftloop.shared.modelspec import build_model
+from driftloop.services.inference import http, oip
+from driftloop.services.inference.serving import Server, predict_as
+from driftloop.shared.errors import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactOutsideStore,
+    DriftloopError,
+)
+from driftloop.shared.modelspec import build_model, is_regressor
 from driftloop.shared.records import FeatureVector, Prediction
 from driftloop.shared.registry import ArtifactStore, ChampionChange, version_record
 from driftloop.shared.registry_client import RegistryClient, code_version
@@ -47,6 +54,13 @@ class InferenceMetrics:
         self.load_failures = Counter(
             "driftloop_model_load_failures_total", "Artifacts refused", ["model", "code"], registry=reg
         )
+        self.unpublished = Counter(
+            "driftloop_http_predictions_unpublished_total",
+            "HTTP predictions answered but not written to the predictions topic",
+            ["model"],
+            registry=reg,
+        )
+        self.unpublished.labels(name)
         # Exported at 0 from the start, so that a rule or panel on it sees a series before the first refusal.
         for code in LOAD_FAILURE_CODES:
             self.load_failures.labels(name, code)
@@ -69,13 +83,23 @@ class Inference:
         self.model_loaded = asyncio.Event()
         #: Candidates whose artifact was refused: not retried on every registry batch.
         self.refused: set[int] = set()
+        #: The feature names the stream's vectors carried, per feature set: a model's inputs.
+        self.feature_names: dict[str, dict[str, None]] = {}
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._http: Any = None
         svc.task(self.follow_registry)
         svc.on(FEATURES, self.on_vector, after=self.model_loaded)
+        if svc.settings.http_port:
+            svc.task(self.serve_http)
+            svc.on_shutdown(self.stop_http)
 
     # --- the hot path -------------------------------------------------------------------------
 
     async def on_vector(self, vector: FeatureVector, ctx: Context) -> None:
         now = int(time.time() * 1000)
+        names = self.feature_names.get(vector["feature_set_version"])
+        if names is None or len(names) < len(vector["features"]) or any(f not in names for f in vector["features"]):
+            self.feature_names.setdefault(vector["feature_set_version"], {}).update(dict.fromkeys(vector["features"]))
         # A swap can land between any two records (the registry follower runs whenever this
         # handler awaits); each prediction names the version that made it.
         prediction = self.server.predict(vector, now)
@@ -90,6 +114,92 @@ class Inference:
     async def send_prediction(self, ctx: Context, prediction: Prediction) -> None:
         await ctx.send(PREDICTIONS, prediction)
         self.metrics.predictions.labels(self.name, str(prediction["model_version"]), prediction["role"]).inc()
+
+    # --- request-response (OIP v2, services/inference/http.py) ---------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.model_loaded.is_set() and self.server.served is not None
+
+    def _known(self, feature_set_version: str) -> list[str]:
+        return sorted(self.feature_names.get(feature_set_version, {}))
+
+    def _task(self, model: Any) -> Literal["classification", "regression"]:
+        return "regression" if is_regressor(model) else "classification"
+
+    def metadata(self, name: str) -> oip.ModelMetadata:
+        if name != self.name:
+            raise oip.ModelNotFound(f"no model {name!r}; this service serves {self.name!r}")
+        served = self.server.served
+        if served is None or not self.ready:
+            raise oip.NotReady(f"{self.name} has no champion loaded yet")
+        record = self.client.registry.get(self.name, served.version) or {}
+        spec = str((record.get("params") or {}).get("spec") or self.svc.settings.model_spec)
+        meta = oip.metadata_of(
+            self.name, served.version, self._known(served.feature_set_version), self._task(served.model), spec
+        )
+        meta.parameters = {**(meta.parameters or {}), "feature_set_version": served.feature_set_version}
+        return meta
+
+    async def infer(self, name: str, version: int | None, request: oip.InferenceRequest) -> oip.InferenceResponse:
+        """Predict the request's rows with the champion of the moment (or the version asked
+        for, when loaded here); each prediction also goes to the predictions topic."""
+        if name != self.name:
+            raise oip.ModelNotFound(f"no model {name!r}; this service serves {self.name!r}")
+        if not self.ready:
+            raise oip.NotReady(f"{self.name} has no champion loaded yet")
+        answering = self.server.answering(version)
+        if answering is None:
+            raise oip.ModelNotFound(f"{self.name} v{version} is not loaded here (not the champion, nor in shadow)")
+        served, role = answering
+        if oip.windowed(served.feature_set_version):
+            raise oip.WindowedFeatures(
+                f"{self.name} v{served.version} was trained on windowed features ({served.feature_set_version}), "
+                "which only the stream computes: send its events to Kafka instead"
+            )
+        rows = oip.rows_of(request, self._known(served.feature_set_version), self.svc.settings.http_max_rows)
+        now = int(time.time() * 1000)
+        predictions = []
+        for x, event_id, entity_id in zip(rows.features, rows.event_ids, rows.entity_ids, strict=True):
+            eid = event_id or uuid.uuid4().hex
+            vector: FeatureVector = {
+                "event_id": eid,
+                "entity_id": entity_id or eid,
+                "event_time": now,
+                "features": x,
+                "feature_set_version": served.feature_set_version,
+                "ingest_time": now,
+            }
+            predictions.append(predict_as(served, role, vector, now))
+        # Written after the answer: the topic's round trip is not the caller's latency.
+        task = asyncio.create_task(self._publish(predictions))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        return oip.response_of(predictions, request.id, self._task(served.model))
+
+    async def _publish(self, predictions: list[Prediction]) -> None:
+        for i, prediction in enumerate(predictions):
+            try:
+                await self.svc.publisher.send(PREDICTIONS, prediction)
+            except Exception as exc:  # noqa: BLE001 - the answer is given; count what the topic lacks
+                self.metrics.unpublished.labels(self.name).inc(len(predictions) - i)
+                self.svc.log.error("http_predictions_unpublished", count=len(predictions) - i, error=repr(exc)[:300])
+                return
+            self.metrics.predictions.labels(self.name, str(prediction["model_version"]), prediction["role"]).inc()
+
+    async def serve_http(self) -> None:
+        s, addr = self.svc.settings, self.svc.common.metrics_addr
+        sock = http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
+        app = http.build_app(self, http.HttpMetrics(self.svc.metrics.registry))
+        self._http = http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
+        self.svc.log.info("http_serving", port=s.http_port, addr=addr)
+        await self._http.serve(sockets=[sock])
+
+    async def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
 
     # --- the registry -------------------------------------------------------------------------
 

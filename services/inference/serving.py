@@ -67,23 +67,36 @@ class Server:
         self._challengers = {v: c for v, c in self._challengers.items() if v != version}
         return True
 
+    def answering(self, version: int | None) -> tuple[Served, Role] | None:
+        """Who answers a request for ``version`` (None: the champion of the moment), in which
+        role; None when that version is not loaded here."""
+        served = self._served
+        if served is None:
+            return None
+        if version is None or version == served.version:
+            return served, "champion"
+        if self._baseline is not None and self._baseline.version == version:
+            return self._baseline, "baseline"
+        challenger = self._challengers.get(version)
+        return None if challenger is None else (challenger, "challenger")
+
     def predict(self, vector: FeatureVector, now_ms: int) -> Prediction:
         served = self._served
         if served is None:
             raise RuntimeError("no model loaded")  # the shell waits for one before consuming
-        return _predict(served, "champion", vector, now_ms)
+        return predict_as(served, "champion", vector, now_ms)
 
     def predict_baseline(self, vector: FeatureVector, now_ms: int) -> Prediction | None:
         """The baseline's shadow prediction; None without a baseline or when its feature set differs."""
         base = self._baseline
         if base is None or vector["feature_set_version"] != base.feature_set_version:
             return None
-        return _predict(base, "baseline", vector, now_ms)
+        return predict_as(base, "baseline", vector, now_ms)
 
     def predict_challengers(self, vector: FeatureVector, now_ms: int) -> list[Prediction]:
         """Each challenger's shadow prediction, in version order; those of another feature set abstain."""
         return [
-            _predict(c, "challenger", vector, now_ms)
+            predict_as(c, "challenger", vector, now_ms)
             for _, c in sorted(self._challengers.items())
             if c.feature_set_version == vector["feature_set_version"]
         ]
@@ -93,7 +106,7 @@ def _served(model: Any, record: Mapping[str, Any]) -> Served:
     return Served(model, record["name"], int(record["version"]), record["feature_set_version"])
 
 
-def _predict(served: Served, role: Role, vector: FeatureVector, now_ms: int) -> Prediction:
+def predict_as(served: Served, role: Role, vector: FeatureVector, now_ms: int) -> Prediction:
     if vector["feature_set_version"] != served.feature_set_version:
         raise FeatureSetMismatch(
             f"vector has feature set {vector['feature_set_version']!r}, model "

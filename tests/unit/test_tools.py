@@ -49,7 +49,7 @@ def test_ensure_tools_says_why_and_exits_0_locally(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("ensure-tools: missing prometheus promtool openssl kcat: cannot install them here")
+    assert lines[0].startswith("ensure-tools: missing prometheus promtool openssl kcat curl: cannot install them here")
     assert "will be skipped" in lines[0]
 
 
