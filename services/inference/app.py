@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge
 
 from driftloop.services.inference import http, oip
 from driftloop.services.inference.serving import Server, predict_as
+from driftloop.shared import http as shared_http
 from driftloop.shared.errors import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -189,9 +190,9 @@ class Inference:
 
     async def serve_http(self) -> None:
         s, addr = self.svc.settings, self.svc.common.metrics_addr
-        sock = http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
-        app = http.build_app(self, http.HttpMetrics(self.svc.metrics.registry))
-        self._http = http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
+        sock = shared_http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
+        app = http.build_app(self, shared_http.HttpMetrics(self.svc.metrics.registry))
+        self._http = shared_http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
         self.svc.log.info("http_serving", port=s.http_port, addr=addr)
         await self._http.serve(sockets=[sock])
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.shared.errors import DriftloopError
+from driftloop.shared.http import HttpError
 from driftloop.shared.records import Prediction
 
 NUMERIC = frozenset(
@@ -30,11 +30,8 @@ ID_INPUTS = ("event_id", "entity_id")
 _WINDOWED = re.compile(r"-w[0-9a-f]{8}$")
 
 
-class InferenceError(DriftloopError):
-    """A request the server answers with an error: ``status`` is its HTTP status."""
-
-    code = "invalid_request"
-    status = 400
+class InferenceError(HttpError):
+    """An infer or metadata request answered with an error."""
 
 
 class ShapeMismatch(InferenceError):
@@ -74,11 +71,6 @@ class NotReady(InferenceError):
 class WindowedFeatures(InferenceError):
     code = "windowed_features"
     status = 422
-
-
-class BodyTooLarge(InferenceError):
-    code = "body_too_large"
-    status = 413
 
 
 # --- the documents ----------------------------------------------------------------------------
@@ -138,11 +130,6 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
     parameters: dict[str, Any] | None = None
-
-
-class ErrorBody(BaseModel):
-    error: str
-    code: str
 
 
 class Live(BaseModel):

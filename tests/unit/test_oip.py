@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftloop.services.inference import http, oip
+from driftloop.shared import http as shared_http
 from driftloop.shared.records import Prediction
 
 
@@ -124,7 +125,7 @@ class FakeApi:
 
 
 async def _calls(api: FakeApi, max_bytes: int = 10_000) -> dict[str, httpx.Response]:
-    app = http.BodyLimit(http.build_app(api, http.HttpMetrics(CollectorRegistry())), max_bytes, 5.0)
+    app = shared_http.BodyLimit(http.build_app(api, shared_http.HttpMetrics(CollectorRegistry())), max_bytes, 5.0)
     good = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         out = {

@@ -1,0 +1,198 @@
+"""HTTP beside the stream, on a service's own event loop: FastAPI on uvicorn (no second
+process), JSON errors with a machine-readable code, request counts and durations for
+/metrics, and a guard that bounds every request body in size and time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel
+
+from driftloop.shared.errors import DriftloopError, PortInUse
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class HttpError(DriftloopError):
+    """A request answered with an error: ``status`` is its HTTP status."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class BodyTooLarge(HttpError):
+    code = "body_too_large"
+    status = 413
+
+
+class RequestTimeout(HttpError):
+    code = "request_timeout"
+    status = 408
+
+
+class ErrorBody(BaseModel):
+    error: str
+    code: str
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "driftloop_http_requests_total", "HTTP requests answered", ["route", "code"], registry=registry
+        )
+        self.seconds = Histogram(
+            "driftloop_http_request_duration_seconds",
+            "Time from a request's arrival to its answer",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry,
+        )
+
+
+def error_response(exc: HttpError) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=str(exc), code=exc.code).model_dump(), status_code=exc.status)
+
+
+class BodyLimit:
+    """Refuses a body over ``max_bytes`` (413) before it is read whole, and a client that
+    sends it slower than ``timeout_s`` allows (408): no request holds memory or a slot long."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, 413, BodyTooLarge(f"the body is {int(declared)} bytes; at most {self.max_bytes}"))
+            return
+        seen = 0
+        deadline = time.monotonic() + self.timeout_s
+
+        async def limited() -> Message:
+            nonlocal seen
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise _TooSlow from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except (_TooLarge, _TooSlow) as exc:
+            if started:
+                raise
+            if isinstance(exc, _TooLarge):
+                await self._refuse(send, 413, BodyTooLarge(f"the body is over {self.max_bytes} bytes"))
+            else:
+                await self._refuse(send, 408, RequestTimeout(f"the body did not arrive within {self.timeout_s:.0f} s"))
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, exc: HttpError) -> None:
+        body = ErrorBody(error=str(exc), code=exc.code).model_dump_json().encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def install(app: FastAPI, metrics: HttpMetrics) -> None:
+    """Counts and times every request, and answers errors as ErrorBody: an HttpError with its
+    status, a request that fails validation (malformed JSON included) with 400."""
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        path = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.seconds.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(HttpError)
+    async def http_error(_: Request, exc: HttpError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+        return error_response(HttpError(message))
+
+
+def error_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route answers, each with why."""
+    return {status: {"model": ErrorBody, "description": why} for status, why in described.items()}
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The service's runtime owns SIGTERM and SIGINT: it stops this server among the rest.
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a taken port is a named error (uvicorn would
+    exit the process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(f"the OIP port {host}:{port} is taken or cannot be bound: {exc.strerror}") from None
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def server(app: FastAPI, max_body_bytes: int, body_timeout_s: float) -> uvicorn.Server:
+    config = uvicorn.Config(
+        BodyLimit(app, max_body_bytes, body_timeout_s),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        # A client that keeps a connection idle, or opens too many, is cut off rather than
+        # holding the service's sockets.
+        timeout_keep_alive=5,
+        limit_concurrency=512,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+    return _Server(config)
