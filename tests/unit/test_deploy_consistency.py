@@ -9,7 +9,8 @@ prometheus/prometheus.yml and k8s/*.yaml against ``driftloop.shared.settings``:
   (``env_var_names``), so a misspelt variable cannot silently be ignored;
 * each service's metrics port is its settings default unless the deployment
   overrides it, and compose ports, k8s ports/probes/Services and the Prometheus
-  targets all use that same port;
+  targets all use that same port; so does each HTTP port (inference's OIP), whose k8s
+  readiness and liveness probes are its health endpoints;
 * the CLI accepts ``run NAME`` for every service and rejects unknown names;
 * compose's ``cluster`` profile is three Kafka nodes of the pinned version, replicating
   three times with two in sync, whose voters are the nodes on their controller listeners,
@@ -354,10 +355,11 @@ def test_k8s_deployment(k8s, default_ports, service):
     assert named.get("metrics") == port, (
         f"{what}: container port named 'metrics' is {named.get('metrics')}, expected {port}"
     )
-    probe_port = (container.get("readinessProbe") or {}).get("tcpSocket", {}).get("port")
-    assert probe_port in ("metrics", port), (
-        f"{what}: readinessProbe must be tcpSocket on the metrics port, got {probe_port!r}"
-    )
+    if service not in HTTP_SERVICES:  # those are probed on their HTTP health (below)
+        probe_port = (container.get("readinessProbe") or {}).get("tcpSocket", {}).get("port")
+        assert probe_port in ("metrics", port), (
+            f"{what}: readinessProbe must be tcpSocket on the metrics port, got {probe_port!r}"
+        )
     annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
     assert annotations.get("prometheus.io/scrape") == "true", (
         f'{what}: pod annotation prometheus.io/scrape must be "true"'
@@ -382,6 +384,55 @@ def test_k8s_deployment(k8s, default_ports, service):
         p.get("port") == port and p.get("targetPort", p.get("port")) in ("metrics", port)
         for p in svc["spec"].get("ports") or []
     ), f"{svc_path}: Service {service!r} does not expose metrics port {port}"
+
+
+#: The services with HTTP endpoints, and the paths of their readiness and liveness checks.
+HTTP_SERVICES = {
+    s: paths
+    for s, paths in (("inference", ("/v2/health/ready", "/v2/health/live")),)
+    if "http_port" in SERVICE_SETTINGS[s].model_fields
+}
+
+
+def expected_http_port(service: str, env: dict[str, str | None], where: str) -> int:
+    var = metrics_port_var(service).replace("METRICS_PORT", "HTTP_PORT")
+    if var not in env:
+        with pytest.MonkeyPatch.context() as mp:
+            for name in env_var_names():
+                mp.delenv(name, raising=False)
+            return int(SERVICE_SETTINGS[service]().http_port)  # type: ignore[attr-defined]
+    value = env[var]
+    assert value is not None and str(value).isdigit(), f"{where}: {var} must be a literal port number, got {value!r}"
+    return int(value)
+
+
+@pytest.mark.parametrize("service", sorted(HTTP_SERVICES))
+def test_compose_http_port(compose, service):
+    svc = compose["services"][service]
+    where = f"{rel(COMPOSE_FILE)}: service {service!r}"
+    port = expected_http_port(service, compose_env(service, svc), where)
+    assert port in compose_container_ports(svc), f"{where}: HTTP port {port} is not in its ports/expose"
+
+
+@pytest.mark.parametrize("service", sorted(HTTP_SERVICES))
+def test_k8s_http_port_probes_and_service(k8s, service):
+    path, dep = k8s_by_kind(k8s, "Deployment")[service]
+    what = f"{path}: Deployment {service!r}"
+    container = only_container(path, dep)
+    port = expected_http_port(service, k8s_env(k8s, path, container), what)
+    named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+    assert named.get("http") == port, f"{what}: container port named 'http' is {named.get('http')}, expected {port}"
+    ready_path, live_path = HTTP_SERVICES[service]
+    for probe, want in (("readinessProbe", ready_path), ("livenessProbe", live_path)):
+        get = (container.get(probe) or {}).get("httpGet") or {}
+        assert get.get("path") == want and get.get("port") in ("http", port), (
+            f"{what}: {probe} must be httpGet {want} on the http port, got {get}"
+        )
+    svc_path, svc = k8s_by_kind(k8s, "Service")[service]
+    assert any(
+        p.get("port") == port and p.get("targetPort", p.get("port")) in ("http", port)
+        for p in svc["spec"].get("ports") or []
+    ), f"{svc_path}: Service {service!r} does not expose HTTP port {port}"
 
 
 @pytest.mark.parametrize("service", ["inference", "retraining"])
