@@ -142,9 +142,10 @@ class Stack:
         }
         if self.ports[instance]:
             env[port_var] = str(self.ports[instance])
-        if service == "inference" and replica:
-            # Each instance serves OIP on a port of its own; the first keeps the configured one.
-            env["DRIFTLOOP_INFERENCE_HTTP_PORT"] = str(self.http_ports.setdefault(instance, free_port()))
+        http_var = f"DRIFTLOOP_{service.upper()}_HTTP_PORT"
+        if service in ("inference", "ingestion") and replica and self.env.get(http_var) != "0":
+            # Each instance serves HTTP (OIP, ingest) on a port of its own; the first keeps the configured one.
+            env[http_var] = str(self.http_ports.setdefault(instance, free_port()))
         self.procs[instance] = subprocess.Popen(
             [sys.executable, "-m", "driftloop.cli", "run", service],
             env=env,
@@ -244,10 +245,14 @@ def _metric_is_one(port: int, name: str) -> bool:
 
 
 def demo_env() -> dict[str, str]:
-    """Free metrics ports (and inference's OIP port), so a demo runs beside anything else on
-    the machine."""
+    """Free metrics ports (and the HTTP ports of inference and ingestion), so a demo runs beside
+    anything else on the machine."""
     ports = {f"DRIFTLOOP_{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES}
-    return {**ports, "DRIFTLOOP_INFERENCE_HTTP_PORT": str(free_port())}
+    return {
+        **ports,
+        "DRIFTLOOP_INFERENCE_HTTP_PORT": str(free_port()),
+        "DRIFTLOOP_INGESTION_HTTP_PORT": str(free_port()),
+    }
 
 
 def up(replicas: dict[str, int] | None = None) -> int:

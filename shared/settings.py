@@ -244,6 +244,12 @@ class IngestionSettings(ServiceSettings):
     dedup_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     # A data contract file (YAML or JSON, services/ingestion/contract.py); unset = none.
     contract: str = ""
+    # HTTP ingest, POST /v1/events and /v1/labels (0: off), bound to DRIFTLOOP_METRICS_ADDR.
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    http_max_body_bytes: int = Field(default=1_000_000, gt=0)
+    http_max_records: int = Field(default=10_000, gt=0)
+    # A request body must have arrived whole within this.
+    http_body_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class FeaturesSettings(ServiceSettings):

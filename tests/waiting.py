@@ -4,12 +4,16 @@ integration and e2e tests: poll for a condition, never sleep for a guessed time.
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -135,3 +139,18 @@ def count_duplicates(records: list[dict[str, Any]], *fields: str) -> int:
     """Records beyond the first with the same event_id (and the same ``fields``)."""
     counts = Counter((r["event_id"], *(r[f] for f in fields)) for r in records)
     return sum(c - 1 for c in counts.values())
+
+
+def readme_curls(title: str, count: int, readme_port: int, port: int) -> list[str]:
+    """The ``count`` curl commands of the bash block under the README's ``### title``, pointed
+    at ``port`` instead of ``readme_port``, failing on an HTTP error but printing its body."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (scripts/ensure-tools installs it)")
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split(f"\n### {title}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = re.split(r"\n(?=curl )", block.strip())
+    assert len(commands) == count and all(c.startswith("curl ") for c in commands), commands
+    return [
+        c.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port}").replace("curl -s", "curl -sS --fail-with-body")
+        for c in commands
+    ]

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from prometheus_client import Counter
 
+from driftloop.services.ingestion import http
 from driftloop.services.ingestion.contract import Contract
 from driftloop.services.ingestion.dedup import Deduplicator
 from driftloop.services.ingestion.validate import Limits, Validator, decode, validate_event, validate_label
+from driftloop.shared import http as shared_http
 from driftloop.shared.errors import DuplicateEvent
 from driftloop.shared.runtime import Context, Service, run_service
 from driftloop.shared.settings import IngestionSettings
 from driftloop.shared.topics import EVENTS_CLEAN, EVENTS_RAW, LABELS_CLEAN, LABELS_RAW, Topic
 
 SERVICE = "ingestion"
+#: How long a stop waits for the HTTP requests in flight to be answered.
+HTTP_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,9 @@ class Pipeline:
         self.check = check
         self.limits = Limits(svc.settings.max_record_bytes, int(svc.settings.max_lateness_s * 1000))
         self.dedup = Deduplicator(svc.store(f"seen-{self.record.lower()}"), int(svc.settings.dedup_ttl_s * 1000))
+        self.source = source
+        #: What HTTP ingest judges a posted record by: parse's functions, then handle's contract.
+        self.checks = http.Checks(self.record, validate, self.limits, svc.serde, check)
         svc.on(source, self.handle, decode=self.parse)
 
     def parse(self, message: ConsumerRecord) -> Parsed:
@@ -80,6 +92,7 @@ class Pipeline:
 
 class Ingestion:
     def __init__(self, svc: Service[IngestionSettings]) -> None:
+        self.svc = svc
         # ConfigError on a missing or malformed contract, before any record is read.
         contract = Contract.load(Path(svc.settings.contract)) if svc.settings.contract else None
         self.events = Pipeline(
@@ -88,6 +101,80 @@ class Ingestion:
         self.labels = Pipeline(
             svc, LABELS_RAW, LABELS_CLEAN, validate_label, contract.check_label if contract else None
         )
+        self.pipelines: dict[http.Kind, Pipeline] = {"events": self.events, "labels": self.labels}
+        self.http_records = Counter(
+            "driftloop_http_ingest_records_total",
+            "Records posted over HTTP: accepted, rejected (written to be dead-lettered) or not written",
+            ["kind", "status"],
+            registry=svc.metrics.registry,
+        )
+        for kind in self.pipelines:
+            for status in ("accepted", "rejected", "unwritten"):
+                self.http_records.labels(kind, status)
+        self._http: Any = None
+        self._http_done = asyncio.Event()
+        self._stopping = False
+        if svc.settings.http_port:
+            svc.task(self.serve_http)
+            svc.on_shutdown(self.stop_http)
+
+    # --- HTTP ingest (services/ingestion/http.py) ----------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._http is not None and bool(self._http.started) and not self._stopping
+
+    @property
+    def max_records(self) -> int:
+        return self.svc.settings.http_max_records
+
+    def checks(self, kind: http.Kind) -> http.Checks:
+        return self.pipelines[kind].checks
+
+    async def produce(self, kind: http.Kind, records: Sequence[http.Screened]) -> None:
+        # Through the raw topic, invalid records included: the stream then ingests or
+        # dead-letters each as it does any producer's, so the two paths cannot differ.
+        topic = self.pipelines[kind].source
+        sent = await asyncio.gather(
+            *(self.svc.publisher.send_bytes(topic, r.key, r.data) for r in records), return_exceptions=True
+        )
+        failed = [exc for exc in sent if isinstance(exc, BaseException)]
+        if failed:
+            self.http_records.labels(kind, "unwritten").inc(len(failed))
+            self.svc.log.error("http_ingest_unwritten", kind=kind, count=len(failed), error=repr(failed[0])[:300])
+            raise http.NotDelivered(
+                f"{len(failed)} of {len(records)} records were not written to {topic.short}: "
+                f"{type(failed[0]).__name__}; send the request again"
+            )
+        rejected = sum(r.error is not None for r in records)
+        self.http_records.labels(kind, "accepted").inc(len(records) - rejected)
+        if rejected:
+            self.http_records.labels(kind, "rejected").inc(rejected)
+
+    async def serve_http(self) -> None:
+        s, addr = self.svc.settings, self.svc.common.metrics_addr
+        sock = shared_http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
+        # Accepted connections inherit it: asyncio sets it only on sockets made with
+        # IPPROTO_TCP, and without it Nagle's algorithm holds each answer's last segment
+        # until the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        app = http.build_app(self, shared_http.HttpMetrics(self.svc.metrics.registry))
+        self._http = shared_http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
+        self.svc.log.info("http_serving", port=s.http_port, addr=addr)
+        try:
+            await self._http.serve(sockets=[sock])
+        finally:
+            self._http_done.set()
+
+    async def stop_http(self) -> None:
+        self._stopping = True  # ready answers 503 from here on
+        if self._http is None:
+            return
+        self._http.should_exit = True
+        # The requests in flight are answered while the producer still runs: a record that
+        # is written gets its 202.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._http_done.wait(), HTTP_STOP_TIMEOUT_S)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from waiting import read_values, wait_until
+from waiting import read_values, readme_curls, wait_until
 
 from driftloop.bench import _slice_models, _version
 from driftloop.runner import Stack
@@ -41,20 +39,6 @@ def _rows(n: int, event_ids: list[str] | None = None) -> dict[str, Any]:
     if event_ids is not None:
         inputs.append({"name": "event_id", "shape": [n], "datatype": "BYTES", "data": event_ids})
     return {"id": "req-1", "inputs": inputs}
-
-
-def _readme_curls(port: int) -> list[str]:
-    """The curl commands of the README's OIP section, pointed at ``port``."""
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed (scripts/ensure-tools installs it)")
-    text = (Path(__file__).parents[2] / "README.md").read_text()
-    block = text.split("### Request-response serving (OIP v2)", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-    commands = re.split(r"\n(?=curl )", block.strip())
-    assert len(commands) == 3 and all(c.startswith("curl ") for c in commands), commands
-    return [
-        c.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("curl -s", "curl -sS --fail-with-body")
-        for c in commands
-    ]
 
 
 def _publish(bootstrap: str, topics: Topics, serde: Serde, records: list[dict[str, Any]]) -> None:
@@ -90,7 +74,8 @@ def test_oip_infer_follows_swaps_publishes_and_closes_the_loop(
             }
 
             # The README's curl examples, as written, against this service's port.
-            for command in _readme_curls(int(service_env["DRIFTLOOP_INFERENCE_HTTP_PORT"])):
+            port = int(service_env["DRIFTLOOP_INFERENCE_HTTP_PORT"])
+            for command in readme_curls("Request-response serving (OIP v2)", 3, 8080, port):
                 res = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
                 assert res.returncode == 0, (command, res.stderr)
                 answer_json = json.loads(res.stdout)
