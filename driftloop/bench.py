@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
@@ -225,6 +226,88 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
             yield topics.name(FEATURES), entity.encode(), serde.encode(FEATURES, vector)
 
     return records
+
+
+def http_ingest(bootstrap: str, out_dir: Path, dataset: Dataset, n: int, batch: int = 100) -> dict[str, float]:
+    """Ingestion alone: ``n`` events posted to POST /v1/events in bodies of ``batch`` records,
+    one request at a time (each answered once its records are on events.raw), and the same
+    JSON records produced with aiokafka to events.raw, ``batch`` at a time, each batch waited
+    for (acks=all, linger 0, as the service's own producer), while the service consumes both."""
+    port = free_port()
+    env = _phase_env(
+        bootstrap,
+        "http-ingest",
+        DRIFTLOOP_INGESTION_METRICS_PORT=str(free_port()),
+        DRIFTLOOP_INGESTION_HTTP_PORT=str(port),
+    )
+    topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], CommonSettings().partitions)
+    rows = cycled(dataset, n).rows
+    now = int(time.time() * 1000)
+
+    def records(prefix: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (
+                f"e{i % 97}".encode(),
+                json.dumps(
+                    {"event_id": f"{prefix}-{i}", "entity_id": f"e{i % 97}", "event_time": now, "fields": fields}
+                ).encode(),
+            )
+            for i, (fields, _) in enumerate(rows)
+        ]
+
+    def post_all(conn: http.client.HTTPConnection, recs: list[tuple[bytes, bytes]]) -> None:
+        for i in range(0, len(recs), batch):
+            conn.request("POST", "/v1/events", b"[" + b",".join(v for _, v in recs[i : i + batch]) + b"]")
+            res = conn.getresponse()
+            body = res.read()
+            if res.status != 202:
+                raise RuntimeError(f"HTTP ingest answered {res.status}: {body[:300]!r}")
+
+    async def produce_all_batched(recs: list[tuple[bytes, bytes]]) -> float:
+        prod = producer(bootstrap, linger_ms=0, enable_idempotence=CommonSettings().idempotent_producers)
+        await prod.start()
+        try:
+            topic = topics.name(EVENTS_RAW)
+            await prod.partitions_for(topic)  # metadata fetched before the clock
+            started = time.perf_counter()
+            for i in range(0, len(recs), batch):
+                futures = [await prod.send(topic, value, key=key) for key, value in recs[i : i + batch]]
+                await asyncio.gather(*futures)
+            return len(recs) / (time.perf_counter() - started)
+        finally:
+            await prod.stop()
+
+    over_http, over_kafka = records("h"), records("k")
+    with Stack(env=env, log_dir=out_dir / "logs", services=("ingestion",)) as stack:
+        stack.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.request("GET", "/v1/health/ready")
+                    res = conn.getresponse()
+                    res.read()
+                    if res.status == 200:
+                        break
+                except OSError:
+                    conn.close()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("HTTP ingest not ready within 30 s")
+                time.sleep(0.2)
+            post_all(conn, records("warm")[: 5 * batch])  # the connection and the service's first sends
+            started = time.perf_counter()
+            post_all(conn, over_http)
+            http_rate = n / (time.perf_counter() - started)
+        finally:
+            conn.close()
+        kafka_rate = asyncio.run(produce_all_batched(over_kafka))
+        stack.check()
+    return {
+        "http_ingest_events_per_second": http_rate,
+        "aiokafka_produce_events_per_second": kafka_rate,
+        "http_ingest_ratio_to_aiokafka": http_rate / kafka_rate,
+    }
 
 
 def trained_model(dataset: Dataset, spec: str, seed: int) -> Any:
@@ -634,6 +717,10 @@ def run_bench(
             res["ingest_features_events_per_second"] / res["passthrough_events_per_second"]
         )
 
+        n_http = min(len(dataset.rows), 5000)
+        say(f"HTTP ingest: {n_http} events posted 100 a request, and produced 100 a batch with aiokafka")
+        res.update(http_ingest(bootstrap, out / "http-ingest", dataset, n_http))
+
         say(f"inference alone over {len(dataset.rows)} feature vectors, and a bare predict loop")
         model = trained_model(dataset, "logreg", 42)
         res["bare_predict_events_per_second"] = bare_predict(dataset, model)
@@ -711,6 +798,9 @@ ROWS = (
     ("swaps_in_latency_run", "model swaps during the paced run"),
     ("ingest_features_events_per_second", "ingestion + features alone, 4 partitions"),
     ("ingest_features_ratio_to_passthrough", "ingestion + features / passthrough"),
+    ("http_ingest_events_per_second", "POST /v1/events, 100 records a request, one at a time (ingestion alone)"),
+    ("aiokafka_produce_events_per_second", "the same records produced with aiokafka to events.raw, 100 a batch"),
+    ("http_ingest_ratio_to_aiokafka", "HTTP ingest / aiokafka produce"),
     ("inference_events_per_second", "inference alone, trained logreg champion"),
     ("bare_predict_events_per_second", "the same model in a bare predict loop"),
     ("inference_ratio_to_bare_predict", "inference alone / bare predict"),
