@@ -69,7 +69,9 @@ def error_response(exc: HttpError) -> JSONResponse:
 
 class BodyLimit:
     """Refuses a body over ``max_bytes`` (413) before it is read whole, and a client that
-    sends it slower than ``timeout_s`` allows (408): no request holds memory or a slot long."""
+    sends it slower than ``timeout_s`` allows (408): no request holds memory or a slot long.
+    Past the limit the app is told the client left; whatever it answers then (Starlette's
+    error middleware would answer 500) is dropped for the refusal."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
@@ -80,68 +82,85 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send, 413, BodyTooLarge(f"the body is {int(declared)} bytes; at most {self.max_bytes}"))
+            await self._refuse(send, BodyTooLarge(f"the body is {int(declared)} bytes; at most {self.max_bytes}"))
             return
         seen = 0
         deadline = time.monotonic() + self.timeout_s
+        refusal: HttpError | None = None
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise _TooSlow from None
-            if message["type"] == "http.request":
+            nonlocal seen, refusal
+            if refusal is None:
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    refusal = RequestTimeout(f"the body did not arrive within {self.timeout_s:.0f} s")
+                    return {"type": "http.disconnect"}
+                if message["type"] != "http.request":
+                    return message
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        started = False
+                if seen <= self.max_bytes:
+                    return message
+                refusal = BodyTooLarge(f"the body is over {self.max_bytes} bytes")
+            return {"type": "http.disconnect"}
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if refusal is not None and not started:
+                return  # the app's answer to a body it never got whole
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited, tracked)
-        except (_TooLarge, _TooSlow) as exc:
-            if started:
+        except Exception:
+            if refusal is None or started:
                 raise
-            if isinstance(exc, _TooLarge):
-                await self._refuse(send, 413, BodyTooLarge(f"the body is over {self.max_bytes} bytes"))
-            else:
-                await self._refuse(send, 408, RequestTimeout(f"the body did not arrive within {self.timeout_s:.0f} s"))
+        if refusal is not None and not started:
+            await self._refuse(send, refusal)
 
     @staticmethod
-    async def _refuse(send: Send, status: int, exc: HttpError) -> None:
+    async def _refuse(send: Send, exc: HttpError) -> None:
         body = ErrorBody(error=str(exc), code=exc.code).model_dump_json().encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class Measure:
+    """Counts and times each request by its route (a plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware costs a task and a stream per request)."""
 
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app, self.metrics = app, metrics
 
-class _TooSlow(Exception):
-    pass
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.seconds.labels(path).observe(time.perf_counter() - started)
 
 
 def install(app: FastAPI, metrics: HttpMetrics) -> None:
     """Counts and times every request, and answers errors as ErrorBody: an HttpError with its
     status, a request that fails validation (malformed JSON included) with 400."""
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        path = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.seconds.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Measure, metrics=metrics)
 
     @app.exception_handler(HttpError)
     async def http_error(_: Request, exc: HttpError) -> JSONResponse:
@@ -171,13 +190,16 @@ def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so that a taken port is a named error (uvicorn would
     exit the process)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets' connections, and
+    # without it each answer's last segment waits for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise PortInUse(f"the OIP port {host}:{port} is taken or cannot be bound: {exc.strerror}") from None
+        raise PortInUse(f"the HTTP port {host}:{port} is taken or cannot be bound: {exc.strerror}") from None
     sock.listen(512)
     sock.setblocking(False)
     return sock

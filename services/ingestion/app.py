@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,10 +153,6 @@ class Ingestion:
     async def serve_http(self) -> None:
         s, addr = self.svc.settings, self.svc.common.metrics_addr
         sock = shared_http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
-        # Accepted connections inherit it: asyncio sets it only on sockets made with
-        # IPPROTO_TCP, and without it Nagle's algorithm holds each answer's last segment
-        # until the client's delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         app = http.build_app(self, shared_http.HttpMetrics(self.svc.metrics.registry))
         self._http = shared_http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
         self.svc.log.info("http_serving", port=s.http_port, addr=addr)

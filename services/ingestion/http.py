@@ -20,9 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from driftloop.services.ingestion.validate import Limits, Validator, decode
-from driftloop.shared import http as shared_http
 from driftloop.shared.errors import InvalidRecord
-from driftloop.shared.http import BodyTooLarge, HttpError, HttpMetrics, RequestTimeout, error_responses, install
+from driftloop.shared.http import HttpError, HttpMetrics, error_responses, install
 from driftloop.shared.serde import Serde
 
 Kind = Literal["events", "labels"]
@@ -250,22 +249,6 @@ _BODY = {
 }
 
 
-async def read_body(request: Request) -> bytes:
-    """The body, or the guard's 413 or 408 as a named error. shared/http.py's BodyLimit raises
-    from ``receive`` to answer them itself, but Starlette's error middleware would answer 500
-    first (a chunked body over the limit, a body too slow; a BaseHTTPMiddleware also wraps the
-    exception in a group): the route names it, and the app's handler answers it."""
-    try:
-        return await request.body()
-    except BaseException as exc:
-        found = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
-        if any(isinstance(e, shared_http._TooLarge) for e in found):
-            raise BodyTooLarge("the body is over the size limit") from None
-        if any(isinstance(e, shared_http._TooSlow) for e in found):
-            raise RequestTimeout("the body did not arrive within the time limit") from None
-        raise
-
-
 def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
     app = FastAPI(
         title="driftloop ingestion",
@@ -291,7 +274,7 @@ def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
     async def ingest(kind: Kind, request: Request) -> JSONResponse:
         if not api.ready:
             raise NotReady("the service is stopping")
-        body = await read_body(request)
+        body = await request.body()
         checks, now = api.checks(kind), int(time.time() * 1000)
         records = [screen(data, checks, now) for data in split_body(body, api.max_records)]
         await api.produce(kind, records)

@@ -4,6 +4,7 @@ the endpoints' answers to good and bad requests, through the ASGI app in-process
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -124,6 +125,25 @@ class FakeApi:
         )
 
 
+async def _chunks(chunk: bytes, n: int, pause_s: float = 0.0) -> AsyncIterator[bytes]:
+    """A body without a declared length, sent in ``n`` chunks."""
+    for _ in range(n):
+        await asyncio.sleep(pause_s)
+        yield chunk
+
+
+def test_a_body_slower_than_the_timeout_is_answered_408() -> None:
+    async def run() -> httpx.Response:
+        app = shared_http.BodyLimit(
+            http.build_app(FakeApi(), shared_http.HttpMetrics(CollectorRegistry())), 10_000, 0.2
+        )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.post("/v2/models/m/infer", content=_chunks(b"{", 5, pause_s=0.1))
+
+    answer = asyncio.run(run())
+    assert answer.status_code == 408 and answer.json()["code"] == "request_timeout"
+
+
 async def _calls(api: FakeApi, max_bytes: int = 10_000) -> dict[str, httpx.Response]:
     app = shared_http.BodyLimit(http.build_app(api, shared_http.HttpMetrics(CollectorRegistry())), max_bytes, 5.0)
     good = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
@@ -143,6 +163,9 @@ async def _calls(api: FakeApi, max_bytes: int = 10_000) -> dict[str, httpx.Respo
                 "/v2/models/m/infer", json={"inputs": [{"name": "b", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
             ),
             "too large": await c.post("/v2/models/m/infer", content=b"x" * (max_bytes + 1)),
+            "too large, chunked": await c.post(
+                "/v2/models/m/infer", content=_chunks(b"x" * 1000, max_bytes // 1000 + 2)
+            ),
             "openapi": await c.get("/openapi.json"),
         }
     return out
@@ -161,5 +184,6 @@ def test_the_endpoints_answer_with_status_and_code() -> None:
         ("unknown input", "unknown_input"),
     ):
         assert calls[what].status_code == 400 and calls[what].json()["code"] == code, (what, calls[what].text)
-    assert calls["too large"].status_code == 413 and calls["too large"].json()["code"] == "body_too_large"
+    for what in ("too large", "too large, chunked"):
+        assert calls[what].status_code == 413 and calls[what].json()["code"] == "body_too_large", calls[what].text
     assert "/v2/models/{name}/infer" in calls["openapi"].json()["paths"]
