@@ -36,6 +36,7 @@ from typing import Any
 from driftloop.demo import run_demo
 from driftloop.runner import SCALABLE_SERVICES, Stack
 from driftloop.services.monitoring.core import Monitor
+from driftloop.serving_bench import oip_latency
 from driftloop.shared.broker import Broker, free_port, start_local_broker
 from driftloop.shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
 from driftloop.shared.modelspec import BINARY, REGRESSION, build_model, infer_task, predict, same_class, spec_for_task
@@ -56,6 +57,8 @@ from driftloop.streams import Dataset, load_dataset, monitoring_stream, numeric
 from driftloop.summary import accuracy, bare_prequential, errors_of, mae, percentile, prediction_gaps_ms, rmse
 
 WARM_UP_EVENTS = 3000
+OIP_REQUESTS_PER_SECOND = 500
+OIP_SECONDS = 10.0
 
 
 def _phase_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
@@ -747,6 +750,27 @@ def run_bench(
             )
         )
 
+        oip_s = min(OIP_SECONDS, max(2.0, len(dataset.rows) / offered_rate))
+        say(f"OIP infer: {OIP_REQUESTS_PER_SECOND}/s one-row requests for {oip_s:.0f} s, alone and beside the stream")
+        for stream_rate in (0.0, offered_rate):
+            oip = oip_latency(
+                bootstrap,
+                out / f"oip-{stream_rate:.0f}",
+                serde,
+                dataset,
+                model,
+                request_rate=OIP_REQUESTS_PER_SECOND,
+                stream_rate=stream_rate,
+                seconds=oip_s,
+            )
+            if stream_rate:
+                res.update(oip)
+            else:
+                res.update(
+                    oip_alone_p50_latency_ms=oip["oip_p50_latency_ms"],
+                    oip_alone_p99_latency_ms=oip["oip_p99_latency_ms"],
+                )
+
         n_mon = min(len(dataset.rows), 5000)
         say(f"monitoring: {n_mon} predictions with 6 features, service and bare core")
         stream = monitoring_stream(
@@ -801,6 +825,15 @@ ROWS = (
     ("http_ingest_events_per_second", "POST /v1/events, 100 records a request, one at a time (ingestion alone)"),
     ("aiokafka_produce_events_per_second", "the same records produced with aiokafka to events.raw, 100 a batch"),
     ("http_ingest_ratio_to_aiokafka", "HTTP ingest / aiokafka produce"),
+    ("oip_requests_per_second_offered", "OIP v2 infer requests a second, one row each, from a load client here"),
+    ("oip_stream_events_per_second", "events a second streamed meanwhile through ingestion, features and inference"),
+    ("oip_p50_latency_ms", "OIP v2 infer beside that stream: request sent -> answer read, p50"),
+    ("oip_p99_latency_ms", "the same, p99 (target: under 5 ms)"),
+    ("oip_errors", "OIP requests not answered 200 in that run"),
+    ("oip_alone_p50_latency_ms", "the same requests with no stream beside them: p50"),
+    ("oip_alone_p99_latency_ms", "the same, p99"),
+    ("bare_predict_p50_ms", "a bare River predict of the same rows, per call: p50"),
+    ("bare_predict_p99_ms", "the same, p99"),
     ("inference_events_per_second", "inference alone, trained logreg champion"),
     ("bare_predict_events_per_second", "the same model in a bare predict loop"),
     ("inference_ratio_to_bare_predict", "inference alone / bare predict"),

@@ -39,6 +39,12 @@ FIGURES = (
     "inference_p99_latency_ms",
     "inference_swap_pause_ms",
     "inference_swaps",
+    "oip_p50_latency_ms",
+    "oip_p99_latency_ms",
+    "oip_alone_p99_latency_ms",
+    "bare_predict_p50_ms",
+    "http_ingest_events_per_second",
+    "aiokafka_produce_events_per_second",
 )
 
 
