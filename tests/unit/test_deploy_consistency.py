@@ -9,7 +9,7 @@ prometheus/prometheus.yml and k8s/*.yaml against ``driftloop.shared.settings``:
   (``env_var_names``), so a misspelt variable cannot silently be ignored;
 * each service's metrics port is its settings default unless the deployment
   overrides it, and compose ports, k8s ports/probes/Services and the Prometheus
-  targets all use that same port; so does each HTTP port (inference's OIP), whose k8s
+  targets all use that same port; so does each HTTP port (inference's OIP, ingestion's HTTP ingest), whose k8s
   readiness and liveness probes are its health endpoints;
 * the CLI accepts ``run NAME`` for every service and rejects unknown names;
 * compose's ``cluster`` profile is three Kafka nodes of the pinned version, replicating
@@ -388,9 +388,8 @@ def test_k8s_deployment(k8s, default_ports, service):
 
 #: The services with HTTP endpoints, and the paths of their readiness and liveness checks.
 HTTP_SERVICES = {
-    s: paths
-    for s, paths in (("inference", ("/v2/health/ready", "/v2/health/live")),)
-    if "http_port" in SERVICE_SETTINGS[s].model_fields
+    "inference": ("/v2/health/ready", "/v2/health/live"),
+    "ingestion": ("/v1/health/ready", "/v1/health/live"),
 }
 
 
