@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -154,3 +156,20 @@ def readme_curls(title: str, count: int, readme_port: int, port: int) -> list[st
         c.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port}").replace("curl -s", "curl -sS --fail-with-body")
         for c in commands
     ]
+
+
+def fuzz_openapi(base: str, tmp_path: Path, path_parameters: dict[str, str] | None = None) -> int:
+    """schemathesis against the OpenAPI document at ``base``/openapi.json: fails on any 5xx or
+    an answer slower than 5 s; returns how many requests it generated (each one passed).
+    ``path_parameters`` fixes path parameters (a model's name), or most requests stop at 404."""
+    config = tmp_path / "schemathesis.toml"
+    fixed = "".join(f'"path.{k}" = "{v}"\n' for k, v in (path_parameters or {}).items())
+    config.write_text(f"[parameters]\n{fixed}" if fixed else "")
+    command = [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "run", f"{base}/openapi.json"]
+    command += ["--checks", "not_a_server_error", "--max-examples", "40", "--seed", "7"]
+    command += ["--request-timeout", "10", "--max-response-time", "5"]
+    fuzz = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert fuzz.returncode == 0, fuzz.stdout[-4000:] + fuzz.stderr[-2000:]
+    counts = re.search(r"(\d+) generated, (\d+) passed", fuzz.stdout)
+    assert counts and counts[1] == counts[2], fuzz.stdout[-1500:]
+    return int(counts[1])

@@ -39,6 +39,8 @@ from driftloop.shared.runtime.service import Service
 from driftloop.shared.state import StateStore
 
 MAX_UNSETTLED = 4  # batches handled but not yet delivered and committed
+#: Under exactly-once, batches not yet committed whatever their size (see _held_back).
+MAX_UNSETTLED_BATCHES = 64
 #: What a batch owes, by task (input partition): its output and changelog records.
 ByTask = dict[int, list[OutRecord]]
 
@@ -206,6 +208,7 @@ class _Batch:
     def __init__(self, checkpointer: TransactionalCheckpointer, held: int, tasks: int) -> None:
         self._checkpointer, self.held, self.waiting = checkpointer, held, tasks
         checkpointer.unsettled += 1
+        checkpointer.unsettled_records += held
         checkpointer._inflight_batches.inc()
         checkpointer._inflight_records.inc(held)
         if tasks == 0:
@@ -216,6 +219,7 @@ class _Batch:
         self.waiting -= 1
         if self.waiting == 0:
             self._checkpointer.unsettled -= 1
+            self._checkpointer.unsettled_records -= self.held
             self._checkpointer._inflight_batches.dec()
             self._checkpointer._inflight_records.dec(self.held)
 
@@ -244,7 +248,8 @@ class TransactionalCheckpointer:
     flight, and the loop goes on to the next batch meanwhile; a task begins a transaction at
     most every ``transaction_interval_s``, and what the batches handled meanwhile owe goes into
     its next one. A busy task commits fewer, larger transactions; a quiet one, one per batch.
-    Past MAX_UNSETTLED batches that some task has not committed yet, the loop waits."""
+    Past MAX_UNSETTLED full batches' worth of input records that some task has not committed
+    yet, the loop waits."""
 
     def __init__(
         self,
@@ -257,8 +262,9 @@ class TransactionalCheckpointer:
         self._fail = fail
         self._tasks: dict[int, _Task] = {}
         self._failure: TransactionFailed | None = None
-        #: Batches some task has not committed yet.
+        #: Batches some task has not committed yet, and the input records they hold.
         self.unsettled = 0
+        self.unsettled_records = 0
         #: Set whenever a transaction ends (committed or not): a loop held back waits on it.
         self._progress = asyncio.Event()
         self._partitioner = Partitioner()
@@ -311,10 +317,17 @@ class TransactionalCheckpointer:
             task.batches.append(batch)
             if task.flight is None or task.flight.done():
                 task.flight = asyncio.create_task(self._transact(task))
-        while self.unsettled > MAX_UNSETTLED and self._failure is None:
+        while self._held_back() and self._failure is None:
             self._progress.clear()
             await self._progress.wait()
         self._raise_if_failed()
+
+    def _held_back(self) -> bool:
+        # Bounded by records, as many as MAX_UNSETTLED full batches: a paced stream's batches
+        # are small, and a bound by their count would let a task's transaction interval
+        # throttle the loop.
+        limit = MAX_UNSETTLED * self.svc.settings.batch_size
+        return self.unsettled_records > limit or self.unsettled > MAX_UNSETTLED_BATCHES
 
     async def _transact(self, task: _Task) -> None:
         """Commit what the task owes, a transaction at a time, until it owes nothing. It never

@@ -29,7 +29,7 @@ from waiting import metric_value, scrape_metrics, wait_drained, wait_until
 from driftloop.replay import replay
 from driftloop.runner import Stack
 from driftloop.shared.kafka import read_topic
-from driftloop.shared.runtime.checkpoint import MAX_UNSETTLED
+from driftloop.shared.runtime.checkpoint import MAX_UNSETTLED, MAX_UNSETTLED_BATCHES
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import ServiceSettings
 from driftloop.shared.topics import (
@@ -305,7 +305,9 @@ def test_a_stopped_downstream_service_does_not_grow_the_upstream_ones(
     assert consumed_after - consumed_before >= n, (consumed_before, consumed_after)
     assert peak["inference"][0] > 0, "no batch of the backlog was ever seen in flight"
     for name, (records, batches, _) in peak.items():
-        assert records <= bound and batches <= MAX_UNSETTLED + 1, (name, peak[name])
+        # Under exactly-once the records are the bound: small batches may be more (shared/runtime/checkpoint.py).
+        most = MAX_UNSETTLED_BATCHES if service_env["DRIFTLOOP_BROKER_ENGINE"] == "kafka" else MAX_UNSETTLED
+        assert records <= bound and batches <= most + 1, (name, peak[name])
     # Half the stream lies between those quarters, 20k events and their labels: held as
     # Python records (~1 kB each decoded) a buffer of the backlog would add ~20 MB.
     assert all(g < 10.0 for g in growth.values()), growth

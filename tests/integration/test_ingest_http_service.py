@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from waiting import read_values, readme_curls, wait_until
+from waiting import fuzz_openapi, read_values, readme_curls, wait_until
 
 from driftloop.bench import _slice_models, _version
 from driftloop.runner import Stack
@@ -169,6 +169,9 @@ def test_http_ingest_flows_through_the_stream_and_dead_letters_as_kafka_does(
             slow = _slow_body(port)
             assert slow.startswith(b"HTTP/1.1 408") and b"request_timeout" in slow, slow
             assert client.get("/v1/health/ready").status_code == 200, "bad requests stopped the server"
+            # Generated requests from the OpenAPI document: no 5xx, no crash, no stall.
+            assert fuzz_openapi(f"http://127.0.0.1:{port}", tmp_path) >= 50
+            assert client.get("/v1/health/ready").status_code == 200, "generated requests stopped the server"
             last = {"event_id": "h-last", "entity_id": "c1", "event_time": now, "fields": rows[1][0]}
             assert client.post("/v1/events", json=last).status_code == 202
 

@@ -134,17 +134,30 @@ async def _the_loop_is_held_back_past_max_unsettled_owed_batches() -> None:
     gate, failures = asyncio.Event(), []
     cp, _ = _checkpointer(gate, failures)
     await cp.own({0})
-    # MAX_UNSETTLED batches not yet committed (the first in flight, the others owed) do not
-    # hold the loop back; one more does.
+    full = cp.svc.settings.batch_size
+    # MAX_UNSETTLED full batches not yet committed (the first in flight, the others owed) do
+    # not hold the loop back; one more does.
     for offset in range(1, MAX_UNSETTLED + 1):
-        await asyncio.wait_for(cp.checkpoint(*_batch(0, 1, offset), held=1), timeout=1)
-    held_back = asyncio.create_task(cp.checkpoint(*_batch(0, 1, 99), held=1))
+        await asyncio.wait_for(cp.checkpoint(*_batch(0, 1, offset), held=full), timeout=1)
+    held_back = asyncio.create_task(cp.checkpoint(*_batch(0, 1, 99), held=full))
     await asyncio.sleep(0.05)
-    assert not held_back.done(), "more than MAX_UNSETTLED batches in flight did not hold the loop back"
+    assert not held_back.done(), "more than MAX_UNSETTLED full batches in flight did not hold the loop back"
     gate.set()
     await asyncio.wait_for(held_back, timeout=1)
     await cp.settle_all()
     assert cp.processed == {TopicPartition("driftloop.events.raw", 0): 98}
+
+
+async def _small_batches_do_not_hold_the_loop_back_while_a_transaction_is_in_flight() -> None:
+    gate, failures = asyncio.Event(), []
+    cp, producers = _checkpointer(gate, failures)
+    await cp.own({0})
+    for offset in range(1, 41):  # a paced stream: many batches of a few records
+        await asyncio.wait_for(cp.checkpoint(*_batch(0, 1, offset), held=3), timeout=1)
+    gate.set()
+    await cp.settle_all()
+    assert len(producers["driftloop.features-0"].committed) == 2
+    assert cp.processed == {TopicPartition("driftloop.events.raw", 0): 39}
 
 
 async def _a_failed_transaction_stops_the_service_and_no_other_follows() -> None:
@@ -224,3 +237,7 @@ def test_a_task_begins_a_transaction_at_most_every_interval() -> None:
 
 def test_disown_waits_for_the_transaction_in_flight() -> None:
     asyncio.run(_disown_waits_for_the_transaction_in_flight())
+
+
+def test_small_batches_do_not_hold_the_loop_back_while_a_transaction_is_in_flight() -> None:
+    asyncio.run(_small_batches_do_not_hold_the_loop_back_while_a_transaction_is_in_flight())
