@@ -78,7 +78,8 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: The /metrics port of each instance (0: none).
     ports: dict[str, int] = field(default_factory=dict)
-    #: The OIP port of each inference instance after the first (which keeps the configured one).
+    #: The HTTP port of each inference and ingestion instance after the first (which keeps the
+    #: configured one).
     http_ports: dict[str, int] = field(default_factory=dict)
     broker: Broker | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)

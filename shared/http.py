@@ -218,3 +218,37 @@ def server(app: FastAPI, max_body_bytes: int, body_timeout_s: float) -> uvicorn.
         h11_max_incomplete_event_size=16 * 1024,
     )
     return _Server(config)
+
+
+class Serving:
+    """A service's HTTP server: bound when its task starts (a taken port is PortInUse, and
+    the service stops with one line), stopped at the service's shutdown once the requests
+    in flight are answered, for at most ``stop_timeout_s``."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, max_body_bytes: int, body_timeout_s: float) -> None:
+        self.app, self.host, self.port = app, host, port
+        self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
+        self.server: uvicorn.Server | None = None
+        self.stopping = False
+        self._done = asyncio.Event()
+
+    @property
+    def started(self) -> bool:
+        return self.server is not None and bool(self.server.started) and not self.stopping
+
+    async def serve(self, log: Any) -> None:
+        sock = bind(self.host, self.port)
+        self.server = server(self.app, self.max_body_bytes, self.body_timeout_s)
+        log.info("http_serving", port=self.port, addr=self.host)
+        try:
+            await self.server.serve(sockets=[sock])
+        finally:
+            self._done.set()
+
+    async def stop(self, stop_timeout_s: float = 5.0) -> None:
+        self.stopping = True
+        if self.server is None:
+            return
+        self.server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.wait(), stop_timeout_s)

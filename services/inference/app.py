@@ -87,10 +87,17 @@ class Inference:
         #: The feature names the stream's vectors carried, per feature set: a model's inputs.
         self.feature_names: dict[str, dict[str, None]] = {}
         self._publishing: set[asyncio.Task[None]] = set()
-        self._http: Any = None
+        s = svc.settings
+        self.http = shared_http.Serving(
+            http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry)),
+            svc.common.metrics_addr,
+            s.http_port,
+            s.http_max_body_bytes,
+            s.http_body_timeout_s,
+        )
         svc.task(self.follow_registry)
         svc.on(FEATURES, self.on_vector, after=self.model_loaded)
-        if svc.settings.http_port:
+        if s.http_port:
             svc.task(self.serve_http)
             svc.on_shutdown(self.stop_http)
 
@@ -189,16 +196,10 @@ class Inference:
             self.metrics.predictions.labels(self.name, str(prediction["model_version"]), prediction["role"]).inc()
 
     async def serve_http(self) -> None:
-        s, addr = self.svc.settings, self.svc.common.metrics_addr
-        sock = shared_http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
-        app = http.build_app(self, shared_http.HttpMetrics(self.svc.metrics.registry))
-        self._http = shared_http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
-        self.svc.log.info("http_serving", port=s.http_port, addr=addr)
-        await self._http.serve(sockets=[sock])
+        await self.http.serve(self.svc.log)
 
     async def stop_http(self) -> None:
-        if self._http is not None:
-            self._http.should_exit = True
+        await self.http.stop()  # the requests in flight are answered first
         if self._publishing:
             await asyncio.gather(*self._publishing, return_exceptions=True)
 

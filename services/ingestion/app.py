@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,10 +109,15 @@ class Ingestion:
         for kind in self.pipelines:
             for status in ("accepted", "rejected", "unwritten"):
                 self.http_records.labels(kind, status)
-        self._http: Any = None
-        self._http_done = asyncio.Event()
-        self._stopping = False
-        if svc.settings.http_port:
+        s = svc.settings
+        self.http = shared_http.Serving(
+            http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry)),
+            svc.common.metrics_addr,
+            s.http_port,
+            s.http_max_body_bytes,
+            s.http_body_timeout_s,
+        )
+        if s.http_port:
             svc.task(self.serve_http)
             svc.on_shutdown(self.stop_http)
 
@@ -121,7 +125,7 @@ class Ingestion:
 
     @property
     def ready(self) -> bool:
-        return self._http is not None and bool(self._http.started) and not self._stopping
+        return self.http.started  # False from the stop on: ready answers 503
 
     @property
     def max_records(self) -> int:
@@ -151,25 +155,12 @@ class Ingestion:
             self.http_records.labels(kind, "rejected").inc(rejected)
 
     async def serve_http(self) -> None:
-        s, addr = self.svc.settings, self.svc.common.metrics_addr
-        sock = shared_http.bind(addr, s.http_port)  # PortInUse: the service stops with one line
-        app = http.build_app(self, shared_http.HttpMetrics(self.svc.metrics.registry))
-        self._http = shared_http.server(app, s.http_max_body_bytes, s.http_body_timeout_s)
-        self.svc.log.info("http_serving", port=s.http_port, addr=addr)
-        try:
-            await self._http.serve(sockets=[sock])
-        finally:
-            self._http_done.set()
+        await self.http.serve(self.svc.log)
 
     async def stop_http(self) -> None:
-        self._stopping = True  # ready answers 503 from here on
-        if self._http is None:
-            return
-        self._http.should_exit = True
         # The requests in flight are answered while the producer still runs: a record that
         # is written gets its 202.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._http_done.wait(), HTTP_STOP_TIMEOUT_S)
+        await self.http.stop(HTTP_STOP_TIMEOUT_S)
 
 
 def main() -> None:
