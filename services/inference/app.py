@@ -186,14 +186,18 @@ class Inference:
         return oip.response_of(predictions, request.id, self._task(served.model))
 
     async def _publish(self, predictions: list[Prediction]) -> None:
-        for i, prediction in enumerate(predictions):
-            try:
-                await self.svc.publisher.send(PREDICTIONS, prediction)
-            except Exception as exc:  # noqa: BLE001 - the answer is given; count what the topic lacks
-                self.metrics.unpublished.labels(self.name).inc(len(predictions) - i)
-                self.svc.log.error("http_predictions_unpublished", count=len(predictions) - i, error=repr(exc)[:300])
-                return
-            self.metrics.predictions.labels(self.name, str(prediction["model_version"]), prediction["role"]).inc()
+        # All at once: the producer batches them, where one after the other each row of a
+        # request would wait for its own round trip.
+        sent = await asyncio.gather(
+            *(self.svc.publisher.send(PREDICTIONS, p) for p in predictions), return_exceptions=True
+        )
+        failed = [exc for exc in sent if isinstance(exc, BaseException)]
+        if failed:  # the answer is given: count what the topic lacks
+            self.metrics.unpublished.labels(self.name).inc(len(failed))
+            self.svc.log.error("http_predictions_unpublished", count=len(failed), error=repr(failed[0])[:300])
+        for prediction, result in zip(predictions, sent, strict=True):
+            if not isinstance(result, BaseException):
+                self.metrics.predictions.labels(self.name, str(prediction["model_version"]), prediction["role"]).inc()
 
     async def serve_http(self) -> None:
         await self.http.serve(self.svc.log)
