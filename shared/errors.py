@@ -150,6 +150,26 @@ class TransactionFailed(BrokerError):
     code = "transaction_failed"
 
 
+# --- HTTP requests: answered with their status and code (shared/http.py) ---------------------
+
+
+class HttpError(DriftloopError):
+    """A request answered with an error: ``status`` is its HTTP status."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class BodyTooLarge(HttpError):
+    code = "body_too_large"
+    status = 413
+
+
+class RequestTimeout(HttpError):
+    code = "request_timeout"
+    status = 408
+
+
 class PortInUse(DriftloopError):
     code = "port_in_use"
 

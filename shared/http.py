@@ -9,7 +9,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
-from driftloop.shared.errors import DriftloopError, PortInUse
+from driftloop.shared.errors import BodyTooLarge, HttpError, PortInUse, RequestTimeout
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,26 +27,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class HttpError(DriftloopError):
-    """A request answered with an error: ``status`` is its HTTP status."""
-
-    code = "invalid_request"
-    status = 400
-
-
-class BodyTooLarge(HttpError):
-    code = "body_too_large"
-    status = 413
-
-
-class RequestTimeout(HttpError):
-    code = "request_timeout"
-    status = 408
-
-
 class ErrorBody(BaseModel):
     error: str
     code: str
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
 
 
 class HttpMetrics:
@@ -156,6 +147,27 @@ class Measure:
             self.metrics.seconds.labels(path).observe(time.perf_counter() - started)
 
 
+def new_app(
+    title: str, summary: str, version: str, metrics: HttpMetrics, health: str, ready: Callable[[], bool]
+) -> FastAPI:
+    """A service's FastAPI app: its requests counted and timed, errors answered as ErrorBody,
+    and ``{health}/live`` and ``{health}/ready`` (503 while ``ready()`` is false) for probes."""
+    app = FastAPI(title=title, summary=summary, version=version, docs_url=None, redoc_url=None)
+    install(app, metrics)
+
+    @app.get(f"{health}/live", response_model=Live)
+    async def live() -> Live:
+        return Live(live=True)
+
+    @app.get(f"{health}/ready", response_model=Ready, responses={503: {"model": Ready}})
+    async def is_ready() -> Any:
+        if ready():
+            return Ready(ready=True)
+        return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
+
+    return app
+
+
 def install(app: FastAPI, metrics: HttpMetrics) -> None:
     """Counts and times every request, and answers errors as ErrorBody: an HttpError with its
     status, a request that fails validation (malformed JSON included) with 400."""
@@ -220,14 +232,22 @@ def server(app: FastAPI, max_body_bytes: int, body_timeout_s: float) -> uvicorn.
     return _Server(config)
 
 
+class HttpSettings(Protocol):
+    """The settings of a service that serves HTTP (inference's and ingestion's)."""
+
+    http_port: int
+    http_max_body_bytes: int
+    http_body_timeout_s: float
+
+
 class Serving:
     """A service's HTTP server: bound when its task starts (a taken port is PortInUse, and
     the service stops with one line), stopped at the service's shutdown once the requests
     in flight are answered, for at most ``stop_timeout_s``."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, max_body_bytes: int, body_timeout_s: float) -> None:
-        self.app, self.host, self.port = app, host, port
-        self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
+    def __init__(self, app: FastAPI, host: str, settings: HttpSettings) -> None:
+        self.app, self.host, self.port = app, host, settings.http_port
+        self.max_body_bytes, self.body_timeout_s = settings.http_max_body_bytes, settings.http_body_timeout_s
         self.server: uvicorn.Server | None = None
         self.stopping = False
         self._done = asyncio.Event()

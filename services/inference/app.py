@@ -88,13 +88,8 @@ class Inference:
         self.feature_names: dict[str, dict[str, None]] = {}
         self._publishing: set[asyncio.Task[None]] = set()
         s = svc.settings
-        self.http = shared_http.Serving(
-            http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry)),
-            svc.common.metrics_addr,
-            s.http_port,
-            s.http_max_body_bytes,
-            s.http_body_timeout_s,
-        )
+        app = http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry))
+        self.http = shared_http.Serving(app, svc.common.metrics_addr, s)
         svc.task(self.follow_registry)
         svc.on(FEATURES, self.on_vector, after=self.model_loaded)
         if s.http_port:
@@ -106,7 +101,7 @@ class Inference:
     async def on_vector(self, vector: FeatureVector, ctx: Context) -> None:
         now = int(time.time() * 1000)
         names = self.feature_names.get(vector["feature_set_version"])
-        if names is None or len(names) < len(vector["features"]) or any(f not in names for f in vector["features"]):
+        if names is None or not vector["features"].keys() <= names.keys():
             self.feature_names.setdefault(vector["feature_set_version"], {}).update(dict.fromkeys(vector["features"]))
         # A swap can land between any two records (the registry follower runs whenever this
         # handler awaits); each prediction names the version that made it.

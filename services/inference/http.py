@@ -4,19 +4,16 @@ document is at /openapi.json."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from driftloop.services.inference.oip import (
     InferenceRequest,
     InferenceResponse,
-    Live,
     ModelMetadata,
-    Ready,
 )
-from driftloop.shared.http import HttpMetrics, error_responses, install
+from driftloop.shared.http import HttpMetrics, Ready, error_responses, new_app
 
 
 class Api(Protocol):
@@ -31,15 +28,14 @@ class Api(Protocol):
 
 
 def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
-    app = FastAPI(
-        title="driftloop inference",
-        summary="The Open Inference Protocol v2 for the champion being served, beside the stream.",
-        version="2",
-        docs_url=None,
-        redoc_url=None,
+    app = new_app(
+        "driftloop inference",
+        "The Open Inference Protocol v2 for the champion being served, beside the stream.",
+        "2",
+        metrics,
+        "/v2/health",
+        lambda: api.ready,
     )
-
-    install(app, metrics)
     errors = error_responses(
         {
             400: "a malformed or invalid request",
@@ -50,16 +46,6 @@ def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
             503: "no champion loaded yet",
         }
     )
-
-    @app.get("/v2/health/live", response_model=Live)
-    async def live() -> Live:
-        return Live(live=True)
-
-    @app.get("/v2/health/ready", response_model=Ready, responses={503: {"model": Ready}})
-    async def ready() -> Any:
-        if api.ready:
-            return Ready(ready=True)
-        return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
 
     @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=errors)
     async def metadata(name: str) -> ModelMetadata:

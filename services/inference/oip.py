@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.shared.http import HttpError
+from driftloop.shared.errors import HttpError
 from driftloop.shared.records import Prediction
 
 NUMERIC = frozenset(
@@ -130,14 +130,6 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
     parameters: dict[str, Any] | None = None
-
-
-class Live(BaseModel):
-    live: bool
-
-
-class Ready(BaseModel):
-    ready: bool
 
 
 # --- requests to rows -------------------------------------------------------------------------

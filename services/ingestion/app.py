@@ -110,13 +110,8 @@ class Ingestion:
             for status in ("accepted", "rejected", "unwritten"):
                 self.http_records.labels(kind, status)
         s = svc.settings
-        self.http = shared_http.Serving(
-            http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry)),
-            svc.common.metrics_addr,
-            s.http_port,
-            s.http_max_body_bytes,
-            s.http_body_timeout_s,
-        )
+        app = http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry))
+        self.http = shared_http.Serving(app, svc.common.metrics_addr, s)
         if s.http_port:
             svc.task(self.serve_http)
             svc.on_shutdown(self.stop_http)

@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from driftloop.services.ingestion.validate import Limits, Validator, decode
-from driftloop.shared.errors import InvalidRecord
-from driftloop.shared.http import HttpError, HttpMetrics, error_responses, install
+from driftloop.shared.errors import HttpError, InvalidRecord
+from driftloop.shared.http import HttpMetrics, error_responses, new_app
 from driftloop.shared.serde import Serde
 
 Kind = Literal["events", "labels"]
@@ -228,14 +228,6 @@ class Api(Protocol):
         ...
 
 
-class Live(BaseModel):
-    live: bool
-
-
-class Ready(BaseModel):
-    ready: bool
-
-
 _BODY = {
     "requestBody": {
         "required": True,
@@ -250,15 +242,14 @@ _BODY = {
 
 
 def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
-    app = FastAPI(
-        title="driftloop ingestion",
-        summary="Events and labels over HTTP, onto the raw topics the stream ingests from.",
-        version="1",
-        docs_url=None,
-        redoc_url=None,
+    app = new_app(
+        "driftloop ingestion",
+        "Events and labels over HTTP, onto the raw topics the stream ingests from.",
+        "1",
+        metrics,
+        "/v1/health",
+        lambda: api.ready,
     )
-
-    install(app, metrics)
     errors = error_responses(
         {
             408: "the body arrived too slowly",
@@ -281,16 +272,6 @@ def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
         res = answer_of(records)
         status = 400 if isinstance(res, RejectedResponse) else 202
         return JSONResponse(res.model_dump(exclude_none=True), status_code=status)
-
-    @app.get("/v1/health/live", response_model=Live)
-    async def live() -> Live:
-        return Live(live=True)
-
-    @app.get("/v1/health/ready", response_model=Ready, responses={503: {"model": Ready}})
-    async def ready() -> Any:
-        if api.ready:
-            return Ready(ready=True)
-        return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
 
     @app.post("/v1/events", status_code=202, response_model=IngestResponse, responses=responses, openapi_extra=_BODY)
     async def events(request: Request) -> JSONResponse:
