@@ -66,6 +66,8 @@ class RegistryClient:
         self._refused_c.labels(RegistrySignatureInvalid.code)
         self._refused_c.labels(PoisonBatch.code)
         self._next: dict[int, int] = {}
+        # What this client wrote and applied, per key, that has not come back from the topic yet.
+        self._unechoed: dict[bytes, list[bytes]] = {}
 
     @classmethod
     def from_settings(
@@ -92,6 +94,8 @@ class RegistryClient:
         changes = []
         for rec in records:
             self._next[rec.partition] = rec.offset + 1
+            if self._ahead(rec):
+                continue
             if rec.value is None:
                 # A tombstone: compaction's way to delete a key. Registry history is never
                 # deleted, so the version stays as it was and nothing is dead-lettered.
@@ -113,6 +117,22 @@ class RegistryClient:
             if change is not None:
                 changes.append(change)
         return changes
+
+    def _ahead(self, rec: ConsumerRecord) -> bool:
+        """Whether this copy already holds a later record of ``rec``'s key: one this client
+        wrote and applied at once, still on its way through the topic (under exactly-once a
+        transaction commits it a while later). Applying ``rec`` would take the version back to
+        an older status for a while, and the champion with it. Topic order still decides:
+        whatever comes before our own record is superseded by it, and once our last write has
+        come back this copy follows the topic again."""
+        pending = self._unechoed.get(rec.key) if rec.key is not None else None
+        if not pending:
+            return False
+        if rec.value == pending[0]:
+            pending.pop(0)
+            if not pending:
+                del self._unechoed[rec.key]
+        return True
 
     def take_unreadable(self) -> list[tuple[ConsumerRecord, InvalidRecord]]:
         taken, self._unreadable = self._unreadable, []
@@ -150,8 +170,21 @@ class RegistryClient:
         """The record as this client publishes it: signed when a key is configured."""
         return sign(record, self.hmac_key) if self.hmac_key is not None else record
 
-    async def publish(self, send: Send, record: dict[str, Any]) -> dict[str, Any]:
-        """Send ``record`` (signed when a key is set); return what was sent, to apply locally."""
+    async def write(self, send: Send, record: dict[str, Any]) -> dict[str, Any]:
+        """Send ``record`` (signed when a key is set) and apply it to this copy at once; return
+        what was sent. When it comes back from the topic it is not applied a second time."""
         record = self.signed(record)
-        await send(registry_key(record["name"], record["version"]), self.serde.encode(MODELS_REGISTRY, record))
+        key, value = registry_key(record["name"], record["version"]), self.serde.encode(MODELS_REGISTRY, record)
+        # Expected back before the send returns: the follower may read it meanwhile.
+        pending = self._unechoed.setdefault(key, [])
+        pending.append(value)
+        try:
+            await send(key, value)
+        except BaseException:
+            if value in pending:
+                pending.remove(value)
+            if not pending and self._unechoed.get(key) is pending:
+                del self._unechoed[key]
+            raise
+        self.registry.apply(record)
         return record

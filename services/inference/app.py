@@ -328,8 +328,7 @@ class Inference:
         async def send(key: bytes, value: bytes) -> None:
             await self.svc.publisher.send_bytes(MODELS_REGISTRY, key, value)
 
-        record = await self.client.publish(send, record)
-        self.client.registry.apply(record)
+        await self.client.write(send, record)
         self.svc.log.info("model_bootstrapped", model_name=name, model_version=1)
 
 

@@ -275,8 +275,8 @@ class Retraining:
             return None
 
     async def on_champion_change(self, change: ChampionChange) -> None:
-        # Our own records are applied before they come back, so a change seen here
-        # was made by someone else (an operator): score that champion from now on.
+        # Our own records are applied when written and not again when they come back, so a
+        # change seen here was made by someone else (an operator): score that champion from now on.
         lc = self.lifecycle
         if lc is None:
             return  # nothing trained yet: the lifecycle will start from the registry as it is then
@@ -472,7 +472,7 @@ class Retraining:
         async def send(key: bytes, value: bytes) -> None:
             await sender.send_bytes(MODELS_REGISTRY, key, value)
 
-        self.client.registry.apply(await self.client.publish(send, record))
+        await self.client.write(send, record)
 
 
 def main() -> None:
