@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
+from starlette.routing import Match
 
 from driftloop.shared.errors import BodyTooLarge, HttpError, PortInUse, RequestTimeout
 
@@ -121,10 +122,11 @@ class BodyLimit:
 
 class Measure:
     """Counts and times each request by its route (a plain ASGI middleware: Starlette's
-    BaseHTTPMiddleware costs a task and a stream per request)."""
+    BaseHTTPMiddleware costs a task and a stream per request). It wraps the body guard, so a
+    refused body is counted as the 413 or 408 the client got, under the route it was for."""
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, routes: FastAPI) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,9 +144,15 @@ class Measure:
         try:
             await self.app(scope, receive, tracked)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.seconds.labels(path).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(self._route(scope), str(status)).inc()
+            self.metrics.seconds.labels(self._route(scope)).observe(time.perf_counter() - started)
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            # Refused before routing (a declared body over the limit): the route it asked for.
+            route = next((r for r in self.routes.router.routes if r.matches(scope)[0] is Match.FULL), None)
+        return str(getattr(route, "path", "unmatched"))
 
 
 def new_app(
@@ -153,7 +161,8 @@ def new_app(
     """A service's FastAPI app: its requests counted and timed, errors answered as ErrorBody,
     and ``{health}/live`` and ``{health}/ready`` (503 while ``ready()`` is false) for probes."""
     app = FastAPI(title=title, summary=summary, version=version, docs_url=None, redoc_url=None)
-    install(app, metrics)
+    app.state.metrics = metrics
+    install(app)
 
     @app.get(f"{health}/live", response_model=Live)
     async def live() -> Live:
@@ -168,11 +177,9 @@ def new_app(
     return app
 
 
-def install(app: FastAPI, metrics: HttpMetrics) -> None:
-    """Counts and times every request, and answers errors as ErrorBody: an HttpError with its
-    status, a request that fails validation (malformed JSON included) with 400."""
-
-    app.add_middleware(Measure, metrics=metrics)
+def install(app: FastAPI) -> None:
+    """Answers errors as ErrorBody: an HttpError with its status, a request that fails
+    validation (malformed JSON included) with 400."""
 
     @app.exception_handler(HttpError)
     async def http_error(_: Request, exc: HttpError) -> JSONResponse:
@@ -217,9 +224,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def guarded(app: FastAPI, max_body_bytes: int, body_timeout_s: float) -> ASGIApp:
+    """``app`` (from new_app) as it is served: every request measured, its body bounded."""
+    return Measure(BodyLimit(app, max_body_bytes, body_timeout_s), app.state.metrics, app)
+
+
 def server(app: FastAPI, max_body_bytes: int, body_timeout_s: float) -> uvicorn.Server:
     config = uvicorn.Config(
-        BodyLimit(app, max_body_bytes, body_timeout_s),
+        guarded(app, max_body_bytes, body_timeout_s),
         log_level="warning",
         access_log=False,
         lifespan="off",

@@ -116,7 +116,7 @@ class FakeApi:
 
 
 def _client(api: Any, max_bytes: int = 10_000, timeout_s: float = 5.0) -> httpx.AsyncClient:
-    app = shared_http.BodyLimit(http.build_app(api, shared_http.HttpMetrics(CollectorRegistry())), max_bytes, timeout_s)
+    app = shared_http.guarded(http.build_app(api, shared_http.HttpMetrics(CollectorRegistry())), max_bytes, timeout_s)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
 

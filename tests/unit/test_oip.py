@@ -134,9 +134,7 @@ async def _chunks(chunk: bytes, n: int, pause_s: float = 0.0) -> AsyncIterator[b
 
 def test_a_body_slower_than_the_timeout_is_answered_408() -> None:
     async def run() -> httpx.Response:
-        app = shared_http.BodyLimit(
-            http.build_app(FakeApi(), shared_http.HttpMetrics(CollectorRegistry())), 10_000, 0.2
-        )
+        app = shared_http.guarded(http.build_app(FakeApi(), shared_http.HttpMetrics(CollectorRegistry())), 10_000, 0.2)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
             return await c.post("/v2/models/m/infer", content=_chunks(b"{", 5, pause_s=0.1))
 
@@ -144,8 +142,31 @@ def test_a_body_slower_than_the_timeout_is_answered_408() -> None:
     assert answer.status_code == 408 and answer.json()["code"] == "request_timeout"
 
 
+def test_a_refused_body_is_counted_as_the_client_got_it_under_its_route() -> None:
+    """The guard's 413 and 408 are what /metrics counts, not the app's answer to a body it
+    never got whole (which would be a 500), whether the refusal came before routing or after."""
+    registry = CollectorRegistry()
+    api = FakeApi()
+    api.ready = True
+
+    async def run() -> None:
+        app = shared_http.guarded(http.build_app(api, shared_http.HttpMetrics(registry)), 1_000, 0.2)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.post("/v2/models/m/infer", content=b"x" * 1_001)).status_code == 413
+            assert (await c.post("/v2/models/m/infer", content=_chunks(b"x" * 600, 2))).status_code == 413
+            assert (await c.post("/v2/models/m/infer", content=_chunks(b"{", 5, pause_s=0.1))).status_code == 408
+
+    asyncio.run(run())
+
+    def count(code: str) -> float | None:
+        labels = {"route": "/v2/models/{name}/infer", "code": code}
+        return registry.get_sample_value("driftloop_http_requests_total", labels)
+
+    assert (count("413"), count("408"), count("500")) == (2.0, 1.0, None)
+
+
 async def _calls(api: FakeApi, max_bytes: int = 10_000) -> dict[str, httpx.Response]:
-    app = shared_http.BodyLimit(http.build_app(api, shared_http.HttpMetrics(CollectorRegistry())), max_bytes, 5.0)
+    app = shared_http.guarded(http.build_app(api, shared_http.HttpMetrics(CollectorRegistry())), max_bytes, 5.0)
     good = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         out = {
