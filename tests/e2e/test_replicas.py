@@ -148,8 +148,11 @@ def test_two_instances_serve_as_one_does(service_env: dict[str, str], tmp_path: 
         )
     one, two = runs[1], runs[2]
     print(
-        f"\n1 instance: served {one['served_accuracy']:.4f}, {one['drift_alerts']} alerts; "
-        f"2 instances: served {two['served_accuracy']:.4f}, {two['drift_alerts']} alerts",
+        f"\n1 instance: served {one['served_accuracy']:.4f}, {one['drift_alerts']} alerts, first trained "
+        f"version served from event {one['trained_window_start']}, "
+        f"{one['served_accuracy_trained_window']:.4f} from there; "
+        f"2 instances: served {two['served_accuracy']:.4f}, {two['drift_alerts']} alerts, from event "
+        f"{two['trained_window_start']}, {two['served_accuracy_trained_window']:.4f} from there",
         file=sys.stderr,
     )
     assert one["events_without_prediction"] == two["events_without_prediction"] == 0
