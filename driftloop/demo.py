@@ -140,12 +140,14 @@ def run_demo(
     on_stack: Callable[[Stack], None] | None = None,
     on_ready: Callable[[Stack], None] | None = None,
     replicas: dict[str, int] | None = None,
+    on_series: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the loop over ``dataset`` and write summary.json, report.md and plots into
     ``out_dir``. ``env_overrides`` reach the services (the bench points them at its broker
     and a topic prefix per phase); ``on_ready`` sees the stack once every service is ready,
     right before the replay, and ``on_stack`` once every event has its prediction.
-    ``replicas`` runs that many instances of a scalable service."""
+    ``replicas`` runs that many instances of a scalable service; ``on_series`` gets the
+    per-event series the report plots."""
     started = time.time()
     common = CommonSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +240,8 @@ def run_demo(
     from driftloop.report import write_report
 
     write_report(out_dir, summary, series)
+    if on_series is not None:
+        on_series(series)
     return summary
 
 

@@ -28,6 +28,7 @@ from driftloop.runner import SCALABLE_SERVICES, Stack, _metric_is_one, instance_
 from driftloop.shared.serde import Serde
 from driftloop.shared.topics import DEADLETTER, EVENTS_CLEAN, EXAMPLES, FEATURES, OUTCOMES, PREDICTIONS, Topics
 from driftloop.streams import Dataset, sea_stream
+from driftloop.summary import accuracy
 
 pytestmark = pytest.mark.e2e
 REPLICAS = dict.fromkeys(SCALABLE_SERVICES, 2)
@@ -135,7 +136,7 @@ def test_killing_one_instance_of_each_scalable_service_loses_and_repeats_nothing
 
 def test_two_instances_serve_as_one_does(service_env: dict[str, str], tmp_path: Path) -> None:
     dataset = sea_stream(3000)
-    runs = {}
+    runs, hits = {}, {}
     for n in (1, 2):
         env = {**service_env, "DRIFTLOOP_TOPIC_PREFIX": f"{service_env['DRIFTLOOP_TOPIC_PREFIX']}x{n}."}
         runs[n] = run_demo(
@@ -145,18 +146,24 @@ def test_two_instances_serve_as_one_does(service_env: dict[str, str], tmp_path: 
             rate=300,
             env_overrides=env,
             replicas=dict.fromkeys(SCALABLE_SERVICES, n),
+            on_series=lambda series, n=n: hits.__setitem__(n, series["served_hits"]),
         )
     one, two = runs[1], runs[2]
+    # Compared where both serve a trained version: before it, an instance serves the untrained
+    # prior, and how soon the first version reaches it is a matter of latency (more instances
+    # and their transactions on 2 cores), not of what the loop learns. It is printed.
+    start = max(one["trained_window_start"], two["trained_window_start"])
+    served = {n: accuracy(hits[n], start) for n in (1, 2)}
     print(
         f"\n1 instance: served {one['served_accuracy']:.4f}, {one['drift_alerts']} alerts, first trained "
-        f"version served from event {one['trained_window_start']}, "
-        f"{one['served_accuracy_trained_window']:.4f} from there; "
-        f"2 instances: served {two['served_accuracy']:.4f}, {two['drift_alerts']} alerts, from event "
-        f"{two['trained_window_start']}, {two['served_accuracy_trained_window']:.4f} from there",
+        f"version served from event {one['trained_window_start']}; 2 instances: served "
+        f"{two['served_accuracy']:.4f}, {two['drift_alerts']} alerts, from event {two['trained_window_start']}; "
+        f"from event {start}: {served[1]:.4f} with 1, {served[2]:.4f} with 2",
         file=sys.stderr,
     )
     assert one["events_without_prediction"] == two["events_without_prediction"] == 0
     # Run to run on this stream the served accuracy moves by about a point: one instance
     # or two, the loop learns from the same examples and serves the same versions.
-    assert abs(one["served_accuracy"] - two["served_accuracy"]) < 0.03
+    assert served[1] is not None and served[2] is not None
+    assert abs(served[1] - served[2]) < 0.03, served
     assert abs(one["drift_alerts"] - two["drift_alerts"]) <= max(3, one["drift_alerts"] // 2)
