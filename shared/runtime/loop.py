@@ -55,7 +55,10 @@ class BatchLoop:
             async with self.batch_lock:
                 # Records fetched before a rebalance may belong to partitions given away meanwhile.
                 assigned = self.consumer.assignment()
-                batches = {tp: rs for tp, rs in batches.items() if tp in assigned and rs}
+                # Never below where a partition starts here (start_at_committed) or what was
+                # handed already.
+                unseen = {tp: self._unseen(tp, rs) for tp, rs in batches.items() if tp in assigned}
+                batches = {tp: rs for tp, rs in unseen.items() if rs}
                 if skipped is not None and skipped.tp not in assigned:
                     skipped = None  # its new owner meets the batch and skips it
                 for tp, rs in batches.items():
@@ -69,6 +72,28 @@ class BatchLoop:
             await hook()
         await self.checkpointer.settle_all()
         self.svc.log.info("service_stopping", processed_partitions=len(self.checkpointer.processed))
+
+    def _unseen(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        start = self.fetched_to.get(tp, 0)
+        return records if not records or records[0].offset >= start else [r for r in records if r.offset >= start]
+
+    def forget(self) -> None:
+        """Partitions are moving: what was handed here no longer bounds what comes next."""
+        self.fetched_to.clear()
+
+    async def start_at_committed(self, partitions: set[TopicPartition]) -> None:
+        """Hand nothing of these newly assigned partitions below their committed offsets.
+
+        aiokafka fetches the committed offsets of an assignment at once, beside the rebalance
+        listener, and its OffsetFetch (v3) does not wait for a transactional commit still
+        being completed: the previous owner's last transaction can be committed while its
+        offsets read back older, and its records would be handled again. Read after the
+        partitions' transactional producers started (InitProducerId returns only once their
+        previous transactions completed), the offsets are the settled ones."""
+        offsets = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
+        for tp, committed in zip(partitions, offsets, strict=True):
+            if committed is not None:
+                self.fetched_to[tp] = max(self.fetched_to.get(tp, 0), committed)
 
     async def _process(self, batches: Batches, skipped: poison.Isolated | None) -> None:
         started = time.perf_counter()

@@ -4,7 +4,6 @@ it is assigned, read back from their changelogs up to the high watermark."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,6 +12,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from driftloop.shared import poison
 from driftloop.shared.kafka import tail_topic
 from driftloop.shared.runtime.checkpoint import Checkpointing
+from driftloop.shared.runtime.loop import BatchLoop
 from driftloop.shared.runtime.service import Service
 from driftloop.shared.state import StateStore
 
@@ -21,13 +21,10 @@ RECOVERY_MAX_WAIT_S = 300
 
 
 class Recovery(ConsumerRebalanceListener):
-    def __init__(
-        self, svc: Service[Any], checkpointer: Checkpointing, batch_lock: asyncio.Lock, forget: Callable[[], None]
-    ) -> None:
+    def __init__(self, svc: Service[Any], checkpointer: Checkpointing, batches: BatchLoop) -> None:
         self.svc = svc
         self.checkpointer = checkpointer
-        self.batch_lock = batch_lock
-        self._forget = forget
+        self.batches = batches
         #: Set while the assigned partitions' state is recovered: batches wait for it.
         self.state_ready = asyncio.Event()
         self._recovered: dict[str, set[int]] = {}
@@ -35,16 +32,18 @@ class Recovery(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Let the batch in hand finish (output produced, offsets committed) before the
         # partitions move: the next owner then starts exactly after it.
-        async with self.batch_lock:
+        async with self.batches.batch_lock:
             await self.checkpointer.settle_all()
             self.state_ready.clear()
-            self._forget()
+            self.batches.forget()
             await self.checkpointer.disown({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.state_ready.clear()
         try:
-            await self.checkpointer.own({tp.partition for tp in assigned if tp.topic in self.svc.routes})
+            sources = {tp for tp in assigned if tp.topic in self.svc.routes}
+            await self.checkpointer.own({tp.partition for tp in sources})
+            await self.batches.start_at_committed(sources)
             await self.recover(assigned)
         finally:
             self.state_ready.set()

@@ -144,7 +144,7 @@ class Runtime:
         consumer = AIOKafkaConsumer(**self._consumer_options())
         checkpointer = self._checkpointer = self._checkpointer_for(producer, consumer)
         batches = self._loop = BatchLoop(svc, consumer, checkpointer, self._stopping)
-        recovery = Recovery(svc, checkpointer, batches.batch_lock, batches.fetched_to.clear)
+        recovery = Recovery(svc, checkpointer, batches)
 
         async def produce_now(record: OutRecord) -> None:
             topic, key, value, partition = record

@@ -49,10 +49,12 @@ class Harness:
         self.store_writes: list[StoreWrite] = []
         self._offsets: dict[tuple[str, int], int] = {}
 
-        async def capture(record: OutRecord) -> None:
-            self.produced.append(record)
+        svc.publisher.bind(self.capture)
 
-        svc.publisher.bind(capture)
+    async def capture(self, record: OutRecord) -> None:
+        """What ``svc.publisher`` sends lands here (bound at start; bind it again after
+        binding a stand-in)."""
+        self.produced.append(record)
 
     def _message(self, topic: Topic[Any], value: bytes | None, key: bytes | None, partition: int) -> ConsumerRecord:
         name = self.svc.topics.name(topic)
