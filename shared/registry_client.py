@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from driftloop.shared import poison
 from driftloop.shared.errors import InvalidRecord, PoisonBatch, RegistrySignatureInvalid
 from driftloop.shared.kafka import ClientOptions, client_options, follow, load_registry_records
+from driftloop.shared.log import get_logger
 from driftloop.shared.registry import ChampionChange, Registry, registry_key
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import CommonSettings
@@ -19,6 +21,13 @@ from driftloop.shared.signing import sign
 from driftloop.shared.topics import MODELS_REGISTRY
 
 Send = Callable[[bytes, bytes], Awaitable[None]]
+
+# How long an own write's echo is awaited before it counts as lost. A writer that sends in a
+# transaction (an open one is aborted by the broker after transaction.timeout.ms: 60 s,
+# aiokafka's default) sees its echo at the commit; twice that leaves the follower time to
+# read a commit that came late in its window. Retraining sends at once, so its echoes come
+# back within a fetch unless a send failed after reaching the broker.
+ECHO_TIMEOUT_S = 2 * 60.0
 
 
 def code_version() -> str:
@@ -43,11 +52,13 @@ class RegistryClient:
         hmac_key: bytes | None = None,
         metrics: CollectorRegistry | None = None,
         keep_unreadable: bool = False,
+        echo_timeout_s: float = ECHO_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.serde = serde
-        self.log = log
+        self.log = log if log is not None else get_logger(topic=topic)
         self.options = options
         self.hmac_key = hmac_key
         self.registry = Registry(hmac_key)
@@ -66,8 +77,11 @@ class RegistryClient:
         self._refused_c.labels(RegistrySignatureInvalid.code)
         self._refused_c.labels(PoisonBatch.code)
         self._next: dict[int, int] = {}
-        # What this client wrote and applied, per key, that has not come back from the topic yet.
-        self._unechoed: dict[bytes, list[bytes]] = {}
+        # What this client wrote and applied, per key, that has not come back from the topic
+        # yet, each value with the clock's time it was written (see _expire).
+        self._unechoed: dict[bytes, list[tuple[bytes, float]]] = {}
+        self.echo_timeout_s = echo_timeout_s
+        self._clock = clock
 
     @classmethod
     def from_settings(
@@ -92,6 +106,7 @@ class RegistryClient:
 
     def _apply(self, records: list[ConsumerRecord]) -> list[ChampionChange]:
         changes = []
+        self._expire()
         for rec in records:
             self._next[rec.partition] = rec.offset + 1
             if self._ahead(rec):
@@ -124,15 +139,41 @@ class RegistryClient:
         transaction commits it a while later). Applying ``rec`` would take the version back to
         an older status for a while, and the champion with it. Topic order still decides:
         whatever comes before our own record is superseded by it, and once our last write has
-        come back this copy follows the topic again."""
+        come back, or is given up for lost (_expire), this copy follows the topic again."""
         pending = self._unechoed.get(rec.key) if rec.key is not None else None
         if not pending:
             return False
-        if rec.value == pending[0]:
+        if rec.value == pending[0][0]:
             pending.pop(0)
             if not pending:
                 del self._unechoed[rec.key]
         return True
+
+    def _expire(self) -> None:
+        """Forget own writes whose echo is older than ``echo_timeout_s``: under exactly-once a
+        write whose transaction aborted never comes back, and waiting for it would skip every
+        later record of its key from other writers for good (see _ahead).
+
+        Should such a write commit after all, its late echo is applied like any record, and
+        that is safe: topic order is the truth, and this copy then follows it. Records of the
+        key after the echo in the topic are read after it; records before it, applied
+        meanwhile, are older than the write, which the echo then restores."""
+        if not self._unechoed:
+            return
+        lost_before = self._clock() - self.echo_timeout_s
+        for key, pending in list(self._unechoed.items()):
+            kept = [entry for entry in pending if entry[1] > lost_before]
+            if len(kept) == len(pending):
+                continue
+            self.log.warning(
+                "registry_echo_expired",
+                key=str(key)[:200],
+                lost=len(pending) - len(kept),
+                timeout_s=self.echo_timeout_s,
+            )
+            pending[:] = kept  # in place: a write still sending holds this list
+            if not pending:
+                del self._unechoed[key]
 
     def take_unreadable(self) -> list[tuple[ConsumerRecord, InvalidRecord]]:
         taken, self._unreadable = self._unreadable, []
@@ -177,12 +218,13 @@ class RegistryClient:
         key, value = registry_key(record["name"], record["version"]), self.serde.encode(MODELS_REGISTRY, record)
         # Expected back before the send returns: the follower may read it meanwhile.
         pending = self._unechoed.setdefault(key, [])
-        pending.append(value)
+        entry = (value, self._clock())
+        pending.append(entry)
         try:
             await send(key, value)
         except BaseException:
-            if value in pending:
-                pending.remove(value)
+            if entry in pending:
+                pending.remove(entry)
             if not pending and self._unechoed.get(key) is pending:
                 del self._unechoed[key]
             raise

@@ -12,9 +12,12 @@ learn it. Each family's score, state, stride and cost go to /metrics at every pl
 ``replan_every`` examples) and on a clock, and a change of state or stride is logged
 (``model_family_planned``).
 
-Registry records written while handling a record ride on its batch (the handler's
-``Context``); those the registry follower writes (rejecting candidates left by an earlier
-run) go out at once (``svc.publisher``): the caller passes the right ``Sender`` down.
+Registry records go out at once, in the order they are written (``svc.publisher``), never
+on a handler's batch. Under exactly-once each input partition commits its batches in a
+transaction of its own, and those transactions commit in any order: a version registered
+while handling one partition and promoted while handling another could land promoted first
+and candidate last, leaving two champions on the topic. The registry has one writer, and its
+records must reach the topic in that writer's order.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from driftloop.shared.modelspec import build_model, check_task, fits_task, fixed
 from driftloop.shared.records import DriftAlert, LabeledExample
 from driftloop.shared.registry import ArtifactStore, ChampionChange, version_record, with_status
 from driftloop.shared.registry_client import RegistryClient, code_version
-from driftloop.shared.runtime import Context, Sender, Service, run_service
+from driftloop.shared.runtime import Context, Service, run_service
 from driftloop.shared.settings import RetrainingSettings
 from driftloop.shared.topics import ALERTS, EXAMPLES, MODELS_REGISTRY
 
@@ -212,20 +215,20 @@ class Retraining:
                 if sel.examples % sel.replan_every == 0:
                     self.export_selection()  # right after each plan
             if actions:
-                await self.execute(ctx, actions)
+                await self.execute(actions)
         self.metrics.examples.labels(self.name).set(lc.examples_seen)
 
     async def on_alert(self, alert: DriftAlert, ctx: Context) -> None:
         lc = self.lifecycle
         if lc is not None and alert["model_name"] == self.name and alert["kind"] in CHALLENGER_KINDS:
             self.svc.log.info("drift_alert_received", alert_id=alert["alert_id"], detector=alert["detector"])
-            await self.execute(ctx, lc.on_drift(alert["alert_id"]))
+            await self.execute(lc.on_drift(alert["alert_id"]))
 
     # --- the registry -------------------------------------------------------------------------
 
     async def follow_registry(self) -> None:
         await self.client.load()
-        await self.reject_leftovers(self.svc.publisher)
+        await self.reject_leftovers()
         task = self.resume(self.client.registry.champion(self.name))
         self.gate = self._gate(task)
         if task is not None:
@@ -233,14 +236,12 @@ class Retraining:
         self.ready.set()
         await self.client.follow(self.on_champion_change, self.on_registry_batch)
 
-    async def reject_leftovers(self, sender: Sender) -> None:
+    async def reject_leftovers(self) -> None:
         """A candidate left by an earlier run lost its evaluation with that process."""
         now = int(time.time() * 1000)
         for r in self.client.registry.versions(self.name):
             if r["status"] == "candidate":
-                await self.write(
-                    sender, with_status(r, "rejected", "retraining restarted: its evaluation was lost", now)
-                )
+                await self.write(with_status(r, "rejected", "retraining restarted: its evaluation was lost", now))
 
     def resume(self, champion: dict[str, Any] | None) -> str | None:
         """Keep the registry's trained champion to train on from; the task it tells (None:
@@ -394,31 +395,31 @@ class Retraining:
             m.selection_rate.labels(name).set(st.rate)
         self.exported = st
 
-    async def execute(self, sender: Sender, actions: list[Action]) -> None:
+    async def execute(self, actions: list[Action]) -> None:
         now = int(time.time() * 1000)
         for a in actions:
             if isinstance(a, Register):
-                await self.register(sender, a, now)
+                await self.register(a, now)
                 continue
             if isinstance(a, Promote):
                 # The lineage is what it replaced, which may differ from the champion at registration.
-                await self.change(sender, a.version, "champion", a.reason, a.metrics, now, parent_version=a.replaces)
+                await self.change(a.version, "champion", a.reason, a.metrics, now, parent_version=a.replaces)
                 if a.replaces is not None:
-                    await self.change(sender, a.replaces, "archived", f"superseded by v{a.version}", {}, now)
+                    await self.change(a.replaces, "archived", f"superseded by v{a.version}", {}, now)
                 decision = "promote"
             elif isinstance(a, Reject):
-                await self.change(sender, a.version, "rejected", a.reason, a.metrics, now)
+                await self.change(a.version, "rejected", a.reason, a.metrics, now)
                 decision = "reject"
             else:
-                await self.change(sender, a.to, "champion", f"re-promoted: {a.reason}", {}, now)
-                await self.change(sender, a.version, "rejected", a.reason, a.metrics, now)
+                await self.change(a.to, "champion", f"re-promoted: {a.reason}", {}, now)
+                await self.change(a.version, "rejected", a.reason, a.metrics, now)
                 decision = "rollback"
             self.metrics.decisions.labels(self.name, decision).inc()
             self.svc.log.info(
                 "model_lifecycle_decision", model_name=self.name, model_version=a.version, decision=decision
             )
 
-    async def register(self, sender: Sender, a: Register, now: int) -> None:
+    async def register(self, a: Register, now: int) -> None:
         assert self.task is not None and self.spec is not None, "register() before start()"
         s, name = self.settings, self.name
         parent = self.client.registry.champion(name)
@@ -438,9 +439,9 @@ class Retraining:
             now_ms=now,
             task=self.task,
         )
-        await self.write(sender, record)
+        await self.write(record)
         if a.direct and parent is not None:
-            await self.write(sender, with_status(parent, "archived", f"superseded by v{a.version}", now))
+            await self.write(with_status(parent, "archived", f"superseded by v{a.version}", now))
         self.metrics.versions.labels(name, a.trigger.split(":")[0]).inc()
         self.svc.log.info(
             "model_version_registered",
@@ -455,22 +456,23 @@ class Retraining:
         )
 
     async def change(
-        self, sender: Sender, version: int, status: str, reason: str, metrics: dict[str, float], now: int, **extra: Any
+        self, version: int, status: str, reason: str, metrics: dict[str, float], now: int, **extra: Any
     ) -> None:
         record = self.client.registry.get(self.name, version)
         if record is None:
             self.svc.log.error("model_version_unknown", model_name=self.name, model_version=version)
             return
         await self.write(
-            sender, {**with_status(record, status, reason, now), "metrics": {**record["metrics"], **metrics}, **extra}
+            {**with_status(record, status, reason, now), "metrics": {**record["metrics"], **metrics}, **extra}
         )
 
-    async def write(self, sender: Sender, record: dict[str, Any]) -> None:
-        """Send ``record`` to the registry topic with ``sender`` and apply what was sent (signed
-        when a key is set, which the local registry then requires)."""
+    async def write(self, record: dict[str, Any]) -> None:
+        """Send ``record`` to the registry topic at once and apply what was sent (signed when a
+        key is set, which the local registry then requires). See the module docstring for why
+        not on the handler's batch."""
 
         async def send(key: bytes, value: bytes) -> None:
-            await sender.send_bytes(MODELS_REGISTRY, key, value)
+            await self.svc.publisher.send_bytes(MODELS_REGISTRY, key, value)
 
         await self.client.write(send, record)
 

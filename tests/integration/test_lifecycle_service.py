@@ -190,3 +190,74 @@ def test_drift_challenger_is_shadowed_then_promoted_by_the_gate(
         assert {p["model_version"] for p in preds if p["role"] == "champion"} == {challenger["version"]}
         assert challenger["version"] not in {p["model_version"] for p in preds if p["role"] == "challenger"}
         stack.check()
+
+
+def test_the_registry_topic_holds_each_version_in_the_order_retraining_decided(
+    service_env: dict[str, str], topics: Topics, serde: Serde, tmp_path: Path
+) -> None:
+    """Examples of many entities, so every input partition hands retraining some: its
+    decisions then come while handling one partition or another. Under exactly-once each
+    partition's transactions commit in their own order, and a registry record riding on them
+    could reach the topic after a later record of its version (a candidate after its own
+    promotion). Each record carries the history before it, so on the topic each version's
+    records must come with ever longer histories, and one version alone ends as champion."""
+    env = {
+        **service_env,
+        "DRIFTLOOP_RETRAINING_FIRST_VERSION_AFTER": "40",
+        "DRIFTLOOP_RETRAINING_VERSION_EVERY": "20",
+        "DRIFTLOOP_RETRAINING_PROMOTION_MIN_EXAMPLES": "10",
+        "DRIFTLOOP_RETRAINING_PROMOTION_MARGIN": "0",
+    }
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    rows = sea_stream(900, seed=5).rows
+    now = int(time.time() * 1000)
+    examples = [
+        {
+            "event_id": f"x-{i}",
+            "entity_id": f"e{i % 16}",
+            "event_time": now + i,
+            "features": x,
+            "feature_set_version": "fs1",
+            "label": y,
+            "label_time": now + i,
+        }
+        for i, (x, y) in enumerate(rows)
+    ]
+    with Stack(env=env, log_dir=tmp_path / "logs", services=("retraining",)) as stack:
+        stack.wait_ready()
+        asyncio.run(
+            produce_all(
+                bootstrap,
+                [(topics.name(EXAMPLES), e["entity_id"].encode(), serde.encode("LabeledExample", e)) for e in examples],
+            )
+        )
+        port = env["DRIFTLOOP_RETRAINING_METRICS_PORT"]
+        _wait("retraining to learn every example", lambda: _examples_learned(port) == len(examples), timeout_s=90)
+
+        def settled() -> list[dict[str, Any]] | None:
+            # Read until two reads agree: the last transactions may still be committing.
+            first = [
+                serde.decode("ModelVersion", r.value)
+                for r in asyncio.run(read_topic(bootstrap, topics.name(MODELS_REGISTRY)))
+            ]
+            time.sleep(1.0)
+            again = [
+                serde.decode("ModelVersion", r.value)
+                for r in asyncio.run(read_topic(bootstrap, topics.name(MODELS_REGISTRY)))
+            ]
+            return first if first == again else None
+
+        records = _wait("the registry topic to settle", settled)
+        stack.check()
+    by_version: dict[int, list[dict[str, Any]]] = {}
+    for rec in records:
+        by_version.setdefault(rec["version"], []).append(rec)
+    decided = [v for v, recs in by_version.items() if len(recs) > 1]
+    assert len(by_version) >= 10 and decided, f"too few versions or decisions to tell: {sorted(by_version)}"
+    for version, recs in by_version.items():
+        histories = [len(r["status_history"]) for r in recs]
+        assert histories == sorted(set(histories)), (
+            f"v{version} reached the topic out of order: {[(r['status'], len(r['status_history'])) for r in recs]}"
+        )
+    champions = [v for v, recs in by_version.items() if recs[-1]["status"] == "champion"]
+    assert len(champions) == 1, f"the topic ends with champions {champions}"

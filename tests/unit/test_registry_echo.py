@@ -57,9 +57,41 @@ def _consumed(entries: list[tuple[bytes, bytes]], first_offset: int = 0) -> list
     ]
 
 
-def _client() -> tuple[RegistryClient, Serde]:
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingLog:
+    """A structlog stand-in: keeps (event, fields) in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def _log(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+    info = warning = error = _log
+
+
+def _client(
+    clock: Clock | None = None, log: RecordingLog | None = None, echo_timeout_s: float = 120.0
+) -> tuple[RegistryClient, Serde]:
     serde = Serde(FileSchemaRegistry(CommonSettings().schema_dir))
-    return RegistryClient("127.0.0.1:1", "driftloop.models.registry", serde, None), serde
+    client = RegistryClient(
+        "127.0.0.1:1",
+        "driftloop.models.registry",
+        serde,
+        log,
+        echo_timeout_s=echo_timeout_s,
+        clock=clock if clock is not None else Clock(),
+    )
+    return client, serde
 
 
 def _promotions(client: RegistryClient, topic: Topic) -> None:
@@ -143,3 +175,59 @@ def test_a_send_that_fails_leaves_nothing_expected() -> None:
     # The next record of that key, from anyone, is applied.
     entry = (registry_key("m", 4), serde.encode(MODELS_REGISTRY, _record(4, "champion")))
     assert client._apply(_consumed([entry])) == [ChampionChange("m", None, 4)]
+
+
+def _aborted_write(client: RegistryClient, serde: Serde) -> tuple[bytes, bytes]:
+    """v7 written as champion; the send succeeds but its transaction aborts, so the echo never
+    comes. Returns an operator's later record of v7 (rejected) from the topic."""
+    asyncio.run(client.write(Topic().send, _record(7, "champion")))
+    rejected = with_status(_record(7, "champion"), "rejected", "operator", 2)
+    return registry_key("m", 7), serde.encode(MODELS_REGISTRY, rejected)
+
+
+def test_an_aborted_write_blocks_other_writers_only_until_its_echo_is_given_up() -> None:
+    clock, log = Clock(), RecordingLog()
+    client, serde = _client(clock, log, echo_timeout_s=120.0)
+    foreign = _aborted_write(client, serde)
+    # Within the bound the echo may still come: the operator's record is taken as older.
+    clock.now += 119.0
+    client._apply(_consumed([foreign], 0))
+    assert client.registry.get("m", 7)["status"] == "champion"  # type: ignore[index]
+    assert log.events == []
+    # Past it the write is lost, and the key's records from the topic apply again.
+    clock.now += 2.0
+    client._apply(_consumed([foreign], 1))
+    assert client.registry.get("m", 7)["status"] == "rejected"  # type: ignore[index]
+    assert client.registry.champion("m") is None
+    assert [event for event, _ in log.events] == ["registry_echo_expired"]
+    assert log.events[0][1]["key"] == str(registry_key("m", 7))
+
+
+def test_an_echo_in_time_is_popped_and_later_records_apply() -> None:
+    clock, log = Clock(), RecordingLog()
+    client, serde = _client(clock, log, echo_timeout_s=120.0)
+    topic = Topic()
+    asyncio.run(client.write(topic.send, _record(7, "champion")))
+    clock.now += 119.0
+    assert client._apply(_consumed(topic.records)) == []
+    assert client._unechoed == {}
+    rejected = with_status(_record(7, "champion"), "rejected", "operator", 2)
+    entry = (registry_key("m", 7), serde.encode(MODELS_REGISTRY, rejected))
+    clock.now += 10.0
+    client._apply(_consumed([entry], 1))
+    assert client.registry.get("m", 7)["status"] == "rejected"  # type: ignore[index]
+    assert log.events == []
+
+
+def test_an_echo_after_the_bound_is_applied_in_topic_order() -> None:
+    """A write given up for lost that commits after all: whatever of its key applied meanwhile
+    came before it in the topic, so its late echo is the newer record and applies."""
+    clock = Clock()
+    client, serde = _client(clock, RecordingLog(), echo_timeout_s=120.0)
+    topic = Topic()
+    asyncio.run(client.write(topic.send, _record(7, "champion")))
+    rejected = with_status(_record(7, "champion"), "rejected", "operator", 2)
+    foreign = (registry_key("m", 7), serde.encode(MODELS_REGISTRY, rejected))
+    clock.now += 121.0
+    client._apply(_consumed([foreign, *topic.records]))
+    assert client.registry.get("m", 7)["status"] == "champion"  # type: ignore[index]
