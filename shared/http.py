@@ -144,8 +144,9 @@ class Measure:
         try:
             await self.app(scope, receive, tracked)
         finally:
-            self.metrics.requests.labels(self._route(scope), str(status)).inc()
-            self.metrics.seconds.labels(self._route(scope)).observe(time.perf_counter() - started)
+            route = self._route(scope)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.seconds.labels(route).observe(time.perf_counter() - started)
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")

@@ -13,6 +13,7 @@ from typing import Literal, TypedDict
 LabelValue = bool | int | float | str
 Role = Literal["champion", "challenger", "baseline"]
 DriftKind = Literal["input", "prediction", "concept", "performance"]
+DriftSeverity = Literal["low", "medium", "high"]
 
 
 class RawEvent(TypedDict):
@@ -92,6 +93,10 @@ class DriftAlert(TypedDict):
     window_size: int
     event_id: str | None
     created_at: int
+    severity: DriftSeverity
+    detectors: list[str]
+    subjects: list[str]
+    detections: int
 
 
 class DeadLetter(TypedDict):

@@ -287,6 +287,9 @@ class InferenceSettings(ServiceSettings):
     http_max_rows: int = Field(default=10_000, gt=0)
     # A request body must have arrived whole within this.
     http_body_timeout_s: float = Field(default=10.0, gt=0)
+    # Entities whose latest feature vector is kept for requests that name an entity_id to a
+    # model of windowed features (0: none; such a model then answers 422).
+    entity_states: int = Field(default=100_000, ge=0)
 
     _model_spec = field_validator("model_spec")(_known_spec)
 
@@ -303,6 +306,12 @@ class MonitoringSettings(ServiceSettings):
     prediction_detectors: str = "adwin"
     concept_detectors: str = "adwin,ddm"
     alert_cooldown: int = Field(default=300, ge=0)
+    # Each detector's knob is set, per subject, to fire at most this often on stationary data
+    # resampled from the subject's first values (0, the default: River's fixed parameters).
+    false_alarms_per_10k: float = Field(default=0.0, ge=0, le=1000)
+    # Records handled (feature vectors, predictions, outcomes: about three per event) from an
+    # incident's first detection during which any other detection joins it; 0 raises each alone.
+    incident_window: int = Field(default=1500, ge=0, le=100_000)
     max_features: int = Field(default=50, ge=0)
     regression_tolerance: float = Field(default=0.0, ge=0)
     seed: int = 42

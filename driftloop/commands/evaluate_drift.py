@@ -1,5 +1,6 @@
-"""``driftloop evaluate-drift``: each drift detector's delay, false alarms and misses on
-synthetic streams (``driftloop.services.monitoring.evaluation``)."""
+"""``driftloop evaluate-drift``: each drift detector's delay, false alarms, misses and F1 on
+synthetic streams, beside an always-alarm baseline and the detectors' merged incidents
+(``driftloop.services.monitoring.evaluation``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ LONG_RUNNING = False
 
 def add_parser(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
-        NAME, help="measure each drift detector's delay, false alarms and misses on synthetic streams"
+        NAME, help="measure each drift detector's delay, false alarms, misses and F1 on synthetic streams"
     )
     p.add_argument("--seeds", type=positive_int, default=20, metavar="N", help="runs per detector and stream")
     p.add_argument("--events", type=positive_int, default=10_000, metavar="N", help="events per run")
@@ -37,6 +38,15 @@ def add_parser(subparsers: Subparsers) -> None:
         default=300,
         metavar="N",
         help="alert de-bouncing, as DRIFTLOOP_MONITORING_ALERT_COOLDOWN (default 300)",
+    )
+    p.add_argument(
+        "--incident-window",
+        type=non_negative_int,
+        default=500,
+        metavar="N",
+        help="the incident row merges the detectors' detections within N events of an incident's first into "
+        "one alert, as DRIFTLOOP_MONITORING_INCIDENT_WINDOW does in records (default 500 events, about its "
+        "1500 records at three per event; 0: each detection alone)",
     )
     p.add_argument("--out", type=Path, default=Path("out/drift"), metavar="DIR")
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge
 
 from driftloop.services.inference import http, oip
-from driftloop.services.inference.serving import Server, predict_as
+from driftloop.services.inference.serving import EntityStates, Served, Server, predict_as
 from driftloop.shared import http as shared_http
 from driftloop.shared.errors import (
     ArtifactError,
@@ -86,6 +86,8 @@ class Inference:
         self.refused: set[int] = set()
         #: The feature names the stream's vectors carried, per feature set: a model's inputs.
         self.feature_names: dict[str, dict[str, None]] = {}
+        #: Each entity's latest vector, for requests to a model of windowed features.
+        self.entities = EntityStates(svc.settings.entity_states)
         self._publishing: set[asyncio.Task[None]] = set()
         s = svc.settings
         app = http.build_app(self, shared_http.HttpMetrics(svc.metrics.registry))
@@ -105,6 +107,7 @@ class Inference:
             self.feature_names.setdefault(vector["feature_set_version"], {}).update(dict.fromkeys(vector["features"]))
         # A swap can land between any two records (the registry follower runs whenever this
         # handler awaits); each prediction names the version that made it.
+        self.entities.remember(vector)
         prediction = self.server.predict(vector, now)
         await self.send_prediction(ctx, prediction)
         ctx.observe_latency(prediction["ingest_time"])
@@ -155,12 +158,11 @@ class Inference:
         if answering is None:
             raise oip.ModelNotFound(f"{self.name} v{version} is not loaded here (not the champion, nor in shadow)")
         served, role = answering
-        if oip.windowed(served.feature_set_version):
-            raise oip.WindowedFeatures(
-                f"{self.name} v{served.version} was trained on windowed features ({served.feature_set_version}), "
-                "which only the stream computes: send its events to Kafka instead"
-            )
-        rows = oip.rows_of(request, self._known(served.feature_set_version), self.svc.settings.http_max_rows)
+        windowed = oip.windowed(served.feature_set_version)
+        known = self._known(served.feature_set_version)
+        rows = oip.rows_of(request, known, self.svc.settings.http_max_rows, partial=windowed)
+        if windowed:
+            rows = self._with_window_state(served, rows)
         now = int(time.time() * 1000)
         predictions = []
         for x, event_id, entity_id in zip(rows.features, rows.event_ids, rows.entity_ids, strict=True):
@@ -179,6 +181,27 @@ class Inference:
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
         return oip.response_of(predictions, request.id, self._task(served.model))
+
+    def _with_window_state(self, served: Served, rows: oip.Rows) -> oip.Rows:
+        """Rows for a model of windowed features: each names an entity, whose latest feature
+        vector from the stream gives the features the row does not (the row's own values win)."""
+        if not self.entities.limit or any(e is None for e in rows.entity_ids):
+            how = "give each row's entity_id" if self.entities.limit else "send its events to Kafka"
+            raise oip.WindowedFeatures(
+                f"{self.name} v{served.version} was trained on windowed features ({served.feature_set_version}), "
+                f"which only the stream computes: {how}"
+            )
+        features = []
+        for x, entity_id in zip(rows.features, rows.entity_ids, strict=True):
+            assert entity_id is not None
+            state = self.entities.get(entity_id)
+            if state is None or state["feature_set_version"] != served.feature_set_version:
+                raise oip.EntityUnknown(
+                    f"no window state of {served.feature_set_version} for entity {entity_id!r} here: it has had no "
+                    "event on the stream yet, or its partition is served by another instance"
+                )
+            features.append({**state["features"], **x})
+        return oip.Rows(features, rows.event_ids, rows.entity_ids)
 
     async def _publish(self, predictions: list[Prediction]) -> None:
         # All at once: the producer batches them, where one after the other each row of a

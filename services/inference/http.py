@@ -39,7 +39,7 @@ def build_app(api: Api, metrics: HttpMetrics) -> FastAPI:
     errors = error_responses(
         {
             400: "a malformed or invalid request",
-            404: "no such model or version",
+            404: "no such model or version, or no window state for the entity named",
             408: "the body arrived too slowly",
             413: "the body is too large",
             422: "the model needs the stream's windowed features",

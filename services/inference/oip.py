@@ -73,6 +73,11 @@ class WindowedFeatures(InferenceError):
     status = 422
 
 
+class EntityUnknown(InferenceError):
+    code = "entity_unknown"
+    status = 404
+
+
 # --- the documents ----------------------------------------------------------------------------
 
 _STRICT = ConfigDict(extra="forbid")
@@ -178,10 +183,11 @@ def _number(tensor: RequestInput, v: Any) -> float:
     return x
 
 
-def rows_of(request: InferenceRequest, known: Sequence[str], max_rows: int) -> Rows:
+def rows_of(request: InferenceRequest, known: Sequence[str], max_rows: int, *, partial: bool = False) -> Rows:
     """The request's rows of named features. ``known`` is the feature names the model has
     been served (empty before the stream brought any): when given, every row must carry
-    exactly those features."""
+    exactly those features. ``partial`` rows may carry some or none of them (the rest come
+    from the entity's window state); each must still be known."""
     rows: int | None = None
     columns: dict[str, list[float]] = {}
     ids: dict[str, list[str | None]] = {}
@@ -200,13 +206,13 @@ def rows_of(request: InferenceRequest, known: Sequence[str], max_rows: int) -> R
         if tensor.datatype not in NUMERIC:
             raise WrongDatatype(f"input {tensor.name!r} is {tensor.datatype}: features are numeric or BOOL")
         columns[tensor.name] = [_number(tensor, v) for v in values]
-    if not columns:
+    if not columns and not partial:
         raise MissingInput("the request has no feature input")
     if known:
         unknown = sorted(set(columns) - set(known))
         if unknown:
             raise UnknownInput(f"the model has no input {unknown[0]!r}; its inputs: {', '.join(known)}")
-        missing = [k for k in known if k not in columns]
+        missing = [] if partial else [k for k in known if k not in columns]
         if missing:
             raise MissingInput(f"input {missing[0]!r} is missing; the model's inputs: {', '.join(known)}")
     n = rows or 0

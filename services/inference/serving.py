@@ -126,3 +126,29 @@ def predict_as(served: Served, role: Role, vector: FeatureVector, now_ms: int) -
         "ingest_time": vector.get("ingest_time"),
         "predicted_at": now_ms,
     }
+
+
+class EntityStates:
+    """The latest FeatureVector of each entity this instance has served from the stream: its
+    windows as of its last event, which request–response can answer a windowed model from.
+    At most ``limit`` entities, the least recently updated forgotten first (0: none kept)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._latest: dict[str, FeatureVector] = {}
+
+    def remember(self, vector: FeatureVector) -> None:
+        if not self.limit:
+            return
+        latest, entity = self._latest, vector["entity_id"]
+        # Popped and set again: a dict keeps insertion order, so the first key is the stalest.
+        latest.pop(entity, None)
+        latest[entity] = vector
+        if len(latest) > self.limit:
+            del latest[next(iter(latest))]
+
+    def get(self, entity_id: str) -> FeatureVector | None:
+        return self._latest.get(entity_id)
+
+    def __len__(self) -> int:
+        return len(self._latest)

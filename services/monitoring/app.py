@@ -3,11 +3,13 @@ and Prometheus metrics out."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from driftloop.services.monitoring.core import (
@@ -17,13 +19,14 @@ from driftloop.services.monitoring.core import (
     is_regression,
     label_fits_prediction,
 )
-from driftloop.services.monitoring.drift import Detection
-from driftloop.shared.records import DriftAlert, DriftKind, FeatureVector, Label, Outcome, Prediction
+from driftloop.services.monitoring.drift import Detection, Fired, Incident, IncidentMerger
+from driftloop.shared.records import DriftAlert, DriftKind, DriftSeverity, FeatureVector, Label, Outcome, Prediction
 from driftloop.shared.runtime import Context, Service, run_service
 from driftloop.shared.settings import MonitoringSettings
-from driftloop.shared.topics import ALERTS, FEATURES, LABELS_CLEAN, OUTCOMES, PREDICTIONS
+from driftloop.shared.topics import ALERTS, FEATURES, LABELS_CLEAN, OUTCOMES, PREDICTIONS, Topic
 
 SERVICE = "monitoring"
+SendAlert = Callable[[Topic[DriftAlert], DriftAlert], Awaitable[Any]]
 ROLES = ("champion", "baseline")
 LABEL_DELAY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 STATS_EVERY = 200  # records between refreshes of the rolling gauges
@@ -79,7 +82,20 @@ class MonitoringMetrics:
         )
         self.alerts = Counter(
             "driftloop_drift_alerts_total",
-            "Drift alerts raised",
+            "Drift alerts raised (one per incident), by the incident's lead detection",
+            ["model", "kind", "detector", "subject"],
+            registry=reg,
+        )
+        self.detections = Counter(
+            "driftloop_drift_detections_total",
+            "Drift detections, each merged into an incident",
+            ["model", "kind", "detector", "subject"],
+            registry=reg,
+        )
+        self.calibrated = Gauge(
+            "driftloop_drift_calibrated_parameter",
+            "A drift detector's knob (ADWIN delta, DDM and Page-Hinkley thresholds, EDDM beta, PSI threshold) "
+            "as calibrated on the subject's warm-up to DRIFTLOOP_MONITORING_FALSE_ALARMS_PER_10K",
             ["model", "kind", "detector", "subject"],
             registry=reg,
         )
@@ -147,6 +163,12 @@ class Monitoring:
         #: The newest record time seen: the join entries expire behind it.
         self.watermark = 0
         self.records = 0
+        self.incidents = IncidentMerger(s.incident_window)
+        #: Records fed to the detectors: the incident window's clock.
+        self.observed = 0
+        self._observed_at_tick = 0
+        #: Incidents raised on the clock that the broker has not taken yet.
+        self._unsent: list[Incident] = []
         self.regression_logged = False
         self._refreshed_at: dict[int, int] = {}  # id(tracker) -> its updates at the last refresh
         svc.on(FEATURES, self.on_vector)
@@ -179,6 +201,7 @@ class Monitoring:
 
     async def refresh_on_clock(self) -> None:
         self.refresh_gauges()
+        await self.flush_quiet_incident()
 
     # --- outcomes and alerts ------------------------------------------------------------------
 
@@ -226,22 +249,89 @@ class Monitoring:
     async def raise_alerts(
         self, ctx: Context, detections: list[Detection], record: Mapping[str, Any], time_ms: int
     ) -> None:
+        """Feed one record's detections to the incident merger; send the incidents it completes."""
+        if self.monitor.has_due:  # rare: once per subject, when its warm-up completes
+            detections = detections + await self.calibrate_due()
+        self.observed += 1
+        at, version = self.observed, int(record.get("model_version") or self.champion_version)
+        fired = [Fired(d, at, record.get("event_id"), version, time_ms) for d in detections]
         for d in detections:
-            alert = self.alert(d, record, time_ms)
-            await ctx.send(ALERTS, alert)
-            self.metrics.alerts.labels(self.name, d.kind, d.detector, d.subject).inc()
+            self.metrics.detections.labels(self.name, d.kind, d.detector, d.subject).inc()
             self.metrics.statistic.labels(self.name, d.kind, d.detector, d.subject).set(d.statistic)
-            self.svc.log.warning(
+            self.svc.log.info(
                 "drift_detected",
                 kind=d.kind,
                 detector=d.detector,
                 subject=d.subject,
                 statistic=d.statistic,
-                model_version=alert["model_version"],
-                event_id=alert["event_id"],
+                model_version=version,
+                event_id=record.get("event_id"),
             )
+        for incident in self.incidents.add(fired) if fired else self.incidents.due(at):
+            await self.send_alert(ctx.send, incident)
 
-    def alert(self, d: Detection, record: Mapping[str, Any], time_ms: int) -> DriftAlert:
+    async def calibrate_due(self) -> list[Detection]:
+        """Calibrate the subjects whose warm-up just completed; what their detectors find on
+        the values kept meanwhile is reported now."""
+        found: list[Detection] = []
+        for subject in self.monitor.take_due():
+            sample = subject.sample()
+            started = time.perf_counter()
+            # Off the event loop: it simulates a long stationary stream per detector.
+            tuned = await asyncio.to_thread(subject.tune, sample)
+            found += subject.install(tuned)
+            for detector, value in tuned.items():
+                self.metrics.calibrated.labels(self.name, subject.kind, detector, subject.subject).set(value)
+            self.svc.log.info(
+                "detectors_calibrated",
+                kind=subject.kind,
+                subject=subject.subject,
+                tuned=tuned,
+                warmup=len(sample),
+                false_alarms_per_10k=self.svc.settings.false_alarms_per_10k,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        return found
+
+    async def flush_quiet_incident(self) -> None:
+        """An incident still open when the stream went quiet (nothing observed since the last
+        tick) is raised now, outside any batch: its window cannot fill."""
+        if self.incidents.open and self.observed == self._observed_at_tick:
+            self._unsent += self.incidents.flush()
+        self._observed_at_tick = self.observed
+        while self._unsent:
+            try:
+                await self.send_alert(self.svc.publisher.send, self._unsent[0])
+            except (KafkaError, OSError) as exc:
+                # Outside a batch nothing retries it: it is sent again on the next tick, and
+                # a broker that is away for a moment does not stop the service.
+                self.svc.log.error("drift_alert_unsent", error=repr(exc)[:300], waiting=len(self._unsent))
+                return
+            self._unsent.pop(0)
+
+    async def send_alert(self, send: SendAlert, incident: Incident) -> None:
+        alert = self.alert(incident)
+        await send(ALERTS, alert)
+        lead = incident.lead.detection
+        self.metrics.alerts.labels(self.name, lead.kind, lead.detector, lead.subject).inc()
+        self.svc.log.warning(
+            "drift_alert_raised",
+            alert_id=alert["alert_id"],
+            kind=alert["kind"],
+            severity=alert["severity"],
+            detector=lead.detector,
+            subject=lead.subject,
+            detectors=alert["detectors"],
+            subjects=alert["subjects"],
+            detections=alert["detections"],
+            model_version=alert["model_version"],
+            event_id=alert["event_id"],
+        )
+
+    def alert(self, incident: Incident) -> DriftAlert:
+        lead = incident.lead
+        d = lead.detection
+        start, end = incident.window
         return {
             "alert_id": str(uuid.uuid4()),
             "kind": cast("DriftKind", d.kind),
@@ -250,14 +340,17 @@ class Monitoring:
             "statistic": float(d.statistic),
             "threshold": float(d.threshold),
             "model_name": self.name,
-            "model_version": int(record.get("model_version") or self.champion_version),
-            # Detectors report their window as a count of observations, not its start:
-            # both times are the triggering observation's.
-            "window_start_time": time_ms,
-            "window_end_time": time_ms,
+            "model_version": lead.model_version,
+            # The event times of the incident's first and last detection.
+            "window_start_time": start,
+            "window_end_time": end,
             "window_size": int(d.window_size),
-            "event_id": record.get("event_id"),
+            "event_id": lead.event_id,
             "created_at": int(time.time() * 1000),
+            "severity": cast("DriftSeverity", incident.severity),
+            "detectors": incident.detectors,
+            "subjects": incident.subjects,
+            "detections": len(incident.fired),
         }
 
     # --- housekeeping and gauges --------------------------------------------------------------

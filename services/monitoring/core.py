@@ -16,7 +16,14 @@ from typing import Any
 
 from river import stats
 
-from driftloop.services.monitoring.drift import BINARY_ONLY, Debouncer, Detection, SubjectDetectors, parse_detectors
+from driftloop.services.monitoring.drift import (
+    BINARY_ONLY,
+    Calibration,
+    Debouncer,
+    Detection,
+    SubjectDetectors,
+    parse_detectors,
+)
 from driftloop.shared.join import OnceJoin
 from driftloop.shared.modelspec import is_number, same_class
 from driftloop.shared.records import Outcome
@@ -278,6 +285,7 @@ class Monitor:
         cooldown: int = 300,
         max_features: int = 50,
         seed: int = 42,
+        calibration: Calibration | None = None,
     ) -> None:
         self.window = window
         self.input_detectors = tuple(input_detectors)
@@ -286,16 +294,27 @@ class Monitor:
         self.cooldown = cooldown
         self.max_features = max_features
         self.seed = seed
+        self.calibration = calibration
+        #: Subjects whose warm-up is complete, waiting for the caller to calibrate them.
+        self._due: list[SubjectDetectors] = []
         self._debouncer = Debouncer(cooldown)
         self._inputs: dict[str, SubjectDetectors] = {}
         self._feature_stats: dict[str, tuple[stats.EWMean, stats.EWVar]] = {}
-        self._prediction = SubjectDetectors("prediction", "score", prediction_detectors, seed, self._debouncer)
+        self._prediction = SubjectDetectors(
+            "prediction", "score", prediction_detectors, seed, self._debouncer, calibration=calibration
+        )
         self._concept = SubjectDetectors(
-            "concept", "error_rate", concept_detectors, seed, self._debouncer, increase_only=True
+            "concept", "error_rate", concept_detectors, seed, self._debouncer, True, calibration
         )
         self.regression_concept_detectors = tuple(d for d in self.concept_detectors if d not in BINARY_ONLY)
         self._concept_abs = SubjectDetectors(
-            "concept", "absolute_error", self.regression_concept_detectors, seed, self._debouncer, increase_only=True
+            "concept",
+            "absolute_error",
+            self.regression_concept_detectors,
+            seed,
+            self._debouncer,
+            True,
+            calibration,
         )
         self._score_mean = stats.EWMean(fading_factor=2 / (window + 1))
         self.trackers: dict[tuple[str, int, str], PerformanceTracker] = {}
@@ -315,6 +334,7 @@ class Monitor:
             cooldown=s.alert_cooldown,
             max_features=s.max_features,
             seed=s.seed,
+            calibration=Calibration(s.false_alarms_per_10k) if s.false_alarms_per_10k else None,
         )
 
     def on_vector(self, vector: Mapping[str, Any]) -> list[Detection]:
@@ -326,14 +346,14 @@ class Monitor:
                     self.unmonitored_features += 1
                     continue
                 det = self._inputs[name] = SubjectDetectors(
-                    "input", name, self.input_detectors, self.seed, self._debouncer
+                    "input", name, self.input_detectors, self.seed, self._debouncer, calibration=self.calibration
                 )
                 alpha = 2 / (self.window + 1)
                 self._feature_stats[name] = (stats.EWMean(fading_factor=alpha), stats.EWVar(fading_factor=alpha))
             mean, var = self._feature_stats[name]
             mean.update(value)
             var.update(value)
-            found += det.update(value)
+            found += self._watch(det, value)
         return found
 
     def on_prediction(self, prediction: Mapping[str, Any]) -> list[Detection]:
@@ -343,7 +363,7 @@ class Monitor:
         if p is None:
             return []
         self._score_mean.update(p)
-        return self._prediction.update(p)
+        return self._watch(self._prediction, p)
 
     def on_outcome(self, out: Mapping[str, Any]) -> list[Detection]:
         key = (out["model_name"], int(out["model_version"]), out["role"])
@@ -359,8 +379,30 @@ class Monitor:
         if out["role"] != "champion":
             return []
         if is_regression(out.get("predicted"), out.get("scores"), out["label"]):
-            return self._concept_abs.update(out["loss"])
-        return self._concept.update(out["loss"])
+            return self._watch(self._concept_abs, out["loss"])
+        return self._watch(self._concept, out["loss"])
+
+    def _watch(self, subject: SubjectDetectors, x: float) -> list[Detection]:
+        found = subject.update(x)
+        if subject.due and not subject.claimed:
+            subject.claimed = True
+            self._due.append(subject)
+        return found
+
+    @property
+    def has_due(self) -> bool:
+        """Whether some subject waits for its calibration (take_due would hand it out)."""
+        return bool(self._due)
+
+    def take_due(self) -> list[SubjectDetectors]:
+        """The subjects to calibrate now (``tune`` off the event loop, then ``install``): each
+        is handed out once. Until installed, a subject keeps its values and detects nothing."""
+        due, self._due = self._due, []
+        return due
+
+    def calibrate_due(self) -> list[Detection]:
+        """Calibrate every due subject on the caller's thread (pure callers, tests)."""
+        return [d for subject in self.take_due() for d in subject.calibrate_now()]
 
     def feature_stats(self) -> dict[str, tuple[float, float]]:
         return {n: (m.get(), max(v.get(), 0.0) ** 0.5) for n, (m, v) in self._feature_stats.items()}

@@ -9,6 +9,7 @@ DriftAlert record and for Prometheus.
 from __future__ import annotations
 
 import math
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -163,6 +164,117 @@ DETECTORS: dict[str, Callable[[int], Detector]] = {
     "eddm": lambda seed: _RiverDetector("EDDM", drift.binary.EDDM(warm_start=100), 0.9),
     "psi": lambda seed: PSIDetector(),
 }
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A detector's one sensitivity knob: ``build(value, scale, seed)`` over ``grid``, from the
+    least to the most sensitive value. ``scale`` is the standard deviation of the values it
+    will watch, for detectors whose threshold is in the values' units."""
+
+    build: Callable[[float, float, int], Detector]
+    grid: tuple[float, ...]
+
+
+def _grid(first: float, last: float, n: int = 16, *, log: bool = True) -> tuple[float, ...]:
+    return tuple(float(v) for v in (np.geomspace if log else np.linspace)(first, last, n))
+
+
+#: What calibration may turn. KSWIN is left at its fixed alpha: it runs a two-sample KS test
+#: on every update, far too slow to simulate the long stationary streams calibration needs.
+TUNABLE: dict[str, Tunable] = {
+    "adwin": Tunable(lambda d, sd, seed: _RiverDetector("ADWIN", drift.ADWIN(delta=d), d), _grid(1e-5, 0.9)),
+    "ddm": Tunable(
+        lambda t, sd, seed: _RiverDetector(
+            "DDM", drift.binary.DDM(warm_start=300, warning_threshold=2 * t / 3, drift_threshold=t), t
+        ),
+        _grid(6.0, 2.0, log=False),
+    ),
+    "eddm": Tunable(
+        lambda b, sd, seed: _RiverDetector(
+            "EDDM", drift.binary.EDDM(warm_start=100, alpha=min(0.99, b + 0.05), beta=b), b
+        ),
+        _grid(0.5, 0.94, log=False),
+    ),
+    "page_hinkley": Tunable(
+        lambda k, sd, seed: _RiverDetector("PageHinkley", drift.PageHinkley(delta=0.05 * sd, threshold=k * sd), k * sd),
+        _grid(2000.0, 5.0),
+    ),
+    "psi": Tunable(lambda t, sd, seed: PSIDetector(threshold=t), _grid(2.0, 0.02)),
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibrate the tunable detectors of a subject to a false-alarm rate on stationary data.
+
+    A subject's first ``warmup`` values are its reference. Calibration draws a stationary
+    stream from them (blocks of ``block`` consecutive values, drawn with replacement: the
+    short-range dependence of a score or a sensor survives, any longer trend or drift
+    within the warm-up does not) and picks the most sensitive value of each detector's knob
+    that fires at most its share of ``false_alarms_per_10k`` per 10,000 values on it. The
+    rate is the subject's: its tunable detectors split it evenly. The simulated stream holds
+    about five alarms at a detector's share, enough to tell one grid step from the next.
+    Dependence longer than a block (a slowly moving price) still alarms above the target."""
+
+    false_alarms_per_10k: float
+    warmup: int = 500
+    events: int = 0  # 0: five alarms' worth at a detector's share, within [20k, 200k]
+    block: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 < self.false_alarms_per_10k <= 1000:
+            raise ConfigError(
+                f"a target false-alarm rate is in (0, 1000] alarms per 10,000 values, not {self.false_alarms_per_10k}"
+            )
+        if self.warmup < 30:
+            raise ConfigError(f"calibration needs a warm-up of at least 30 values, not {self.warmup}")
+        if self.block < 1:
+            raise ConfigError(f"a resampling block is at least 1 value, not {self.block}")
+
+    def simulated(self, rate_per_10k: float) -> int:
+        if self.events:
+            return self.events
+        return int(min(200_000, max(20_000, math.ceil(50_000 / rate_per_10k))))
+
+
+def alarms(detector: Detector, values: Sequence[float]) -> int:
+    """How often ``detector`` fires over ``values``."""
+    return sum(detector.update(x) for x in values)
+
+
+def resample(values: np.ndarray, n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` values of consecutive ``block``-long runs of ``values``, drawn with replacement."""
+    block = max(1, min(block, values.size))
+    starts = rng.integers(0, values.size - block + 1, size=math.ceil(n / block))
+    return values[(starts[:, None] + np.arange(block)).ravel()[:n]]
+
+
+def calibrate(spec: str, sample: Sequence[float], calibration: Calibration, seed: int, share: int = 1) -> float:
+    """The most sensitive knob value of ``spec`` within ``1/share`` of ``calibration``'s
+    false-alarm rate on a stationary stream resampled from ``sample`` (the least sensitive
+    value when none is within it)."""
+    tunable = TUNABLE[spec]
+    values = np.asarray(sample, dtype=float)
+    if values.size == 0:
+        raise ValueError("calibration needs at least one value")
+    scale = float(values.std()) or 1.0
+    rate = calibration.false_alarms_per_10k / max(1, share)
+    n = calibration.simulated(rate)
+    stream = resample(values, n, calibration.block, np.random.default_rng(seed)).tolist()
+    budget = rate * n / 10_000
+    # False alarms grow along the grid (the same stream for every value keeps that so):
+    # bisect for the last value within the budget.
+    lo, hi, best = 0, len(tunable.grid) - 1, 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if alarms(tunable.build(tunable.grid[mid], scale, seed), stream) <= budget:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return tunable.grid[best]
+
+
 #: Detectors that take a 0/1 error stream only, and those that are blind on one.
 BINARY_ONLY = frozenset({"ddm", "eddm"})
 NUMERIC_ONLY = frozenset({"psi"})
@@ -239,12 +351,23 @@ class SubjectDetectors:
         seed: int,
         debouncer: Debouncer,
         increase_only: bool = False,
+        calibration: Calibration | None = None,
     ) -> None:
         self.kind = kind
         self.subject = subject
-        self.detectors = [make_detector(s, seed) for s in specs]
+        self.specs = tuple(specs)
+        self.seed = seed
         self.debouncer = debouncer
         self.increase_only = increase_only
+        self.calibration = calibration if any(s in TUNABLE for s in self.specs) else None
+        #: Each tunable detector's calibrated knob value, once installed.
+        self.tuned: dict[str, float] = {}
+        #: Until calibrated detectors are installed: every value seen, with whether the
+        #: errors were rising. The first ``calibration.warmup`` of them are the reference.
+        self._pending: list[tuple[float, bool]] | None = [] if self.calibration else None
+        #: Set by whoever took the due calibration on (Monitor.take_due).
+        self.claimed = False
+        self.detectors = [] if self.calibration else [make_detector(s, seed) for s in self.specs]
         self._recent: deque[float] = deque(maxlen=self.RECENT)
         self._recent_sum = 0.0
         self._long = 0.0
@@ -263,9 +386,175 @@ class SubjectDetectors:
         if not math.isfinite(x):
             return []
         rising = self._rising(x) if self.increase_only else True
+        if self._pending is None:
+            return self._step(x, rising)
+        self._pending.append((x, rising))
+        return []
+
+    @property
+    def calibrating(self) -> bool:
+        """No detector runs yet: values are kept until calibrated detectors are installed."""
+        return self._pending is not None
+
+    @property
+    def due(self) -> bool:
+        """The warm-up is complete: ``tune`` can run on ``sample()``."""
+        cal = self.calibration
+        return self._pending is not None and cal is not None and len(self._pending) >= cal.warmup
+
+    def sample(self) -> list[float]:
+        """The warm-up values calibration resamples."""
+        assert self._pending is not None and self.calibration is not None
+        return [x for x, _ in self._pending[: self.calibration.warmup]]
+
+    def tune(self, sample: Sequence[float]) -> dict[str, float]:
+        """Each tunable detector's knob, calibrated on ``sample``. It touches no state, so it
+        can run off the event loop (it simulates a long stationary stream per detector)."""
+        cal = self.calibration
+        assert cal is not None
+        tunable = [spec for spec in self.specs if spec in TUNABLE]
+        return {spec: calibrate(spec, sample, cal, self._seed_of(spec), len(tunable)) for spec in tunable}
+
+    def _seed_of(self, spec: str) -> int:
+        return (self.seed * 1_000_003 + zlib.crc32(f"{self.kind}:{self.subject}:{spec}".encode())) % 2**32
+
+    def install(self, tuned: dict[str, float]) -> list[Detection]:
+        """Build the detectors with ``tuned`` knobs, then run them over every value kept so
+        far, so that they end where detectors running from the start would have: a drift
+        within the warm-up or while calibrating is reported now."""
+        assert self._pending is not None and self.calibration is not None
+        scale = float(np.std(self.sample())) or 1.0
+        pending, self._pending = self._pending, None
+        self.tuned = dict(tuned)
+        for i, spec in enumerate(self.specs):
+            if spec in tuned:
+                self.detectors.append(TUNABLE[spec].build(tuned[spec], scale, self.seed + i))
+            else:
+                self.detectors.append(make_detector(spec, self.seed))
+        out: list[Detection] = []
+        for x, rising in pending:
+            out += self._step(x, rising)
+        return out
+
+    def calibrate_now(self) -> list[Detection]:
+        """``tune`` and ``install`` in one call, on the caller's thread."""
+        return self.install(self.tune(self.sample()))
+
+    def _step(self, x: float, rising: bool) -> list[Detection]:
         out = []
         for d in self.detectors:
             fired = d.update(x) and rising
             if self.debouncer.allow(f"{self.kind}:{self.subject}:{d.name}", fired):
                 out.append(Detection(self.kind, d.name, self.subject, d.statistic, d.threshold, d.window_size))
         return out
+
+
+#: Kinds from the most to the least actionable: an incident is of the first kind it holds
+#: (a concept drift, the model's errors rising, is what retraining acts on).
+KIND_ORDER = ("concept", "performance", "prediction", "input")
+SEVERITIES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A detection with the observation that fired it."""
+
+    detection: Detection
+    at: int  # the observation's index in what monitoring has seen
+    event_id: str | None
+    model_version: int
+    time_ms: int
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Detections from any detectors and subjects that fired within one window: one drift,
+    raised as one alert."""
+
+    fired: tuple[Fired, ...]
+
+    @property
+    def lead(self) -> Fired:
+        """The first detection of the most actionable kind: the alert's kind, detector and subject."""
+        return min(self.fired, key=lambda f: (KIND_ORDER.index(f.detection.kind), f.at))
+
+    @property
+    def kind(self) -> str:
+        return self.lead.detection.kind
+
+    @property
+    def detectors(self) -> list[str]:
+        return list(dict.fromkeys(f.detection.detector for f in self.fired))
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(f.detection.subject for f in self.fired))
+
+    @property
+    def severity(self) -> str:
+        """``high``: the model's errors rose and another detector or kind agreed; ``medium``:
+        the errors rose, or several detectors or subjects agreed on the inputs or the scores;
+        ``low``: one detector on one subject, the model's errors not (yet) affected."""
+        kinds = {f.detection.kind for f in self.fired}
+        agreed = len({(f.detection.detector, f.detection.subject) for f in self.fired}) > 1
+        errors = bool(kinds & {"concept", "performance"})
+        if errors and (agreed or len(kinds) > 1):
+            return "high"
+        return "medium" if errors or agreed else "low"
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The event times of its first and last detection."""
+        times = [f.time_ms for f in self.fired]
+        return min(times), max(times)
+
+
+class IncidentMerger:
+    """Merges detections into incidents. The first detection opens one, and every detection
+    within ``window`` observations of it joins it. An incident is raised once: as soon as it
+    holds a concept or performance detection (the model's errors rose, and retraining acts
+    at once), or else when its window has passed, naming everything that agreed by then.
+    What joins an incident already raised is merged into it silently. With ``window`` 0
+    each detection is raised alone. Observations are counted by the caller, one per record
+    it feeds the detectors."""
+
+    URGENT = frozenset({"concept", "performance"})
+
+    def __init__(self, window: int) -> None:
+        if window < 0:
+            raise ConfigError(f"an incident window is a number of observations, at least 0, not {window}")
+        self.window = window
+        self._open: list[Fired] = []
+        self._raised = False
+        #: Detections that joined an incident after it was raised.
+        self.merged = 0
+
+    def add(self, fired: Sequence[Fired]) -> list[Incident]:
+        """Take the detections one observation fired; return the incidents to raise now."""
+        if not fired:
+            return []
+        out = self.due(fired[0].at)
+        if self._raised:
+            self.merged += len(fired)
+        self._open += fired
+        if not self._raised and any(f.detection.kind in self.URGENT for f in fired):
+            self._raised = True
+            out.append(Incident(tuple(self._open)))
+        return out + self.due(fired[0].at)
+
+    def due(self, at: int) -> list[Incident]:
+        """The open incident, once ``at`` is ``window`` observations past its first detection."""
+        if self._open and at - self._open[0].at >= self.window:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[Incident]:
+        """Close the open incident whatever its age (the stream went quiet); raise it unless
+        it was raised already."""
+        incident, raised = Incident(tuple(self._open)), self._raised
+        self._open, self._raised = [], False
+        return [] if raised or not incident.fired else [incident]
+
+    @property
+    def open(self) -> bool:
+        return bool(self._open)

@@ -42,6 +42,26 @@ Definitions, with ``tolerance`` (default ``DEFAULT_TOLERANCE`` = 1000 events)
   inside windows or not).
 * Further alerts inside a window after its first are neither detections nor false alarms;
   they are counted as ``repeat_alerts``.
+* **Precision**, **recall** and **F1** take the detected drifts as true positives (TP), the
+  missed ones as false negatives (FN) and the false alarms as false positives (FP); repeat
+  alerts are none of them. Precision = TP / (TP + FP), recall = TP / (TP + FN), F1 their
+  harmonic mean; each is 0 when TP is 0. Over a stream's runs TP, FP and FN are summed
+  first and the three computed from the sums (not a mean of per-run F1s, which a run
+  without any alert would drag to 0 whatever the others did).
+
+Two rows per stream besides the detectors'
+
+* ``always`` (``BASELINE``): a detector that fires on every event, through the service's
+  ``Debouncer(cooldown)``, so it alerts on events ``0, cooldown, 2 * cooldown, ...``. It
+  misses nothing and knows nothing: the F1 a detector has to beat to be worth its alerts.
+  It lives here only; the service cannot be configured with it.
+* ``incident`` (``INCIDENT``): every detector that runs on the stream, side by side as the
+  service runs them (each in its own ``SubjectDetectors``, one ``Debouncer`` shared by all),
+  their detections merged by ``IncidentMerger(incident_window)`` into incidents. An
+  incident's alert is the observation at which the merger raises it, what an operator sees:
+  at once on a 0/1 error stream (concept detections are urgent), ``incident_window``
+  events after its first detection on a numeric one (input detections wait for the window),
+  and at the last event for one still open when the stream ends.
 """
 
 from __future__ import annotations
@@ -63,6 +83,8 @@ from driftloop.services.monitoring.drift import (
     DETECTORS,
     NUMERIC_ONLY,
     Debouncer,
+    Fired,
+    IncidentMerger,
     SubjectDetectors,
     parse_detectors,
 )
@@ -82,6 +104,12 @@ SLOW_DETECTORS = frozenset({"kswin"})
 DEFAULT_DETECTORS: tuple[str, ...] = tuple(s for s in DETECTORS if s not in SLOW_DETECTORS)
 #: Events of the first SEA concept the online model learns before the measured stream starts.
 SEA_WARMUP = 1000
+#: The rows that are no detector spec: the always-alarm baseline and the merged incidents.
+BASELINE = "always"
+INCIDENT = "incident"
+#: Events from an incident's first detection during which others join it: the service's
+#: DRIFTLOOP_MONITORING_INCIDENT_WINDOW default (1500 records) at about three records per event.
+DEFAULT_INCIDENT_WINDOW = 500
 
 
 @dataclass(frozen=True)
@@ -249,9 +277,18 @@ def score_run(alerts: Sequence[int], drift_points: Sequence[int], n: int, tolera
     return RunScore(n, len(points), delays, len(points) - len(first), false_alarms, repeats)
 
 
+def f1_score(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from true positives, false positives and false negatives
+    (each 0 when ``tp`` is 0)."""
+    if tp == 0:
+        return 0.0, 0.0, 0.0
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return precision, recall, 2 * precision * recall / (precision + recall)
+
+
 @dataclass(frozen=True)
 class DetectorScore:
-    detector: str  # the spec, as in DETECTORS
+    detector: str  # the spec, as in DETECTORS, or BASELINE or INCIDENT
     stream: str
     runs: int
     events: int  # over all runs
@@ -264,6 +301,9 @@ class DetectorScore:
     false_alarms: int
     false_alarms_per_10k: float
     repeat_alerts: int
+    precision: float
+    recall: float
+    f1: float
     tolerance: int
     cooldown: int
     seconds: float = field(default=0.0, compare=False)  # detector time, streams excluded
@@ -275,9 +315,13 @@ class DetectorScore:
 def aggregate(
     detector: str, stream: str, runs: Sequence[RunScore], tolerance: int, cooldown: int, seconds: float = 0.0
 ) -> DetectorScore:
+    """Pool a detector's runs on one stream: delays over every detected drift, counts summed,
+    precision, recall and F1 from the summed counts."""
     delays = [d for r in runs for d in r.delays]
     events = sum(r.events for r in runs)
     false_alarms = sum(r.false_alarms for r in runs)
+    missed = sum(r.missed for r in runs)
+    precision, recall, f1 = f1_score(len(delays), false_alarms, missed)
     return DetectorScore(
         detector=detector,
         stream=stream,
@@ -285,13 +329,16 @@ def aggregate(
         events=events,
         drifts=sum(r.drifts for r in runs),
         detected=len(delays),
-        missed=sum(r.missed for r in runs),
+        missed=missed,
         mean_delay=statistics.fmean(delays) if delays else None,
         median_delay=float(statistics.median(delays)) if delays else None,
         max_delay=max(delays) if delays else None,
         false_alarms=false_alarms,
         false_alarms_per_10k=10_000 * false_alarms / events if events else 0.0,
         repeat_alerts=sum(r.repeat_alerts for r in runs),
+        precision=precision,
+        recall=recall,
+        f1=f1,
         tolerance=tolerance,
         cooldown=cooldown,
         seconds=seconds,
@@ -303,9 +350,49 @@ def aggregate(
 
 def alerts_of(spec: str, values: Sequence[float] | np.ndarray, seed: int, cooldown: int, *, binary: bool) -> list[int]:
     """Event indices at which the detector, de-bounced as in the service, raised an alert."""
-    kind = "concept" if binary else "input"
-    subject = SubjectDetectors(kind, "error_rate" if binary else "x", (spec,), seed, Debouncer(cooldown))
+    kind, name = _subject(binary)
+    subject = SubjectDetectors(kind, name, (spec,), seed, Debouncer(cooldown))
     return [t for t, x in enumerate(np.asarray(values, dtype=float).tolist()) if subject.update(x)]
+
+
+def always_alerts(n: int, cooldown: int) -> list[int]:
+    """The always-alarm baseline's alerts over ``n`` events: it fires on every event, and
+    the service's debouncer lets through what it lets through."""
+    debouncer = Debouncer(cooldown)
+    return [t for t in range(n) if debouncer.allow(BASELINE, True)]
+
+
+def _subject(binary: bool) -> tuple[str, str]:
+    """The (kind, subject) the service would watch such values as: the error stream, or a feature."""
+    return ("concept", "error_rate") if binary else ("input", "x")
+
+
+def incident_alerts(
+    specs: Sequence[str],
+    values: Sequence[float] | np.ndarray,
+    seed: int,
+    cooldown: int,
+    window: int,
+    *,
+    binary: bool,
+) -> list[int]:
+    """Event indices at which incidents of the detectors ``specs``, side by side on the same
+    values, were raised: each detector in its own SubjectDetectors, one Debouncer shared by
+    all and one IncidentMerger, as in the service. An incident still open after the last
+    event is raised at the last event."""
+    kind, name = _subject(binary)
+    debouncer = Debouncer(cooldown)
+    subjects = [SubjectDetectors(kind, name, (spec,), seed, debouncer) for spec in specs]
+    merger = IncidentMerger(window)
+    alerts: list[int] = []
+    xs = np.asarray(values, dtype=float).tolist()
+    for t, x in enumerate(xs):
+        fired = [Fired(d, t, None, 0, t) for subject in subjects for d in subject.update(x)]
+        raised = merger.add(fired) if fired else merger.due(t)
+        alerts += [t] * len(raised)
+    if xs:
+        alerts += [len(xs) - 1] * len(merger.flush())
+    return alerts
 
 
 def _seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
@@ -324,26 +411,45 @@ def _evaluate_stream(
     tolerance: int,
     cooldown: int,
     params: StreamParams,
+    *,
+    baseline: bool = False,
+    incident_window: int | None = None,
 ) -> list[DetectorScore]:
+    """The rows of ``specs`` on one stream kind, then the incident row (unless
+    ``incident_window`` is None), then the baseline's (with ``baseline``)."""
     binary = STREAMS[kind].binary
-    runs: dict[str, list[RunScore]] = {s: [] for s in specs}
-    seconds = dict.fromkeys(specs, 0.0)
+    rows = [*specs, *([INCIDENT] if incident_window is not None else []), *([BASELINE] if baseline else [])]
+
+    def alerts_for(row: str, values: np.ndarray, seed: int) -> list[int]:
+        if row == INCIDENT:
+            assert incident_window is not None
+            return incident_alerts(specs, values, seed, cooldown, incident_window, binary=binary)
+        if row == BASELINE:
+            return always_alerts(len(values), cooldown)
+        return alerts_of(row, values, seed, cooldown, binary=binary)
+
+    runs: dict[str, list[RunScore]] = {r: [] for r in rows}
+    seconds = dict.fromkeys(rows, 0.0)
     for seed in seeds:
         values = make_stream(kind, n, drift_points, seed, params)
-        for spec in specs:
+        for row in rows:
             start = time.perf_counter()
-            alerts = alerts_of(spec, values, seed, cooldown, binary=binary)
-            seconds[spec] += time.perf_counter() - start
-            runs[spec].append(score_run(alerts, drift_points, n, tolerance))
-    return [aggregate(s, kind, runs[s], tolerance, cooldown, seconds[s]) for s in specs]
+            alerts = alerts_for(row, values, seed)
+            seconds[row] += time.perf_counter() - start
+            runs[row].append(score_run(alerts, drift_points, n, tolerance))
+    return [aggregate(r, kind, runs[r], tolerance, cooldown, seconds[r]) for r in rows]
 
 
-def _check(n: int, drift_points: Sequence[int] | None, tolerance: int, cooldown: int) -> tuple[int, ...]:
+def _check(
+    n: int, drift_points: Sequence[int] | None, tolerance: int, cooldown: int, incident_window: int | None = None
+) -> tuple[int, ...]:
     points = check_drift_points(n, default_drift_points(n) if drift_points is None else drift_points)
     if tolerance < 1:
         raise ConfigError(f"tolerance must be at least 1 event, not {tolerance}")
     if cooldown < 0:
         raise ConfigError(f"cooldown must not be negative, not {cooldown}")
+    if incident_window is not None and incident_window < 0:
+        raise ConfigError(f"the incident window must not be negative, not {incident_window}")
     return points
 
 
@@ -383,11 +489,16 @@ def evaluate_all(
     tolerance: int = DEFAULT_TOLERANCE,
     cooldown: int = DEFAULT_COOLDOWN,
     params: StreamParams | None = None,
+    baseline: bool = True,
+    incident_window: int | None = DEFAULT_INCIDENT_WINDOW,
 ) -> list[DetectorScore]:
     """Every applicable (detector, stream kind) pair over the seeds: binary-only detectors on
     the 0/1 streams only. ``specs`` default to ``DEFAULT_DETECTORS`` (all but the slow
     KSWIN), ``stream_kinds`` to every kind in ``STREAMS``. Each stream is drawn once per seed
-    and fed to every detector. Scores come in spec order, then stream order."""
+    and fed to every detector. Per stream, an ``INCIDENT`` row merges the detectors that ran
+    on it (``incident_window`` None: no such row) and a ``BASELINE`` row scores the
+    always-alarm baseline (``baseline`` False: none). Scores come in spec order, then
+    ``INCIDENT``, then ``BASELINE``, each in stream order."""
     specs = tuple(
         dict.fromkeys(parse_detectors(",".join(specs if specs is not None else DEFAULT_DETECTORS), binary=None))
     )
@@ -397,7 +508,7 @@ def evaluate_all(
     for kind in kinds:
         if kind not in STREAMS:
             raise ConfigError(f"unknown stream kind {kind!r}; choose from {', '.join(STREAMS)}")
-    points = _check(n, drift_points, tolerance, cooldown)
+    points = _check(n, drift_points, tolerance, cooldown, incident_window)
     params = params or StreamParams()
     seed_list = _seeds(seeds)
     scores: list[DetectorScore] = []
@@ -405,18 +516,45 @@ def evaluate_all(
         binary = STREAMS[kind].binary
         applicable = [s for s in specs if (s not in BINARY_ONLY or binary) and (s not in NUMERIC_ONLY or not binary)]
         if applicable:
-            scores += _evaluate_stream(applicable, kind, seed_list, n, points, tolerance, cooldown, params)
-    order = {s: i for i, s in enumerate(specs)}
+            scores += _evaluate_stream(
+                applicable,
+                kind,
+                seed_list,
+                n,
+                points,
+                tolerance,
+                cooldown,
+                params,
+                baseline=baseline,
+                incident_window=incident_window,
+            )
+    order = {s: i for i, s in enumerate((*specs, INCIDENT, BASELINE))}
     return sorted(scores, key=lambda sc: (order[sc.detector], kinds.index(sc.stream)))
 
 
 # --- reporting ---------------------------------------------------------------------------------
 
 
+def _baseline_f1(scores: Sequence[DetectorScore]) -> dict[str, float]:
+    return {s.stream: s.f1 for s in scores if s.detector == BASELINE}
+
+
 def format_table(scores: Sequence[DetectorScore]) -> str:
     """One row per score: detector, stream, mean delay, false alarms /10k, missed / drifts,
-    repeat alerts and runs."""
-    header = ("detector", "stream", "mean delay", "false alarms /10k", "missed / drifts", "repeats", "runs")
+    repeat alerts, F1, F1 minus the always baseline's on the same stream (``-`` without a
+    baseline row), and runs."""
+    always = _baseline_f1(scores)
+    header = (
+        "detector",
+        "stream",
+        "mean delay",
+        "false alarms /10k",
+        "missed / drifts",
+        "repeats",
+        "F1",
+        "F1 - always",
+        "runs",
+    )
     rows = [
         (
             s.detector,
@@ -425,6 +563,8 @@ def format_table(scores: Sequence[DetectorScore]) -> str:
             f"{s.false_alarms_per_10k:.2f}",
             f"{s.missed} / {s.drifts}",
             str(s.repeat_alerts),
+            f"{s.f1:.3f}",
+            "-" if s.stream not in always or s.detector == BASELINE else f"{s.f1 - always[s.stream]:+.3f}",
             str(s.runs),
         )
         for s in scores
@@ -440,6 +580,42 @@ def format_table(scores: Sequence[DetectorScore]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def compare(scores: Sequence[DetectorScore]) -> dict[str, dict[str, Any]]:
+    """Per stream: the detector with the best F1 (the first in score order on a tie), the
+    incident row's and the always baseline's F1 (None without such a row), and the rows whose
+    F1 beats the baseline's (strictly)."""
+    always = _baseline_f1(scores)
+    out: dict[str, dict[str, Any]] = {}
+    for stream in dict.fromkeys(s.stream for s in scores):
+        rows = [s for s in scores if s.stream == stream]
+        detectors = [s for s in rows if s.detector not in (BASELINE, INCIDENT)]
+        best = max(detectors, key=lambda s: s.f1, default=None)
+        incident = next((s.f1 for s in rows if s.detector == INCIDENT), None)
+        base = always.get(stream)
+        out[stream] = {
+            "best_detector": None if best is None else best.detector,
+            "best_f1": None if best is None else best.f1,
+            "incident_f1": incident,
+            "always_f1": base,
+            "beat_always": [] if base is None else [s.detector for s in rows if s.detector != BASELINE and s.f1 > base],
+        }
+    return out
+
+
+def format_comparison(scores: Sequence[DetectorScore]) -> str:
+    """One line per stream with a baseline row: the best detector's, the incident's and the
+    always baseline's F1, and which rows beat the baseline."""
+    lines = []
+    for stream, c in compare(scores).items():
+        if c["always_f1"] is None:
+            continue
+        best = "-" if c["best_detector"] is None else f"{c['best_detector']} {c['best_f1']:.3f}"
+        incident = "-" if c["incident_f1"] is None else f"{c['incident_f1']:.3f}"
+        beat = ", ".join(c["beat_always"]) or "nothing"
+        lines.append(f"{stream}: F1 best {best}, incident {incident}, always {c['always_f1']:.3f}; beat always: {beat}")
+    return "\n".join(lines)
+
+
 def report(
     scores: Sequence[DetectorScore],
     *,
@@ -449,6 +625,7 @@ def report(
     tolerance: int,
     cooldown: int,
     params: StreamParams,
+    incident_window: int | None = DEFAULT_INCIDENT_WINDOW,
 ) -> dict[str, Any]:
     """The JSON document ``evaluate-drift`` writes."""
     kinds = dict.fromkeys(s.stream for s in scores)
@@ -458,6 +635,7 @@ def report(
         "drift_points": list(drift_points),
         "tolerance": tolerance,
         "cooldown": cooldown,
+        "incident_window": incident_window,
         "definitions": {
             "detection_window": "[p, min(p + tolerance, next drift point, n))",
             "delay": "first alert in the window minus p; mean over detected drifts only",
@@ -465,10 +643,18 @@ def report(
             "false_alarm": "an alert outside every detection window (including before the first drift point)",
             "false_alarms_per_10k": "10000 * false_alarms / events, events = runs * events_per_run",
             "repeat_alerts": "alerts in a window after its first (neither detections nor false alarms)",
+            "precision": "TP / (TP + FP), TP = detected, FP = false_alarms, summed over runs; 0 when TP = 0",
+            "recall": "TP / (TP + FN), FN = missed, summed over runs; 0 when TP = 0",
+            "f1": "2 * precision * recall / (precision + recall); 0 when TP = 0",
+            BASELINE: "fires on every event, de-bounced by the cooldown: alerts at 0, cooldown, 2 * cooldown, ...",
+            INCIDENT: "the stream's detectors side by side, one shared debouncer, detections merged by "
+            "IncidentMerger(incident_window); an alert where an incident is raised (at once for concept "
+            "detections, incident_window events after the first for input ones, the last event if still open)",
         },
         "streams": {k: {"binary": STREAMS[k].binary, "description": STREAMS[k].describe(params)} for k in kinds},
         "stream_params": asdict(params),
         "scores": [_json_safe(s.to_dict()) for s in scores],
+        "comparison": compare(scores),
     }
 
 
@@ -482,12 +668,20 @@ def evaluate_drift_cli(args: argparse.Namespace) -> int:
     specs = parse_detectors(args.detectors, binary=None) if chosen else DEFAULT_DETECTORS
     if not specs:
         raise ConfigError("--detectors names no drift detector")
-    points = _check(args.events, default_drift_points(args.events), args.tolerance, args.cooldown)
+    points = _check(args.events, default_drift_points(args.events), args.tolerance, args.cooldown, args.incident_window)
     seeds = tuple(range(args.seeds))
     params = StreamParams()
     start = time.perf_counter()
     scores = evaluate_all(
-        specs, None, seeds, args.events, points, tolerance=args.tolerance, cooldown=args.cooldown, params=params
+        specs,
+        None,
+        seeds,
+        args.events,
+        points,
+        tolerance=args.tolerance,
+        cooldown=args.cooldown,
+        params=params,
+        incident_window=args.incident_window,
     )
     wall = time.perf_counter() - start
     doc = report(
@@ -498,15 +692,17 @@ def evaluate_drift_cli(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         cooldown=args.cooldown,
         params=params,
+        incident_window=args.incident_window,
     )
     doc["wall_seconds"] = round(wall, 3)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "drift_evaluation.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(format_table(scores))
+    print("\n" + format_comparison(scores))
     print(
         f"\n{len(seeds)} seeds x {args.events} events, drift points {list(points)}, "
-        f"tolerance {args.tolerance}, cooldown {args.cooldown}; {wall:.1f} s"
+        f"tolerance {args.tolerance}, cooldown {args.cooldown}, incident window {args.incident_window}; {wall:.1f} s"
     )
     if not chosen:
         print(f"left out (slow): {', '.join(sorted(SLOW_DETECTORS))}; name them in --detectors to include them")

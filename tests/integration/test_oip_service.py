@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from waiting import fuzz_openapi, read_values, readme_curls, wait_until
 
 from driftloop.bench import _slice_models, _version
@@ -177,3 +178,65 @@ def test_oip_infer_follows_swaps_publishes_and_closes_the_loop(
         assert outcomes[0]["role"] == "champion" and outcomes[0]["model_version"] == 1
     finally:
         stack.stop_services()
+
+
+def test_a_windowed_model_answers_an_entity_from_its_window_state(
+    broker: Broker, topics: Topics, serde: Serde, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A champion trained on windowed features: a request that names an entity (and no
+    feature) is answered from that entity's latest vector on the stream, and gives the same
+    scores as the stream's prediction of the entity's last event."""
+    from driftloop.replay import replay
+    from driftloop.shared.modelspec import build_model
+
+    windows = "x0:mean:sliding:1h"
+    env = {**service_env, "DRIFTLOOP_FEATURES_WINDOWS": windows}
+    fsv = CommonSettings(features_windows=windows).effective_feature_set_version
+    bootstrap = broker.bootstrap_servers
+    store = ArtifactStore(service_env["DRIFTLOOP_ARTIFACT_STORE"])
+    model = build_model("logreg", 42)
+    for x, y in sea_stream(500, seed=4).rows:
+        model.learn_one({**x, "x0_mean_sliding_1h": x["x0"]}, y)  # the window's weight is learnt too
+    _publish(
+        bootstrap,
+        topics,
+        serde,
+        [{**_version(store, model, 1, "champion", "test", "logreg"), "feature_set_version": fsv}],
+    )
+    base = f"http://127.0.0.1:{service_env['DRIFTLOOP_INFERENCE_HTTP_PORT']}"
+    n = 60
+    with Stack(env=env, log_dir=tmp_path / "logs", services=("ingestion", "features", "inference")) as stack:
+        stack.wait_ready()
+        with httpx.Client(base_url=base, timeout=10) as client:
+            wait_until("OIP ready", lambda: client.get("/v2/health/ready").status_code == 200, 60, stack.check)
+            asyncio.run(replay(bootstrap, topics, serde, sea_stream(n, seed=5), run_id="w", label_delay=10, rate=None))
+
+            def champion_predictions() -> list[dict[str, Any]]:
+                preds = read_values(bootstrap, topics.name(PREDICTIONS), serde, "Prediction")
+                return [p for p in preds if p["role"] == "champion"]
+
+            wait_until("every event predicted", lambda: len(champion_predictions()) >= n, 60, stack.check)
+            last: dict[str, dict[str, Any]] = {}
+            for p in champion_predictions():  # in partition order: an entity's last event comes last
+                last[p["entity_id"]] = p
+            assert {p["feature_set_version"] for p in last.values()} == {fsv}
+            entities = sorted(last)
+            request = {
+                "inputs": [{"name": "entity_id", "shape": [len(entities)], "datatype": "BYTES", "data": entities}]
+            }
+            answer = client.post(f"/v2/models/{MODEL}/infer", json=request)
+            assert answer.status_code == 200, answer.text
+            out = {o["name"]: o for o in answer.json()["outputs"]}
+            classes = out["scores"]["parameters"]["classes"]
+            expected = [last[e]["scores"][c] for e in entities for c in classes]
+            assert out["scores"]["data"] == pytest.approx(expected)
+            assert out["predicted"]["data"] == [last[e]["predicted"] for e in entities]
+
+            unknown = client.post(
+                f"/v2/models/{MODEL}/infer",
+                json={"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["nobody"]}]},
+            )
+            assert unknown.status_code == 404 and unknown.json()["code"] == "entity_unknown", unknown.text
+            no_entity = client.post(f"/v2/models/{MODEL}/infer", json=_rows(1))
+            assert no_entity.status_code == 422 and no_entity.json()["code"] == "windowed_features", no_entity.text
+        stack.check()

@@ -158,3 +158,91 @@ def test_feeding_a_record_of_the_wrong_shape_fails_the_test_clearly(tmp_path: Pa
     shell.model_loaded.set()
     with pytest.raises(AssertionError, match="is not a FeatureVector"):
         asyncio.run(h.feed(FEATURES, {"event_id": "e1"}))  # type: ignore[arg-type]
+
+
+WINDOWED = "v1-w0123abcd"  # a feature set with windows over the stream
+
+
+def _request(inputs: list[dict[str, Any]]) -> Any:
+    from driftloop.services.inference import oip
+
+    return oip.InferenceRequest.model_validate({"inputs": inputs})
+
+
+def _entity(*ids: str) -> dict[str, Any]:
+    return {"name": "entity_id", "shape": [len(ids)], "datatype": "BYTES", "data": list(ids)}
+
+
+def test_a_windowed_model_answers_an_entity_from_its_latest_vector_on_the_stream(tmp_path: Path) -> None:
+    from driftloop.services.inference import oip
+
+    shell, h = service(tmp_path, shadow_baseline=False)
+
+    async def run() -> tuple[Any, Any, Any]:
+        register(shell, 2, fsv=WINDOWED)
+        await shell.load(2)
+        shell.model_loaded.set()
+        await h.feed(FEATURES, *(vector(i, WINDOWED) for i in range(6)))  # u0: e0, e3; u1: e1, e4
+        same = await shell.infer("default", None, _request([_entity("u1", "u0")]))
+        x_given = {"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}
+        overridden = await shell.infer("default", None, _request([_entity("u1"), x_given]))
+        await asyncio.gather(*shell._publishing)
+        return same, overridden, h.sent(PREDICTIONS)
+
+    same, overridden, predictions = asyncio.run(run())
+    by_event = {p["event_id"]: p for p in predictions}
+    scores = {o.name: o.data for o in same.outputs}["scores"]
+    # e4 (x=0) and e3 (x=1) are u1's and u0's latest vectors: the same scores as on the stream.
+    classes = sorted(by_event["e4"]["scores"])
+    expected = [by_event[e]["scores"][c] for e in ("e4", "e3") for c in classes]
+    assert scores == pytest.approx(expected)
+    # The row's own value wins over the state's: u1's latest has x=0, the row x=1, as e3 had.
+    over = {o.name: o.data for o in overridden.outputs}["scores"]
+    assert over == pytest.approx([by_event["e3"]["scores"][c] for c in classes])
+    assert over != pytest.approx([by_event["e4"]["scores"][c] for c in classes])
+    stream = {f"e{i}" for i in range(6)}
+    http = [p for p in predictions if p["event_id"] not in stream]
+    assert len(http) == 3
+    assert [p["entity_id"] for p in http][:2] == ["u1", "u0"]
+    assert {p["feature_set_version"] for p in http} == {WINDOWED}
+
+    # An entity with no event yet, a row without an entity, and no state kept at all.
+    with pytest.raises(oip.EntityUnknown, match="no window state of v1-w0123abcd for entity 'u9' here"):
+        asyncio.run(shell.infer("default", None, _request([_entity("u1", "u9")])))
+    x_only = {"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}
+    with pytest.raises(oip.WindowedFeatures, match="give each row's entity_id"):
+        asyncio.run(shell.infer("default", None, _request([x_only])))
+    with pytest.raises(oip.UnknownInput, match="no input 'z'"):
+        z = {"name": "z", "shape": [1], "datatype": "FP64", "data": [1.0]}
+        asyncio.run(shell.infer("default", None, _request([_entity("u1"), z])))
+
+
+def test_with_no_entity_states_kept_a_windowed_model_needs_the_stream(tmp_path: Path) -> None:
+    from driftloop.services.inference import oip
+
+    shell, h = service(tmp_path, shadow_baseline=False, entity_states=0)
+
+    async def run() -> None:
+        register(shell, 2, fsv=WINDOWED)
+        await shell.load(2)
+        shell.model_loaded.set()
+        await h.feed(FEATURES, vector(1, WINDOWED))
+        await shell.infer("default", None, _request([_entity("u1")]))
+
+    with pytest.raises(oip.WindowedFeatures, match="send its events to Kafka"):
+        asyncio.run(run())
+
+
+def test_entity_states_keep_the_latest_vector_of_the_most_recently_updated_entities() -> None:
+    from driftloop.services.inference.serving import EntityStates
+
+    states = EntityStates(2)
+    for i, entity in enumerate(("a", "b", "a", "c")):
+        states.remember({**vector(i), "entity_id": entity})
+    assert len(states) == 2
+    assert states.get("b") is None  # the least recently updated went first
+    a, c = states.get("a"), states.get("c")
+    assert a is not None and a["event_id"] == "e2" and c is not None and c["event_id"] == "e3"
+    none = EntityStates(0)
+    none.remember(vector(1))
+    assert len(none) == 0 and none.get("u1") is None

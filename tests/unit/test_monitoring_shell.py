@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from driftloop.services.monitoring.app import Monitoring
 from driftloop.shared.errors import DriftloopError
@@ -168,7 +169,8 @@ def test_a_challengers_prediction_is_not_joined() -> None:
 
 
 def test_an_input_drift_raises_an_alert_keyed_by_model_name() -> None:
-    shell, h, log = service(alert_cooldown=0, input_detectors="adwin")
+    # Uncalibrated: River's ADWIN at its fixed delta.
+    shell, h, log = service(alert_cooldown=0, input_detectors="adwin", incident_window=0, false_alarms_per_10k=0)
 
     async def run() -> None:
         await h.feed(PREDICTIONS, prediction("p1", version=4))
@@ -188,6 +190,13 @@ def test_an_input_drift_raises_an_alert_keyed_by_model_name() -> None:
     assert first["threshold"] == pytest.approx(0.002)
     assert first["statistic"] > 1.0
     assert first["window_size"] > 0
+    # With no incident window, each detection is an incident of its own.
+    assert (first["severity"], first["detectors"], first["subjects"], first["detections"]) == (
+        "low",
+        ["ADWIN"],
+        ["x"],
+        1,
+    )
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
     assert h.keys(ALERTS) == [MODEL.encode()] * len(alerts)
     labels = {"model": MODEL, "kind": "input", "detector": "ADWIN", "subject": "x"}
@@ -202,6 +211,107 @@ def test_an_input_drift_raises_an_alert_keyed_by_model_name() -> None:
         "model_version": 4,
         "event_id": first["event_id"],
     }
+
+
+def _two_features(i: int, jump_at: int) -> FeatureVector:
+    level = 0.0 if i < jump_at else 5.0
+    return {**vector(i, (i % 2) * 0.1 + level), "features": {"x": (i % 2) * 0.1 + level, "y": (i % 3) * 0.1 + level}}
+
+
+def test_detections_within_the_incident_window_are_one_alert_naming_them_all() -> None:
+    shell, h, log = service(input_detectors="adwin,psi", incident_window=600)
+
+    async def run() -> None:
+        await h.feed(PREDICTIONS, prediction("p1", version=4))
+        await h.feed(FEATURES, *(_two_features(i, 600) for i in range(1500)))
+
+    asyncio.run(run())
+    alerts = h.sent(ALERTS)
+    detections = log.named("drift_detected")
+    assert len(detections) > len(alerts) >= 1, (detections, alerts)
+    first = alerts[0]
+    # ADWIN fires on both features at once, PSI a little later: one incident.
+    assert first["kind"] == "input" and first["subjects"] == ["x", "y"]
+    assert set(first["detectors"]) == {"ADWIN", "PSI"} and first["severity"] == "medium"
+    in_window = [d for d in detections if int(d["event_id"].removeprefix("v")) - 607 < 600]
+    assert first["detections"] == len(in_window)
+    assert first["window_start_time"] < first["window_end_time"]
+    assert first["event_id"] == detections[0]["event_id"]  # the lead: the first of its kind
+    assert sum(a["detections"] for a in alerts) == len(detections)
+    counted = sum(
+        sample(shell, "driftloop_drift_detections_total", model=MODEL, kind="input", detector=d, subject=f) or 0
+        for d in ("ADWIN", "PSI")
+        for f in ("x", "y")
+    )
+    assert counted == len(detections)
+    assert log.named("drift_alert_raised")[0]["severity"] == "medium"
+
+
+def test_an_incident_open_when_the_stream_goes_quiet_is_raised_on_the_clock() -> None:
+    shell, h, _ = service(input_detectors="adwin", incident_window=10_000, false_alarms_per_10k=0)
+
+    async def run() -> None:
+        await h.feed(PREDICTIONS, prediction("p1", version=4))
+        await h.feed(FEATURES, *(vector(i, (i % 2) * 0.1 + (0.0 if i < 200 else 5.0)) for i in range(400)))
+        await h.tick()  # records came since the last tick: the window may still fill
+        assert h.sent(ALERTS) == []
+        await h.tick()  # nothing since: raised now
+        await h.tick()
+
+    asyncio.run(run())
+    alerts = h.sent(ALERTS)
+    assert len(alerts) == 1 and alerts[0]["detectors"] == ["ADWIN"] and alerts[0]["subjects"] == ["x"]
+
+
+def test_an_incident_the_broker_refuses_on_the_clock_is_sent_on_a_later_tick() -> None:
+    shell, h, log = service(input_detectors="adwin", incident_window=10_000, false_alarms_per_10k=0)
+    refused: list[Any] = []
+
+    async def refuse(record: Any) -> None:
+        refused.append(record)
+        raise KafkaConnectionError("broker away")
+
+    async def run() -> None:
+        await h.feed(PREDICTIONS, prediction("p1", version=4))
+        await h.feed(FEATURES, *(vector(i, (i % 2) * 0.1 + (0.0 if i < 200 else 5.0)) for i in range(400)))
+        await h.tick()
+        shell.svc.publisher.bind(refuse)
+        await h.tick()  # quiet: raised now, and refused
+        await h.tick()  # tried again, refused again
+        shell.svc.publisher.bind(h.capture)
+        await h.tick()
+        await h.tick()
+
+    asyncio.run(run())
+    assert len(refused) == 2
+    assert [e["waiting"] for e in log.named("drift_alert_unsent")] == [1, 1]
+    alerts = h.sent(ALERTS)
+    assert len(alerts) == 1 and alerts[0]["detectors"] == ["ADWIN"]
+
+
+def test_detectors_are_calibrated_on_the_warm_up_and_then_find_a_drift_in_it() -> None:
+    shell, h, log = service(alert_cooldown=0, input_detectors="adwin,psi", incident_window=0, false_alarms_per_10k=2)
+    warmup = shell.monitor.calibration.warmup if shell.monitor.calibration else 0
+    assert warmup == 500
+
+    async def run() -> None:
+        await h.feed(PREDICTIONS, prediction("p1", version=4))
+        # Stationary until 450, then the level jumps: the jump falls inside the warm-up.
+        await h.feed(FEATURES, *(vector(i, math.sin(i) + (0.0 if i < 450 else 6.0)) for i in range(499)))
+        assert h.sent(ALERTS) == [], "nothing is detected before the detectors are calibrated"
+        await h.feed(FEATURES, vector(499, 6.0))
+
+    asyncio.run(run())
+    (calibrated,) = [c for c in log.named("detectors_calibrated") if c["subject"] == "x"]
+    assert calibrated["kind"] == "input" and calibrated["warmup"] == 500
+    assert set(calibrated["tuned"]) == {"adwin", "psi"}
+    for detector, value in calibrated["tuned"].items():
+        labels = {"model": MODEL, "kind": "input", "detector": detector, "subject": "x"}
+        assert sample(shell, "driftloop_drift_calibrated_parameter", **labels) == pytest.approx(value)
+    # The detectors ran over the kept warm-up once installed: the jump at 450 is reported at 499.
+    alerts = h.sent(ALERTS)
+    assert alerts and {a["event_id"] for a in alerts} == {"v499"}
+    assert alerts[0]["threshold"] == pytest.approx(calibrated["tuned"]["adwin"])
 
 
 def test_a_regressors_prediction_against_a_float_label_is_scored_by_its_error() -> None:
