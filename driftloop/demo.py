@@ -298,7 +298,17 @@ def _after_window(version: dict[str, Any] | None) -> int:
 
 SPEC_ENV = "DRIFTLOOP_RETRAINING_MODEL_SPEC"
 QUALITY_KEYS = {
-    "classification": ("served_accuracy", "baseline_static_accuracy", "bare_river_accuracy", "served_macro_f1"),
+    "classification": (
+        "served_accuracy",
+        "baseline_static_accuracy",
+        "bare_river_accuracy",
+        "served_macro_f1",
+        "estimated_accuracy",
+        "estimated_accuracy_error_stationary",
+        "estimated_accuracy_error_drift",
+        "lagged_accuracy_error_stationary",
+        "lagged_accuracy_error_drift",
+    ),
     "regression": ("served_mae", "served_rmse", "baseline_static_mae", "bare_river_mae", "bare_river_rmse"),
 }
 

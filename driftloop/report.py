@@ -36,6 +36,7 @@ def write_plots(out: Path, summary: dict[str, Any], series: dict[str, Any]) -> l
         ("served", "served (closed loop)", "-"),
         ("static", f"static model v{summary['baseline_model_version']}", "--"),
         ("bare", f"bare River {summary.get('bare_river_spec', '')}, same label delay", ":"),
+        ("estimated", "served, estimated from confidence before the labels (monitoring's estimate)", "-."),
     ):
         x, y = _rolling(series.get(f"{key}_{kind}", []), ROLLING)
         if len(x):

@@ -14,11 +14,12 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftloop.services.monitoring.core import class_key, macro_f1
+from driftloop.services.monitoring.core import RollingAccuracy, class_key, macro_f1
+from driftloop.services.monitoring.estimate import AccuracyEstimate
 from driftloop.shared.modelspec import REGRESSION, infer_task, is_number, label_fits, predict, same_class
 from driftloop.streams import index_of, numeric
 
@@ -99,6 +100,93 @@ def accuracy(hits: Sequence[tuple[int, bool]], start: int = 0) -> float | None:
 
 def f1_of(triples: Iterable[tuple[int, Any, Any]], start: int = 0) -> float | None:
     return macro_f1([(class_key(y), None if p is None else class_key(p)) for i, p, y in triples if i >= start])
+
+
+#: Consecutive labelled events a label-free estimate is judged over, windows starting every
+#: ESTIMATE_STEP of them; a window that reaches into the DRIFT_SPAN events after a known
+#: drift point is judged "under drift".
+ESTIMATE_WINDOW = 500
+ESTIMATE_STEP = 100
+DRIFT_SPAN = 1000
+
+
+class Estimated(NamedTuple):
+    """One labelled champion prediction, as monitoring's estimate saw it."""
+
+    event: int  # its event index
+    estimate: float  # the estimated probability that it is correct, made as it arrived
+    lagged: float | None  # the realized accuracy of the outcomes known then (None before any)
+    correct: bool
+
+
+def estimates(
+    champion: Mapping[str, Mapping[str, Any]], labels: Mapping[str, Mapping[str, Any]], window: int = ESTIMATE_WINDOW
+) -> list[Estimated]:
+    """Each labelled champion prediction with class scores, in event order: monitoring's
+    :class:`AccuracyEstimate` replayed over the predictions (by the time they were made) and
+    their outcomes (by the time both prediction and label were there, as monitoring's join
+    gives them), each prediction estimated from the outcomes before it. Beside it, the
+    baseline that needs no estimate: the accuracy of the last ``window`` outcomes known when
+    it was made."""
+    timeline = [(p["predicted_at"], 0, eid) for eid, p in champion.items()]
+    timeline += [
+        (max(champion[eid]["predicted_at"], lab["label_time"]), 1, eid)
+        for eid, lab in labels.items()
+        if eid in champion
+    ]
+    estimate = AccuracyEstimate(window=window, calibration_window=window)
+    realized = RollingAccuracy(window)
+    at_prediction: dict[str, tuple[float, float | None]] = {}
+    for _, kind, eid in sorted(timeline):
+        p = champion[eid]
+        if kind == 0:
+            q = estimate.on_prediction(p)
+            if q is not None:
+                at_prediction[eid] = (q, realized.value)
+        else:
+            correct = same_class(p["predicted"], labels[eid]["label"])
+            estimate.on_outcome({**p, "correct": correct})
+            realized.update(correct)
+    return sorted(
+        Estimated(index_of(eid), q, lagged, same_class(champion[eid]["predicted"], labels[eid]["label"]))
+        for eid, (q, lagged) in at_prediction.items()
+        if eid in labels
+    )
+
+
+def estimate_figures(
+    series: Sequence[Estimated],
+    drift_points: Sequence[int],
+    window: int = ESTIMATE_WINDOW,
+    step: int = ESTIMATE_STEP,
+) -> dict[str, Any]:
+    """The label-free estimate against the realized accuracy: the mean absolute difference
+    between the two over windows of ``window`` consecutive labelled events, over every
+    window, the stationary ones and those under drift (None where there is none); and the
+    same for the lagged realized accuracy, the figure one has without an estimate. Windows
+    start from the first prediction made once some outcome was known, so that both are
+    judged on the same ones."""
+    known = next((k for k, e in enumerate(series) if e.lagged is not None), len(series))
+    errors: list[tuple[float, float, bool]] = []
+    for start in range(known, len(series) - window + 1, step):
+        chunk = series[start : start + window]
+        first, last = chunk[0].event, chunk[-1].event
+        drifting = any(first < d + DRIFT_SPAN and last >= d for d in drift_points)
+        accuracy = sum(e.correct for e in chunk) / window
+        estimated = sum(e.estimate for e in chunk) / window
+        lagged = sum(e.lagged or 0.0 for e in chunk) / window
+        errors.append((abs(estimated - accuracy), abs(lagged - accuracy), drifting))
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    out: dict[str, Any] = {"estimated_accuracy": mean([e.estimate for e in series])}
+    for k, name in ((0, "estimated_accuracy_error"), (1, "lagged_accuracy_error")):
+        out[name] = mean([e[k] for e in errors])
+        out[f"{name}_stationary"] = mean([e[k] for e in errors if not e[2]])
+        out[f"{name}_drift"] = mean([e[k] for e in errors if e[2]])
+    out["estimated_accuracy_windows"] = len(errors)
+    return out
 
 
 def task_of(registry: Sequence[Mapping[str, Any]], labels: Iterable[Any]) -> str | None:
@@ -222,6 +310,7 @@ def summarize(
     }
     if bare is not None:
         summary["bare_river_spec"] = bare[0]
+    estimated: list[Estimated] = []
     if regression:
         served_errors, static_errors, bare_errors = (
             errors_of(served_triples),
@@ -253,6 +342,7 @@ def summarize(
         }
     else:
         bare_hits = [(i, same_class(p, y)) for i, p, y in bare_triples]
+        estimated = estimates(served, {lab["event_id"]: lab for lab in clean_labels})
         summary |= {
             "served_accuracy": accuracy(served_hits),
             "baseline_static_accuracy": accuracy(static_hits),
@@ -271,6 +361,7 @@ def summarize(
                 accuracy(bare_hits, trained_from) if bare and trained_from is not None else None
             ),
             "bare_river_macro_f1": f1_of(bare_triples) if bare else None,
+            **estimate_figures(estimated, drift_points),
         }
     summary |= {
         "drift_alerts": len(alerts),
@@ -299,6 +390,7 @@ def summarize(
         "served_hits": served_hits,
         "static_hits": static_hits,
         "bare_hits": [(i, same_class(p, y)) for i, p, y in bare_triples],
+        "estimated_hits": [(e.event, e.estimate) for e in estimated],
         "served_errors": errors_of(served_triples),
         "static_errors": errors_of(static_triples),
         "bare_errors": errors_of(bare_triples),

@@ -20,6 +20,7 @@ from driftloop.services.monitoring.core import (
     label_fits_prediction,
 )
 from driftloop.services.monitoring.drift import Detection, Fired, Incident, IncidentMerger
+from driftloop.services.monitoring.estimate import AccuracyEstimate
 from driftloop.shared.records import DriftAlert, DriftKind, DriftSeverity, FeatureVector, Label, Outcome, Prediction
 from driftloop.shared.runtime import Context, Service, run_service
 from driftloop.shared.settings import MonitoringSettings
@@ -62,6 +63,19 @@ class MonitoringMetrics:
             metric: Gauge(f"driftloop_served_{metric}", help_, ["model", "role"], registry=reg)
             for metric, help_ in SERVED_HELP
         }
+        self.estimated = Gauge(
+            "driftloop_model_estimated_accuracy_ratio",
+            "Label-free estimate of a version's accuracy over its latest champion predictions, from their "
+            "confidence as calibrated on the version's labelled outcomes",
+            ["model", "version", "role"],
+            registry=reg,
+        )
+        self.served_estimated = Gauge(
+            "driftloop_served_estimated_accuracy_ratio",
+            "Label-free estimate of the accuracy of a role's latest predictions across versions, ahead of their labels",
+            ["model", "role"],
+            registry=reg,
+        )
         self.outcomes = Counter(
             "driftloop_outcomes_total",
             "Predictions joined with their label",
@@ -145,6 +159,8 @@ class Monitoring:
         s = svc.settings
         self.name = svc.common.model_name
         self.monitor = Monitor.from_settings(s)
+        self.estimate = AccuracyEstimate(window=s.window, calibration_window=s.window)
+        self._estimated_at = 0  # the estimate's updates at the last refresh
         ttl_ms = int(s.join_ttl_s * 1000)
         # One join per role: a label meets the champion's prediction and the baseline's.
         self.joins = {
@@ -189,6 +205,7 @@ class Monitoring:
         if join is not None:  # challengers are evaluated by retraining, not here
             if prediction["role"] == "champion":
                 self.champion_version = prediction["model_version"]
+                self.estimate.on_prediction(prediction)
                 detections = self.monitor.on_prediction(prediction)
                 await self.raise_alerts(ctx, detections, prediction, prediction["event_time"])
             await self.emit(ctx, join.on_prediction(prediction, prediction["event_time"], ctx.partition))
@@ -218,6 +235,7 @@ class Monitoring:
         m.outcomes.labels(out["model_name"], str(out["model_version"]), out["role"], str(out["correct"]).lower()).inc()
         if out["role"] == "champion":
             m.label_delay.observe(max(0.0, (out["label_time"] - out["event_time"]) / 1000))
+            self.estimate.on_outcome(out)
         await self.raise_alerts(ctx, self.monitor.on_outcome(out), out, out["event_time"])
 
     def refuse(self, out: Outcome) -> None:
@@ -384,6 +402,12 @@ class Monitoring:
                 for metric, value in figures(tracker):
                     if value is not None:
                         m.served[metric].labels(model, role).set(value)
+        if self._estimated_at != self.estimate.updates:
+            self._estimated_at = self.estimate.updates
+            for (model, version), value in self.estimate.by_version().items():
+                m.estimated.labels(model, str(version), "champion").set(value)
+            for model, value in self.estimate.served().items():
+                m.served_estimated.labels(model, "champion").set(value)
         for feature, (mean, std) in monitor.feature_stats().items():
             m.feature_mean.labels(feature).set(mean)
             m.feature_std.labels(feature).set(std)

@@ -151,6 +151,12 @@ def test_demo_closes_the_loop(
     ]
     assert len(trained) > EVENTS // 3 and sum(trained) / len(trained) > 0.8
     assert summary["baseline_static_accuracy"] is not None and summary["baseline_model_version"] >= 1
+    # The label-free estimate was replayed over every labelled champion prediction with scores,
+    # and judged on stationary stretches and after each drift point.
+    assert 0.0 < summary["estimated_accuracy"] < 1.0
+    assert summary["estimated_accuracy_windows"] > 0
+    assert summary["estimated_accuracy_error_stationary"] is not None
+    assert summary["estimated_accuracy_error_drift"] is not None
 
     # The second drift (SEA's threshold moves from 7 to 9.5) is detected by a concept alert,
     # versions learned on the new concept are promoted and served, and over the last 500

@@ -29,6 +29,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 EXPECTED_ALERTS = {
     "DriftDetected",
     "ServedAccuracyLow",
+    "EstimatedAccuracyLow",
     "ServedAccuracyBelowBaseline",
     "DeadLetterRateHigh",
     "ConsumerStalled",

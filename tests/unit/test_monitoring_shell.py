@@ -470,11 +470,35 @@ def test_the_gauges_refresh_on_the_clock() -> None:
     # Predicted True, True, False, True: F1 of True 0.8, of False 2/3.
     assert sample(shell, "driftloop_model_macro_f1", **perf) == pytest.approx((0.8 + 2 / 3) / 2)
     assert sample(shell, "driftloop_served_accuracy_ratio", model=MODEL, role="champion") == pytest.approx(0.75)
+    # The label-free estimate: the predicted classes' scores 0.9, 0.8, 0.7 and 0.6, estimated
+    # before any label had calibrated them.
+    assert sample(shell, "driftloop_model_estimated_accuracy_ratio", **perf) == pytest.approx(0.75)
+    assert sample(shell, "driftloop_served_estimated_accuracy_ratio", model=MODEL, role="champion") == pytest.approx(
+        0.75
+    )
     assert sample(shell, "driftloop_model_mae", **perf) is None  # a classifier has no regression figures
     assert sample(shell, "driftloop_feature_mean", feature="x") == pytest.approx(2.0)
     assert sample(shell, "driftloop_feature_stddev", feature="x") == pytest.approx(0.0)
     assert sample(shell, "driftloop_prediction_score_mean", model=MODEL) == pytest.approx(shell.monitor.score_mean)
     assert 0.3 < shell.monitor.score_mean < 0.9
+
+
+def test_the_estimate_learns_from_the_champions_outcomes() -> None:
+    shell, h, _ = service()
+    served = {"model": MODEL, "role": "champion"}
+
+    async def run() -> None:
+        # Confident at 0.9 and right half the time; the baseline's outcomes teach nothing.
+        for i in range(400):
+            await h.feed(PREDICTIONS, prediction(f"e{i}"), prediction(f"e{i}", role="baseline", version=1))
+            await h.feed(LABELS_CLEAN, label(f"e{i}", i % 2 == 0))
+        await h.tick()
+
+    asyncio.run(run())
+    estimate = sample(shell, "driftloop_served_estimated_accuracy_ratio", **served)
+    assert estimate is not None and 0.5 < estimate < 0.6
+    assert sample(shell, "driftloop_served_accuracy_ratio", **served) == pytest.approx(0.5)
+    assert sample(shell, "driftloop_served_estimated_accuracy_ratio", model=MODEL, role="baseline") is None
 
 
 def test_the_gauges_refresh_every_few_hundred_records_too() -> None:

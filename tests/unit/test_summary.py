@@ -40,6 +40,7 @@ def _records(labels: list[Any], served: list[Any], task: str | None, scores: boo
     preds = [
         {
             "event_id": eid,
+            "model_name": "default",
             "role": "champion",
             "predicted": p,
             "model_version": 2,
@@ -58,7 +59,10 @@ def _records(labels: list[Any], served: list[Any], task: str | None, scores: boo
         "dead_letters": [],
         "vectors": [{"event_id": eid, "features": {"x": float(i)}} for i, eid in enumerate(ids)],
         "predictions": preds,
-        "clean_labels": [{"event_id": eid, "label": y} for eid, y in zip(ids, labels, strict=True)],
+        "clean_labels": [
+            {"event_id": eid, "label": y, "label_time": 10 * i + 500}
+            for i, (eid, y) in enumerate(zip(ids, labels, strict=True))
+        ],
         "outcomes": [],
         "alerts": [],
         "registry": [version],
