@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ from typing import Any
 from driftloop.demo import run_demo
 from driftloop.runner import SCALABLE_SERVICES, Stack
 from driftloop.services.monitoring.core import Monitor
-from driftloop.serving_bench import oip_latency
+from driftloop.serving_bench import http_ingest, oip_latency
 from driftloop.shared.broker import Broker, free_port, start_local_broker
 from driftloop.shared.kafka import create_topics, produce_all, produce_batched, producer, read_topic, tail_topic
 from driftloop.shared.modelspec import BINARY, REGRESSION, build_model, infer_task, predict, same_class, spec_for_task
@@ -229,88 +228,6 @@ def vector_records(serde: Serde, dataset: Dataset, feature_set_version: str) -> 
             yield topics.name(FEATURES), entity.encode(), serde.encode(FEATURES, vector)
 
     return records
-
-
-def http_ingest(bootstrap: str, out_dir: Path, dataset: Dataset, n: int, batch: int = 100) -> dict[str, float]:
-    """Ingestion alone: ``n`` events posted to POST /v1/events in bodies of ``batch`` records,
-    one request at a time (each answered once its records are on events.raw), and the same
-    JSON records produced with aiokafka to events.raw, ``batch`` at a time, each batch waited
-    for (acks=all, linger 0, as the service's own producer), while the service consumes both."""
-    port = free_port()
-    env = _phase_env(
-        bootstrap,
-        "http-ingest",
-        DRIFTLOOP_INGESTION_METRICS_PORT=str(free_port()),
-        DRIFTLOOP_INGESTION_HTTP_PORT=str(port),
-    )
-    topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], CommonSettings().partitions)
-    rows = cycled(dataset, n).rows
-    now = int(time.time() * 1000)
-
-    def records(prefix: str) -> list[tuple[bytes, bytes]]:
-        return [
-            (
-                f"e{i % 97}".encode(),
-                json.dumps(
-                    {"event_id": f"{prefix}-{i}", "entity_id": f"e{i % 97}", "event_time": now, "fields": fields}
-                ).encode(),
-            )
-            for i, (fields, _) in enumerate(rows)
-        ]
-
-    def post_all(conn: http.client.HTTPConnection, recs: list[tuple[bytes, bytes]]) -> None:
-        for i in range(0, len(recs), batch):
-            conn.request("POST", "/v1/events", b"[" + b",".join(v for _, v in recs[i : i + batch]) + b"]")
-            res = conn.getresponse()
-            body = res.read()
-            if res.status != 202:
-                raise RuntimeError(f"HTTP ingest answered {res.status}: {body[:300]!r}")
-
-    async def produce_all_batched(recs: list[tuple[bytes, bytes]]) -> float:
-        prod = producer(bootstrap, linger_ms=0, enable_idempotence=CommonSettings().idempotent_producers)
-        await prod.start()
-        try:
-            topic = topics.name(EVENTS_RAW)
-            await prod.partitions_for(topic)  # metadata fetched before the clock
-            started = time.perf_counter()
-            for i in range(0, len(recs), batch):
-                futures = [await prod.send(topic, value, key=key) for key, value in recs[i : i + batch]]
-                await asyncio.gather(*futures)
-            return len(recs) / (time.perf_counter() - started)
-        finally:
-            await prod.stop()
-
-    over_http, over_kafka = records("h"), records("k")
-    with Stack(env=env, log_dir=out_dir / "logs", services=("ingestion",)) as stack:
-        stack.wait_ready()
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    conn.request("GET", "/v1/health/ready")
-                    res = conn.getresponse()
-                    res.read()
-                    if res.status == 200:
-                        break
-                except OSError:
-                    conn.close()
-                if time.monotonic() > deadline:
-                    raise TimeoutError("HTTP ingest not ready within 30 s")
-                time.sleep(0.2)
-            post_all(conn, records("warm")[: 5 * batch])  # the connection and the service's first sends
-            started = time.perf_counter()
-            post_all(conn, over_http)
-            http_rate = n / (time.perf_counter() - started)
-        finally:
-            conn.close()
-        kafka_rate = asyncio.run(produce_all_batched(over_kafka))
-        stack.check()
-    return {
-        "http_ingest_events_per_second": http_rate,
-        "aiokafka_produce_events_per_second": kafka_rate,
-        "http_ingest_ratio_to_aiokafka": http_rate / kafka_rate,
-    }
 
 
 def trained_model(dataset: Dataset, spec: str, seed: int) -> Any:

@@ -1,10 +1,13 @@
-"""The bench's request-response phase: OIP v2 infer latency from a load client on this
+"""The bench's request-response phases: OIP v2 infer latency from a load client on this
 machine, at a fixed request rate, while the stream runs beside it through ingestion,
-features and inference; next to a bare River predict of the same rows."""
+features and inference, next to a bare River predict of the same rows; and HTTP ingest
+throughput, next to aiokafka producing the same records."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import threading
 import time
 import urllib.request
@@ -17,12 +20,12 @@ import orjson
 from driftloop.replay import replay
 from driftloop.runner import Stack
 from driftloop.shared.broker import free_port
-from driftloop.shared.kafka import create_topics, produce_all
+from driftloop.shared.kafka import create_topics, produce_all, producer
 from driftloop.shared.modelspec import predict
 from driftloop.shared.registry import ArtifactStore, registry_key
 from driftloop.shared.serde import Serde
 from driftloop.shared.settings import CommonSettings
-from driftloop.shared.topics import MODELS_REGISTRY, Topics
+from driftloop.shared.topics import EVENTS_RAW, MODELS_REGISTRY, Topics
 from driftloop.streams import Dataset, numeric
 from driftloop.summary import percentile
 
@@ -155,4 +158,88 @@ def oip_latency(
         "oip_p99_latency_ms": percentile(latencies, 99),
         "bare_predict_p50_ms": percentile(bare, 50),
         "bare_predict_p99_ms": percentile(bare, 99),
+    }
+
+
+def http_ingest(bootstrap: str, out_dir: Path, dataset: Dataset, n: int, batch: int = 100) -> dict[str, float]:
+    """Ingestion alone: ``n`` events posted to POST /v1/events in bodies of ``batch`` records,
+    one request at a time (each answered once its records are on events.raw), and the same
+    JSON records produced with aiokafka to events.raw, ``batch`` at a time, each batch waited
+    for (acks=all, linger 0, as the service's own producer), while the service consumes both."""
+    from driftloop.bench import _phase_env, cycled  # the bench's own helpers
+
+    port = free_port()
+    env = _phase_env(
+        bootstrap,
+        "http-ingest",
+        DRIFTLOOP_INGESTION_METRICS_PORT=str(free_port()),
+        DRIFTLOOP_INGESTION_HTTP_PORT=str(port),
+    )
+    topics = Topics(env["DRIFTLOOP_TOPIC_PREFIX"], CommonSettings().partitions)
+    rows = cycled(dataset, n).rows
+    now = int(time.time() * 1000)
+
+    def records(prefix: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (
+                f"e{i % 97}".encode(),
+                json.dumps(
+                    {"event_id": f"{prefix}-{i}", "entity_id": f"e{i % 97}", "event_time": now, "fields": fields}
+                ).encode(),
+            )
+            for i, (fields, _) in enumerate(rows)
+        ]
+
+    def post_all(conn: http.client.HTTPConnection, recs: list[tuple[bytes, bytes]]) -> None:
+        for i in range(0, len(recs), batch):
+            conn.request("POST", "/v1/events", b"[" + b",".join(v for _, v in recs[i : i + batch]) + b"]")
+            res = conn.getresponse()
+            body = res.read()
+            if res.status != 202:
+                raise RuntimeError(f"HTTP ingest answered {res.status}: {body[:300]!r}")
+
+    async def produce_all_batched(recs: list[tuple[bytes, bytes]]) -> float:
+        prod = producer(bootstrap, linger_ms=0, enable_idempotence=CommonSettings().idempotent_producers)
+        await prod.start()
+        try:
+            topic = topics.name(EVENTS_RAW)
+            await prod.partitions_for(topic)  # metadata fetched before the clock
+            started = time.perf_counter()
+            for i in range(0, len(recs), batch):
+                futures = [await prod.send(topic, value, key=key) for key, value in recs[i : i + batch]]
+                await asyncio.gather(*futures)
+            return len(recs) / (time.perf_counter() - started)
+        finally:
+            await prod.stop()
+
+    over_http, over_kafka = records("h"), records("k")
+    with Stack(env=env, log_dir=out_dir / "logs", services=("ingestion",)) as stack:
+        stack.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.request("GET", "/v1/health/ready")
+                    res = conn.getresponse()
+                    res.read()
+                    if res.status == 200:
+                        break
+                except OSError:
+                    conn.close()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("HTTP ingest not ready within 30 s")
+                time.sleep(0.2)
+            post_all(conn, records("warm")[: 5 * batch])  # the connection and the service's first sends
+            started = time.perf_counter()
+            post_all(conn, over_http)
+            http_rate = n / (time.perf_counter() - started)
+        finally:
+            conn.close()
+        kafka_rate = asyncio.run(produce_all_batched(over_kafka))
+        stack.check()
+    return {
+        "http_ingest_events_per_second": http_rate,
+        "aiokafka_produce_events_per_second": kafka_rate,
+        "http_ingest_ratio_to_aiokafka": http_rate / kafka_rate,
     }
