@@ -4,6 +4,7 @@ decoded, hand the rest to the dispatcher and the batch to the checkpointer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ class BatchLoop:
         #: Next offset after the last record handed to the handlers (or past the last skipped
         #: poison batch), per partition since it was assigned.
         self.fetched_to: dict[TopicPartition, int] = {}
+        self._frozen = False  # start-up's objects handed to gc.freeze() (after the first batch)
         self._batch_seconds = svc.metrics.batch_seconds.labels(svc.name)
 
     async def run(self, state_ready: asyncio.Event) -> None:
@@ -68,6 +70,13 @@ class BatchLoop:
                     self.fetched_to[skipped.tp] = skipped.batch.last + 1
                 if batches or skipped is not None:
                     await self._process(batches, skipped)
+                    if not self._frozen:
+                        self._frozen = True
+                        # What start-up built (modules, schemas, the first model, recovered
+                        # state) lives as long as the process: out of the collector's sight,
+                        # a full collection no longer walks it and holds up the event loop
+                        # (and inference's HTTP requests) for less.
+                        gc.freeze()
         for hook in self.svc.shutdown_hooks:
             await hook()
         await self.checkpointer.settle_all()

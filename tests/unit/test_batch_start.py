@@ -6,6 +6,7 @@ last transaction was still completing, are not handled a second time."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -136,3 +137,23 @@ def test_after_a_rebalance_the_partition_starts_again_from_its_committed_offset(
         return handled
 
     assert asyncio.run(scenario()) == [5, 6, 7, 8, 9, 8, 9, 10]
+
+
+def test_start_ups_objects_are_frozen_after_the_first_batch_only() -> None:
+    gc.unfreeze()
+    try:
+
+        async def scenario() -> tuple[int, int]:
+            loop, consumer, _ = _loop(None, [])
+            await _assigned_and_run(loop)  # no batch: nothing frozen yet
+            before = gc.get_freeze_count()
+            consumer.fetches = [_records(0, 2)]
+            loop.stopping.clear()
+            await _assigned_and_run(loop)
+            return before, gc.get_freeze_count()
+
+        before, after = asyncio.run(scenario())
+        assert before == 0
+        assert after > 1000  # modules, schemas, the service: what start-up built
+    finally:
+        gc.unfreeze()
