@@ -45,7 +45,7 @@ def confidence(record: Mapping[str, Any]) -> float | None:
     return min(max(own if own is not None else max(map(float, scores.values())), 0.0), 1.0)
 
 
-class Calibration:
+class ConfidenceCalibration:
     """P(correct | confidence) of one model version, learned from its last ``window``
     outcomes: ``bins`` equal bins of confidence, each correcting by its mean residual
     ``correct - c``, shrunk by ``prior`` outcomes' worth of the mean residual of all bins."""
@@ -84,9 +84,9 @@ class Calibration:
     def n(self) -> int:
         return len(self._kept)
 
-    def successor(self, last: int = INHERITED) -> Calibration:
+    def successor(self, last: int = INHERITED) -> ConfidenceCalibration:
         """A new calibration that starts from this one's ``last`` outcomes."""
-        twin = Calibration(self.bins, self.window, self.prior)
+        twin = ConfidenceCalibration(self.bins, self.window, self.prior)
         for b, r in list(self._kept)[-last:] if last else []:
             twin._kept.append((b, r))
             twin._sum[b] += r
@@ -114,7 +114,7 @@ class RollingMean:
 
 
 class _Version:
-    def __init__(self, calibration: Calibration, window: int) -> None:
+    def __init__(self, calibration: ConfidenceCalibration, window: int) -> None:
         self.calibration = calibration
         self.estimate = RollingMean(window)
 
@@ -129,7 +129,7 @@ class AccuracyEstimate:
     ) -> None:
         self.window = window
         kept = window if calibration_window is None else calibration_window
-        self._new = lambda: Calibration(bins, kept, prior)
+        self._new = lambda: ConfidenceCalibration(bins, kept, prior)
         self._versions: dict[str, OrderedDict[int, _Version]] = {}
         self._served: dict[str, RollingMean] = {}
         self.updates = 0

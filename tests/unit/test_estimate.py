@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftloop.services.monitoring.estimate import INHERITED, KEPT_VERSIONS, AccuracyEstimate, Calibration, confidence
+from driftloop.services.monitoring.estimate import (
+    INHERITED,
+    KEPT_VERSIONS,
+    AccuracyEstimate,
+    ConfidenceCalibration,
+    confidence,
+)
 from driftloop.summary import Estimated, estimate_figures, estimates
 
 MODEL = "m"
@@ -63,14 +69,14 @@ def test_an_overconfident_model_is_recalibrated_by_its_outcomes() -> None:
     # A bin that has seen nothing takes the correction of all bins, and the estimate never
     # leaves [0, 1].
     assert est.on_prediction(prediction(0.55)) == pytest.approx(0.25, abs=0.01)
-    cal = Calibration()
+    cal = ConfidenceCalibration()
     for _ in range(100):
         cal.learn_one(0.05, True)
     assert cal.predict_one(0.05) <= 1.0
 
 
 def test_the_calibration_forgets_outcomes_beyond_its_window() -> None:
-    cal = Calibration(window=100, prior=0)
+    cal = ConfidenceCalibration(window=100, prior=0)
     for _ in range(100):
         cal.learn_one(0.8, False)
     for _ in range(100):
