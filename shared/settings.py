@@ -309,9 +309,13 @@ class MonitoringSettings(ServiceSettings):
     # Each detector's knob is set, per subject, to fire at most this often on stationary data
     # resampled from the subject's first values (0, the default: River's fixed parameters).
     false_alarms_per_10k: float = Field(default=0.0, ge=0, le=1000)
-    # Records handled (feature vectors, predictions, outcomes: about three per event) from an
-    # incident's first detection during which any other detection joins it; 0 raises each alone.
+    # Records handled (feature vectors, predictions, outcomes: about three per event) after an
+    # incident's latest detection during which another joins it, and after its first before
+    # it is raised without a concept one; 0 raises each alone.
     incident_window: int = Field(default=1500, ge=0, le=100_000)
+    # The longest an incident spans, in records: a drift that keeps firing is raised again
+    # this often. At least incident_window.
+    incident_max_records: int = Field(default=15_000, ge=0, le=10_000_000)
     max_features: int = Field(default=50, ge=0)
     regression_tolerance: float = Field(default=0.0, ge=0)
     seed: int = 42

@@ -179,7 +179,7 @@ class Monitoring:
         #: The newest record time seen: the join entries expire behind it.
         self.watermark = 0
         self.records = 0
-        self.incidents = IncidentMerger(s.incident_window)
+        self.incidents = IncidentMerger(s.incident_window, s.incident_max_records)
         #: Records fed to the detectors: the incident window's clock.
         self.observed = 0
         self._observed_at_tick = 0
@@ -342,6 +342,7 @@ class Monitoring:
             detectors=alert["detectors"],
             subjects=alert["subjects"],
             detections=alert["detections"],
+            escalated=incident.escalated,
             model_version=alert["model_version"],
             event_id=alert["event_id"],
         )

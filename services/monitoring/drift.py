@@ -468,10 +468,12 @@ class Fired:
 
 @dataclass(frozen=True)
 class Incident:
-    """Detections from any detectors and subjects that fired within one window: one drift,
-    raised as one alert."""
+    """Detections from any detectors and subjects merged into one drift (IncidentMerger),
+    raised as one alert, and once more if the model's errors rose after that."""
 
     fired: tuple[Fired, ...]
+    #: Raised again: a concept or performance detection joined it after it was raised.
+    escalated: bool = False
 
     @property
     def lead(self) -> Fired:
@@ -510,49 +512,81 @@ class Incident:
 
 
 class IncidentMerger:
-    """Merges detections into incidents. The first detection opens one, and every detection
-    within ``window`` observations of it joins it. An incident is raised once: as soon as it
-    holds a concept or performance detection (the model's errors rose, and retraining acts
-    at once), or else when its window has passed, naming everything that agreed by then.
-    What joins an incident already raised is merged into it silently. With ``window`` 0
-    each detection is raised alone. Observations are counted by the caller, one per record
-    it feeds the detectors."""
+    """Merges detections into incidents: one drift, however long it keeps firing, is one
+    incident. The first detection opens one; every detection within ``window`` observations
+    of the incident's latest joins it, so a drift whose detections keep coming stays one
+    incident. ``window`` observations without a detection close it, and so does reaching
+    ``max_length`` observations: a drift that never settles is raised again at that interval,
+    as a reminder, rather than never.
+
+    An incident is raised as soon as it holds a concept or performance detection (the
+    model's errors rose, and retraining acts at once), or else ``window`` observations after
+    its first detection, naming everything that agreed by then. It is raised once more if a
+    concept or performance detection joins it after it was raised without one (escalated).
+    A concept or performance detection ``window`` observations or more after the incident's
+    first one closes it and opens the next: the errors rose again, and retraining acts on
+    each rise. Anything else that joins a raised incident is merged into it silently. With
+    ``window`` 0 each detection is raised alone. Observations are counted by the caller, one
+    per record it feeds the detectors."""
 
     URGENT = frozenset({"concept", "performance"})
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, max_length: int | None = None) -> None:
         if window < 0:
             raise ConfigError(f"an incident window is a number of observations, at least 0, not {window}")
+        longest = 10 * window if max_length is None else max_length
+        if longest < window:
+            raise ConfigError(
+                f"an incident's longest span ({longest} observations) must be at least its window ({window})"
+            )
         self.window = window
+        self.max_length = longest
         self._open: list[Fired] = []
         self._raised = False
-        #: Detections that joined an incident after it was raised.
+        self._urgent_at: int | None = None  # its first concept or performance detection
+        #: Detections that joined an incident after it was raised, and are in no alert.
         self.merged = 0
+        self._unraised = 0  # of those, the ones that joined the open incident
 
     def add(self, fired: Sequence[Fired]) -> list[Incident]:
         """Take the detections one observation fired; return the incidents to raise now."""
         if not fired:
             return []
-        out = self.due(fired[0].at)
+        at = fired[0].at
+        out = self.due(at)
+        urgent = any(f.detection.kind in self.URGENT for f in fired)
+        if urgent and self._urgent_at is not None and at - self._urgent_at >= self.window:
+            out += self.flush()  # raised already: closed without an alert
         if self._raised:
             self.merged += len(fired)
+            self._unraised += len(fired)
         self._open += fired
-        if not self._raised and any(f.detection.kind in self.URGENT for f in fired):
-            self._raised = True
-            out.append(Incident(tuple(self._open)))
-        return out + self.due(fired[0].at)
+        if urgent and self._urgent_at is None:
+            escalated = self._raised
+            if escalated:  # what was merged silently is in this alert
+                self.merged -= self._unraised
+            self._raised, self._urgent_at, self._unraised = True, at, 0
+            out.append(Incident(tuple(self._open), escalated))
+        return out + self.due(at)
 
     def due(self, at: int) -> list[Incident]:
-        """The open incident, once ``at`` is ``window`` observations past its first detection."""
-        if self._open and at - self._open[0].at >= self.window:
+        """What observation ``at`` raises: the open incident once ``window`` observations
+        have passed since its first detection, and its close (raising it if it was not)
+        once ``window`` have passed since its latest or it spans ``max_length``."""
+        if not self._open:
+            return []
+        if at - self._open[-1].at >= self.window or at - self._open[0].at >= self.max_length:
             return self.flush()
+        if not self._raised and at - self._open[0].at >= self.window:
+            self._raised = True
+            return [Incident(tuple(self._open))]
         return []
 
     def flush(self) -> list[Incident]:
         """Close the open incident whatever its age (the stream went quiet); raise it unless
         it was raised already."""
         incident, raised = Incident(tuple(self._open)), self._raised
-        self._open, self._raised = [], False
+        self._open, self._raised, self._urgent_at, self._unraised = [], False, None, 0
         return [] if raised or not incident.fired else [incident]
 
     @property

@@ -57,11 +57,12 @@ Two rows per stream besides the detectors'
   It lives here only; the service cannot be configured with it.
 * ``incident`` (``INCIDENT``): every detector that runs on the stream, side by side as the
   service runs them (each in its own ``SubjectDetectors``, one ``Debouncer`` shared by all),
-  their detections merged by ``IncidentMerger(incident_window)`` into incidents. An
-  incident's alert is the observation at which the merger raises it, what an operator sees:
-  at once on a 0/1 error stream (concept detections are urgent), ``incident_window``
-  events after its first detection on a numeric one (input detections wait for the window),
-  and at the last event for one still open when the stream ends.
+  their detections merged by ``IncidentMerger(incident_window)`` into incidents (an incident
+  spans at most ten windows). An incident's alert is the observation at which the merger
+  raises it, what an operator sees: at once on a 0/1 error stream (concept detections are
+  urgent), ``incident_window`` events after its first detection on a numeric one (input
+  detections wait for the window), and at the last event for one still open when the
+  stream ends.
 """
 
 from __future__ import annotations

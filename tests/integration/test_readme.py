@@ -270,6 +270,7 @@ BAD_SETTINGS = [
     ("ingestion", "DRIFTLOOP_PARTITIONS", "0", "partitions"),
     ("ingestion", "DRIFTLOOP_INGESTION_MAX_LATENESS_S", "-1", "max_lateness_s"),
     ("monitoring", "DRIFTLOOP_MONITORING_CONCEPT_DETECTORS", "adwin,oracle", "unknown drift detector 'oracle'"),
+    ("monitoring", "DRIFTLOOP_MONITORING_INCIDENT_MAX_RECORDS", "100", "must be at least its window (1500)"),
     ("features", "DRIFTLOOP_FEATURES_WINDOWS", "price:mean", "DRIFTLOOP_FEATURES_WINDOWS"),
     ("inference", "DRIFTLOOP_ARTIFACT_STORE", "s3://bucket", "only file://"),
     ("ingestion", "DRIFTLOOP_SECURITY_PROTOCOL", "SASL_PLAINTEXT", "DRIFTLOOP_SASL_USERNAME"),
