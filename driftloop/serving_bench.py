@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import threading
+import multiprocessing
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +23,7 @@ from driftloop.shared.broker import free_port
 from driftloop.shared.kafka import create_topics, produce_all, producer
 from driftloop.shared.modelspec import predict
 from driftloop.shared.registry import ArtifactStore, registry_key
-from driftloop.shared.serde import Serde
+from driftloop.shared.serde import FileSchemaRegistry, Serde
 from driftloop.shared.settings import CommonSettings
 from driftloop.shared.topics import EVENTS_RAW, MODELS_REGISTRY, Topics
 from driftloop.streams import Dataset, numeric
@@ -73,6 +73,13 @@ async def _load(base: str, path: str, bodies: list[dict[str, Any]], rate: float)
             tasks.append(asyncio.create_task(one(body)))
         await asyncio.gather(*tasks)
     return latencies, errors
+
+
+def _replay_stream(bootstrap: str, prefix: str, partitions: int, stream: Dataset, rate: float) -> None:
+    """The stream beside the load, in a process of its own: in the load client's process it
+    would share that interpreter's lock and add its own work to the latencies measured."""
+    serde = Serde(FileSchemaRegistry(CommonSettings().schema_dir))
+    asyncio.run(replay(bootstrap, Topics(prefix, partitions), serde, stream, run_id="oip", label_delay=50, rate=rate))
 
 
 def _ready(url: str) -> bool:
@@ -132,18 +139,21 @@ def oip_latency(
             if time.monotonic() > deadline:
                 raise TimeoutError("inference's OIP endpoint was not ready within 60 s")
             time.sleep(0.2)
-        streamed = threading.Thread(
-            target=lambda: asyncio.run(
-                replay(bootstrap, topics, serde, stream, run_id="oip", label_delay=50, rate=stream_rate)
-            ),
+        streamed = multiprocessing.get_context("spawn").Process(
+            target=_replay_stream,
+            args=(bootstrap, env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions, stream, stream_rate),
             daemon=True,
         )
         if stream_rate > 0:
             streamed.start()
-            time.sleep(2.0)  # the stream flowing first: its vectors also tell inference the inputs
-        latencies, errors = asyncio.run(_load(base, path, bodies, request_rate))
-        if stream_rate > 0:
-            streamed.join(timeout=seconds + 60)
+            time.sleep(3.0)  # the stream flowing first (a spawned interpreter starts in ~1 s)
+        try:
+            latencies, errors = asyncio.run(_load(base, path, bodies, request_rate))
+        finally:
+            if stream_rate > 0:
+                streamed.join(timeout=seconds + 60)
+                if streamed.is_alive():
+                    streamed.kill()
     bare = []
     for x in (xs[i % len(xs)] for i in range(n)):
         started = time.perf_counter()
