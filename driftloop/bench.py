@@ -627,6 +627,7 @@ def run_bench(
             served_mae_trained_window=lat.get("served_mae_trained_window"),
             bare_river_mae_trained_window=lat.get("bare_river_mae_trained_window"),
             drift_alerts=lat["drift_alerts"],
+            drift_incidents=lat["drift_incidents"],
             promotions=lat["promotions"],
             model_versions=lat["model_versions"],
         )
@@ -795,6 +796,7 @@ ROWS = (
     ("served_mae_trained_window", "served MAE from the first event a trained version served (paced run)"),
     ("bare_river_mae_trained_window", "bare River MAE on the same events"),
     ("drift_alerts", "drift alerts (paced run)"),
+    ("drift_incidents", "drift incidents: alerts less escalations (paced run)"),
     ("promotions", "model promotions (paced run)"),
     ("cpu_seconds_per_1k_events", "CPU seconds of the five services per 1k events"),
     ("peak_rss_mb", "peak RSS summed over the five services (MB)"),

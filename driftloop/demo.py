@@ -324,6 +324,7 @@ def demo_cli(args: argparse.Namespace) -> int:
         "dead_lettered",
         *quality,
         "drift_alerts",
+        "drift_incidents",
         "detection_delays",
         "model_versions",
         "promotions",

@@ -365,6 +365,9 @@ def summarize(
         }
     summary |= {
         "drift_alerts": len(alerts),
+        # An escalated alert repeats its incident's id (DriftAlert v3; before it, each alert
+        # was an incident of its own).
+        "drift_incidents": len({a.get("incident_id") or a["alert_id"] for a in alerts}),
         "drift_alerts_by_kind": _count(a["kind"] for a in alerts),
         "drift_points": list(drift_points),
         "detection_delays": detection_delays(drift_points, alert_idx, len(sent)),

@@ -97,6 +97,8 @@ class DriftAlert(TypedDict):
     detectors: list[str]
     subjects: list[str]
     detections: int
+    incident_id: str
+    escalated: bool
 
 
 class DeadLetter(TypedDict):

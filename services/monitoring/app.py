@@ -180,6 +180,8 @@ class Monitoring:
         self.watermark = 0
         self.records = 0
         self.incidents = IncidentMerger(s.incident_window, s.incident_max_records)
+        #: The first detection and the id of the incident raised last: what an escalation repeats.
+        self._last_incident: tuple[tuple[int, str | None], str] | None = None
         #: Records fed to the detectors: the incident window's clock.
         self.observed = 0
         self._observed_at_tick = 0
@@ -335,6 +337,7 @@ class Monitoring:
         self.svc.log.warning(
             "drift_alert_raised",
             alert_id=alert["alert_id"],
+            incident_id=alert["incident_id"],
             kind=alert["kind"],
             severity=alert["severity"],
             detector=lead.detector,
@@ -370,7 +373,20 @@ class Monitoring:
             "detectors": incident.detectors,
             "subjects": incident.subjects,
             "detections": len(incident.fired),
+            "incident_id": self._incident_id(incident),
+            "escalated": incident.escalated,
         }
+
+    def _incident_id(self, incident: Incident) -> str:
+        """The id of the incident ``incident`` raises: an escalation is the incident last
+        raised again, and repeats its id (the merger escalates only the open incident)."""
+        first = incident.fired[0]
+        key = (first.at, first.event_id)
+        if incident.escalated and self._last_incident is not None and self._last_incident[0] == key:
+            return self._last_incident[1]
+        incident_id = str(uuid.uuid4())
+        self._last_incident = (key, incident_id)
+        return incident_id
 
     # --- housekeeping and gauges --------------------------------------------------------------
 

@@ -135,6 +135,9 @@ def test_demo_closes_the_loop(
     window = [same_class(p["predicted"], labels[e]) for e, p in first.items() if e in labels and index_of(e) >= start]
     assert 0 < start < EVENTS and summary["served_accuracy_same_window"] == pytest.approx(sum(window) / len(window))
     assert summary["drift_alerts"] == len(alerts)
+    escalations = [a for a in alerts if a["escalated"]]
+    assert {a["incident_id"] for a in escalations} <= {a["incident_id"] for a in alerts if not a["escalated"]}
+    assert summary["drift_incidents"] == len({a["incident_id"] for a in alerts}) == len(alerts) - len(escalations)
     assert summary["promotions"] == sum(
         1 for r in registry if r["status"] == "champion" and r["trigger"] != "bootstrap"
     )

@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from driftloop.services.monitoring.app import Monitoring
+from driftloop.services.monitoring.drift import Detection, Fired, IncidentMerger
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.records import FeatureVector, Label, LabelValue, Prediction, Role
 from driftloop.shared.runtime import Service
@@ -513,3 +514,22 @@ def test_feeding_a_record_of_the_wrong_shape_fails_the_test_clearly() -> None:
     _, h, _ = service()
     with pytest.raises(AssertionError, match="is not a Label"):
         asyncio.run(h.feed(LABELS_CLEAN, {"event_id": "e1"}))  # type: ignore[arg-type]
+
+
+def _fired(at: int, kind: str) -> Fired:
+    subject = "x" if kind == "input" else "error_rate"
+    return Fired(Detection(kind, "ADWIN", subject, 1.0, 0.5, 10), at, f"v{at}", 4, T0 + at)
+
+
+def test_an_escalated_alert_repeats_its_incidents_id_and_the_next_incident_has_its_own() -> None:
+    shell, _, _ = service()
+    merger = IncidentMerger(100)
+    assert merger.add([_fired(0, "input")]) == merger.add([_fired(60, "input")]) == []
+    (first,) = merger.due(100)
+    (escalation,) = merger.add([_fired(150, "concept")])
+    (next_one,) = merger.add([_fired(400, "concept")])  # a quiet window after 150 closed the first
+    alerts = [shell.alert(i) for i in (first, escalation, next_one)]
+    assert [a["escalated"] for a in alerts] == [False, True, False]
+    assert alerts[0]["incident_id"] == alerts[1]["incident_id"] != alerts[2]["incident_id"]
+    assert len({a["alert_id"] for a in alerts}) == 3
+    assert alerts[1]["kind"] == "concept" and alerts[1]["detections"] == 3

@@ -557,3 +557,41 @@ UNREADABLE = [
 @pytest.mark.parametrize("data", UNREADABLE)
 def test_leading_string_of_unreadable_bytes_is_none(serde: Serde, data: bytes | None) -> None:
     assert serde.leading_string(data) is None
+
+
+# --- DriftAlert v3 (incident_id, escalated) against v2, both real files in schemas/ -------------
+
+
+def _drift_alert_entry(version: int) -> dict[str, Any]:
+    return next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "DriftAlert" and e["version"] == version)
+
+
+DRIFT_ALERT_V2_ID = _drift_alert_entry(2)["id"]
+
+
+class DriftAlertV2Registry(FileSchemaRegistry):
+    """A consumer of alerts not upgraded to v3 yet."""
+
+    def latest(self, record: str) -> tuple[int, Any]:
+        if record == "DriftAlert":
+            return DRIFT_ALERT_V2_ID, self.schema_by_id(DRIFT_ALERT_V2_ID)
+        return super().latest(record)
+
+
+def test_drift_alert_v3_adds_only_the_optional_incident_fields() -> None:
+    v2, v3 = (json.loads((SCHEMA_DIR / _drift_alert_entry(v)["file"]).read_text())["fields"] for v in (2, 3))
+    assert AVSC["DriftAlert"]["fields"] == v3  # the newest: what monitoring writes
+    assert v3[: len(v2)] == v2
+    incident_id, escalated = v3[len(v2) :]
+    assert (incident_id["name"], incident_id["type"], incident_id["default"]) == ("incident_id", "string", "")
+    assert (escalated["name"], escalated["type"], escalated["default"]) == ("escalated", "boolean", False)
+
+
+def test_a_v2_alert_reads_as_an_unescalated_v3_one_and_a_v2_reader_skips_the_new_fields(serde: Serde) -> None:
+    new = _example(AVSC["DriftAlert"], "DriftAlert")
+    old_value = {k: v for k, v in new.items() if k not in ("incident_id", "escalated")}
+    old_serde = Serde(DriftAlertV2Registry(SCHEMA_DIR))
+    old_bytes = old_serde.encode("DriftAlert", old_value)
+    assert struct.unpack(">I", old_bytes[1:5])[0] == DRIFT_ALERT_V2_ID != SCHEMA_IDS["DriftAlert"]
+    assert serde.decode("DriftAlert", old_bytes) == {**old_value, "incident_id": "", "escalated": False}
+    assert old_serde.decode("DriftAlert", serde.encode("DriftAlert", new)) == old_value

@@ -188,3 +188,23 @@ def test_bare_prequential_learns_each_row_the_label_delay_later() -> None:
     # With a task, a label it cannot learn is never learned, as the loop dead-letters it.
     rows = [({"x": 1}, 1.0), ({"x": 1}, "n/a"), ({"x": 1}, 3.0), ({"x": 1}, 4.0)]
     assert bare_prequential(rows, 0, Last(), "regression") == [0.0, 1.0, 1.0, 3.0]
+
+
+def test_incidents_count_an_escalation_with_the_alert_it_repeats() -> None:
+    recs = _records([True, False, True], [True, True, True], "binary", scores=True)
+
+    def alert(alert_id: str, incident_id: str | None, escalated: bool = False, kind: str = "input") -> dict[str, Any]:
+        a: dict[str, Any] = {"alert_id": alert_id, "kind": kind, "event_id": None, "escalated": escalated}
+        return a if incident_id is None else {**a, "incident_id": incident_id}
+
+    recs["alerts"] = [
+        alert("a1", ""),  # written as v2 and read as v3: an incident of its own
+        alert("a2", None),  # a record without the field at all
+        alert("a3", "i1"),
+        alert("a4", "i1", escalated=True, kind="concept"),
+        alert("a5", "i2", kind="concept"),
+    ]
+    summary, _ = summarize(**recs, load_baseline=None)
+    assert summary["drift_alerts"] == 5
+    assert summary["drift_incidents"] == 4
+    assert summary["drift_alerts_by_kind"] == {"input": 3, "concept": 2}
