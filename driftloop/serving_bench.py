@@ -75,10 +75,12 @@ async def _load(base: str, path: str, bodies: list[dict[str, Any]], rate: float)
     return latencies, errors
 
 
-def _replay_stream(bootstrap: str, prefix: str, partitions: int, stream: Dataset, rate: float) -> None:
+def _replay_stream(
+    bootstrap: str, prefix: str, partitions: int, schema_dir: Path, stream: Dataset, rate: float
+) -> None:
     """The stream beside the load, in a process of its own: in the load client's process it
     would share that interpreter's lock and add its own work to the latencies measured."""
-    serde = Serde(FileSchemaRegistry(CommonSettings().schema_dir))
+    serde = Serde(FileSchemaRegistry(schema_dir))
     asyncio.run(replay(bootstrap, Topics(prefix, partitions), serde, stream, run_id="oip", label_delay=50, rate=rate))
 
 
@@ -141,7 +143,7 @@ def oip_latency(
             time.sleep(0.2)
         streamed = multiprocessing.get_context("spawn").Process(
             target=_replay_stream,
-            args=(bootstrap, env["DRIFTLOOP_TOPIC_PREFIX"], common.partitions, stream, stream_rate),
+            args=(bootstrap, topics.prefix, topics.partitions, serde.registry.schema_dir, stream, stream_rate),
             daemon=True,
         )
         if stream_rate > 0:

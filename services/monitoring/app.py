@@ -180,8 +180,9 @@ class Monitoring:
         self.watermark = 0
         self.records = 0
         self.incidents = IncidentMerger(s.incident_window, s.incident_max_records)
-        #: The first detection and the id of the incident raised last: what an escalation repeats.
-        self._last_incident: tuple[tuple[int, str | None], str] | None = None
+        #: The id of the incident raised last: an escalation repeats it (the merger escalates
+        #: only the open incident, which is the last raised).
+        self._incident_id: str | None = None
         #: Records fed to the detectors: the incident window's clock.
         self.observed = 0
         self._observed_at_tick = 0
@@ -351,6 +352,8 @@ class Monitoring:
         )
 
     def alert(self, incident: Incident) -> DriftAlert:
+        incident_id = self._incident_id if incident.escalated and self._incident_id else str(uuid.uuid4())
+        self._incident_id = incident_id
         lead = incident.lead
         d = lead.detection
         start, end = incident.window
@@ -373,20 +376,9 @@ class Monitoring:
             "detectors": incident.detectors,
             "subjects": incident.subjects,
             "detections": len(incident.fired),
-            "incident_id": self._incident_id(incident),
+            "incident_id": incident_id,
             "escalated": incident.escalated,
         }
-
-    def _incident_id(self, incident: Incident) -> str:
-        """The id of the incident ``incident`` raises: an escalation is the incident last
-        raised again, and repeats its id (the merger escalates only the open incident)."""
-        first = incident.fired[0]
-        key = (first.at, first.event_id)
-        if incident.escalated and self._last_incident is not None and self._last_incident[0] == key:
-            return self._last_incident[1]
-        incident_id = str(uuid.uuid4())
-        self._last_incident = (key, incident_id)
-        return incident_id
 
     # --- housekeeping and gauges --------------------------------------------------------------
 

@@ -280,13 +280,27 @@ def evolved_dir(tmp_path: Path) -> Path:
     return out
 
 
-class V1ReaderRegistry(FileSchemaRegistry):
-    """A consumer that can look every id up but still reads RawEvent as v1 (not upgraded yet)."""
+class PinnedRegistry(FileSchemaRegistry):
+    """A consumer not upgraded yet: it can look every id up, but reads and writes ``record``
+    as the schema ``schema_id``."""
+
+    def __init__(self, schema_dir: Path, record: str, schema_id: int) -> None:
+        super().__init__(schema_dir)
+        self.record, self.schema_id = record, schema_id
 
     def latest(self, record: str) -> tuple[int, Any]:
-        if record == "RawEvent":
-            return 1, self.schema_by_id(1)
+        if record == self.record:
+            return self.schema_id, self.schema_by_id(self.schema_id)
         return super().latest(record)
+
+
+def _entry(record: str, version: int) -> dict[str, Any]:
+    """``record``'s ``version`` in the real registry index."""
+    return next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == record and e["version"] == version)
+
+
+def _fields(record: str, version: int) -> list[dict[str, Any]]:
+    return json.loads((SCHEMA_DIR / _entry(record, version)["file"]).read_text())["fields"]
 
 
 def test_newest_version_is_the_writer_whatever_the_order(evolved_dir: Path) -> None:
@@ -309,7 +323,7 @@ def test_new_record_is_read_by_old_reader_without_the_new_field(evolved_dir: Pat
     new_bytes = new.encode("RawEvent", {**V1_EVENT, "source": "sensor-7"})
     assert struct.unpack(">I", new_bytes[1:5])[0] == RAW_V2_ID
     assert new.decode("RawEvent", new_bytes)["source"] == "sensor-7"
-    old = Serde(V1ReaderRegistry(evolved_dir))
+    old = Serde(PinnedRegistry(evolved_dir, "RawEvent", 1))
     decoded = old.decode("RawEvent", new_bytes)
     assert "source" not in decoded
     assert same_typed(decoded, V1_EVENT)
@@ -331,16 +345,12 @@ def test_two_versions_of_one_record_parse_independently(evolved_dir: Path) -> No
 # --- ModelVersion v2 (signature) against v1, both real files in schemas/ ------------------------
 
 
-class ModelVersionV1Registry(FileSchemaRegistry):
-    """A consumer not upgraded yet: it still reads and writes ModelVersion as v1."""
-
-    def latest(self, record: str) -> tuple[int, Any]:
-        if record == "ModelVersion":
-            return SCHEMA_IDS_V1["ModelVersion"], self.schema_by_id(SCHEMA_IDS_V1["ModelVersion"])
-        return super().latest(record)
-
-
 SCHEMA_IDS_V1 = {e["record"]: e["id"] for e in REGISTRY_INDEX["schemas"] if e["version"] == 1}
+
+
+def _model_version_v1_serde() -> Serde:
+    """A consumer not upgraded yet: it still reads and writes ModelVersion as v1."""
+    return Serde(PinnedRegistry(SCHEMA_DIR, "ModelVersion", SCHEMA_IDS_V1["ModelVersion"]))
 
 
 # Fields added after v1: status_history and signature (v2), task (v3).
@@ -356,8 +366,7 @@ def _model_version(serde_schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model_version_fields(version: int) -> list[dict[str, Any]]:
-    entry = next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == version)
-    return json.loads((SCHEMA_DIR / entry["file"]).read_text())["fields"]
+    return _fields("ModelVersion", version)
 
 
 def test_model_version_v2_adds_only_optional_fields() -> None:
@@ -379,7 +388,7 @@ def test_model_version_v3_adds_only_the_optional_task() -> None:
 
 
 def test_old_model_version_is_read_by_new_reader_as_unsigned(serde: Serde) -> None:
-    old = Serde(ModelVersionV1Registry(SCHEMA_DIR))
+    old = _model_version_v1_serde()
     value = _model_version(AVSC["ModelVersion"])
     old_bytes = old.encode("ModelVersion", value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
@@ -394,7 +403,7 @@ def test_signed_model_version_is_read_by_old_reader_without_the_signature(serde:
     value = sign(_model_version(AVSC["ModelVersion"]), b"k")
     new_bytes = serde.encode("ModelVersion", value)
     assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_IDS_V1["ModelVersion"]
-    decoded = Serde(ModelVersionV1Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
+    decoded = _model_version_v1_serde().decode("ModelVersion", new_bytes)
     assert "signature" not in decoded
     assert same_typed(decoded, {k: v for k, v in value.items() if k not in ("signature", "task")})
     # The new reader gets the signature back, still valid after the Avro round trip.
@@ -475,7 +484,7 @@ def _model_version_with_history() -> dict[str, Any]:
 
 
 def test_model_version_v1_records_read_with_an_empty_status_history(serde: Serde) -> None:
-    old = Serde(ModelVersionV1Registry(SCHEMA_DIR))
+    old = _model_version_v1_serde()
     value = {k: v for k, v in _model_version_with_history().items() if k not in V2_ONLY}
     old_bytes = old.encode("ModelVersion", value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_IDS_V1["ModelVersion"]
@@ -486,30 +495,21 @@ def test_model_version_v2_records_read_by_a_v1_reader(serde: Serde) -> None:
     value = _model_version_with_history()
     new_bytes = serde.encode("ModelVersion", value)
     assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_IDS_V1["ModelVersion"]
-    decoded = Serde(ModelVersionV1Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
+    decoded = _model_version_v1_serde().decode("ModelVersion", new_bytes)
     assert not set(V2_ONLY) & set(decoded)
     assert decoded == {k: v for k, v in value.items() if k not in V2_ONLY}
 
 
 # --- ModelVersion v3: task ----------------------------------------------------------------------------
 
-SCHEMA_ID_V2 = next(e["id"] for e in REGISTRY_INDEX["schemas"] if e["record"] == "ModelVersion" and e["version"] == 2)
-
-
-class ModelVersionV2Registry(FileSchemaRegistry):
-    """A consumer upgraded to v2 but not to v3."""
-
-    def latest(self, record: str) -> tuple[int, Any]:
-        if record == "ModelVersion":
-            return SCHEMA_ID_V2, self.schema_by_id(SCHEMA_ID_V2)
-        return super().latest(record)
+SCHEMA_ID_V2 = _entry("ModelVersion", 2)["id"]  # pinned: a consumer upgraded to v2 but not to v3
 
 
 def test_a_signed_v2_record_reads_as_v3_with_no_task_and_still_verifies(serde: Serde) -> None:
     from driftloop.shared.signing import sign, verify
 
     value = sign({k: v for k, v in _model_version_with_history().items() if k != "task"}, b"k")
-    old_bytes = Serde(ModelVersionV2Registry(SCHEMA_DIR)).encode("ModelVersion", value)
+    old_bytes = Serde(PinnedRegistry(SCHEMA_DIR, "ModelVersion", SCHEMA_ID_V2)).encode("ModelVersion", value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == SCHEMA_ID_V2
     decoded = serde.decode("ModelVersion", old_bytes)
     assert decoded == {**value, "task": None}
@@ -525,7 +525,7 @@ def test_a_v3_record_keeps_its_task_and_a_v2_reader_skips_it(serde: Serde, task:
     assert struct.unpack(">I", new_bytes[1:5])[0] == SCHEMA_IDS["ModelVersion"] != SCHEMA_ID_V2
     assert serde.decode("ModelVersion", new_bytes)["task"] == task
     assert verify(serde.decode("ModelVersion", new_bytes), b"k")
-    old = Serde(ModelVersionV2Registry(SCHEMA_DIR)).decode("ModelVersion", new_bytes)
+    old = Serde(PinnedRegistry(SCHEMA_DIR, "ModelVersion", SCHEMA_ID_V2)).decode("ModelVersion", new_bytes)
     assert old == {k: v for k, v in value.items() if k != "task"}
 
 
@@ -562,24 +562,11 @@ def test_leading_string_of_unreadable_bytes_is_none(serde: Serde, data: bytes | 
 # --- DriftAlert v3 (incident_id, escalated) against v2, both real files in schemas/ -------------
 
 
-def _drift_alert_entry(version: int) -> dict[str, Any]:
-    return next(e for e in REGISTRY_INDEX["schemas"] if e["record"] == "DriftAlert" and e["version"] == version)
-
-
-DRIFT_ALERT_V2_ID = _drift_alert_entry(2)["id"]
-
-
-class DriftAlertV2Registry(FileSchemaRegistry):
-    """A consumer of alerts not upgraded to v3 yet."""
-
-    def latest(self, record: str) -> tuple[int, Any]:
-        if record == "DriftAlert":
-            return DRIFT_ALERT_V2_ID, self.schema_by_id(DRIFT_ALERT_V2_ID)
-        return super().latest(record)
+DRIFT_ALERT_V2_ID = _entry("DriftAlert", 2)["id"]
 
 
 def test_drift_alert_v3_adds_only_the_optional_incident_fields() -> None:
-    v2, v3 = (json.loads((SCHEMA_DIR / _drift_alert_entry(v)["file"]).read_text())["fields"] for v in (2, 3))
+    v2, v3 = _fields("DriftAlert", 2), _fields("DriftAlert", 3)
     assert AVSC["DriftAlert"]["fields"] == v3  # the newest: what monitoring writes
     assert v3[: len(v2)] == v2
     incident_id, escalated = v3[len(v2) :]
@@ -590,7 +577,7 @@ def test_drift_alert_v3_adds_only_the_optional_incident_fields() -> None:
 def test_a_v2_alert_reads_as_an_unescalated_v3_one_and_a_v2_reader_skips_the_new_fields(serde: Serde) -> None:
     new = _example(AVSC["DriftAlert"], "DriftAlert")
     old_value = {k: v for k, v in new.items() if k not in ("incident_id", "escalated")}
-    old_serde = Serde(DriftAlertV2Registry(SCHEMA_DIR))
+    old_serde = Serde(PinnedRegistry(SCHEMA_DIR, "DriftAlert", DRIFT_ALERT_V2_ID))
     old_bytes = old_serde.encode("DriftAlert", old_value)
     assert struct.unpack(">I", old_bytes[1:5])[0] == DRIFT_ALERT_V2_ID != SCHEMA_IDS["DriftAlert"]
     assert serde.decode("DriftAlert", old_bytes) == {**old_value, "incident_id": "", "escalated": False}
